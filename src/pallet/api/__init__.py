@@ -1,0 +1,1 @@
+"""The REST API under /api/v1: app factory, shared dependencies, errors and pagination."""

@@ -1,0 +1,77 @@
+"""The FastAPI application: every router under /api/v1, the OpenAPI document and a docs page
+whose assets are served by Pallet itself (it runs in networks without internet)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import select
+from swagger_ui_bundle import swagger_ui_path
+
+import pallet
+from pallet.api import errors
+from pallet.api.deps import RuntimeDep
+from pallet.api.schemas import Schema
+from pallet.artifacts.api import router as artifacts_router
+from pallet.auth.api import router as auth_router
+from pallet.auth.passwords import VerifiedCache
+from pallet.content.api import router as content_router
+from pallet.db.migrate import current_revision, head_revision
+from pallet.repositories.api import router as repositories_router
+from pallet.runtime import Runtime
+from pallet.tasks.api import router as tasks_router
+from pallet.tasks.models import Worker
+from pallet.uploads.api import router as uploads_router
+
+API = "/api/v1"
+
+
+class StatusRead(Schema):
+    version: str
+    database: str
+    schema_revision: str | None
+    schema_current: bool
+    workers: int
+    content_types: list[str]
+    repository_types: list[str]
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(title="Pallet", version=pallet.__version__, docs_url=None, redoc_url=None,
+                  openapi_url=f"{API}/openapi.json",
+                  description="Mirror, version, publish, serve and transfer software content.")
+    app.state.runtime = runtime
+    app.state.password_cache = VerifiedCache(runtime.settings.auth_cache_seconds)
+    errors.install(app)
+
+    api = APIRouter(prefix=API)
+    for router in (repositories_router, content_router, artifacts_router, uploads_router,
+                   tasks_router, auth_router):
+        api.include_router(router)
+    api.add_api_route("/status", status, methods=["GET"], response_model=StatusRead,
+                      tags=["status"], summary="Status (no authentication needed)")
+    app.include_router(api)
+
+    app.mount(f"{API}/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get(f"{API}/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{API}/openapi.json", title="Pallet API",
+            swagger_js_url=f"{API}/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{API}/docs/assets/swagger-ui.css",
+            swagger_favicon_url=f"{API}/docs/assets/favicon-32x32.png")
+
+    return app
+
+
+def status(runtime: RuntimeDep) -> StatusRead:
+    with runtime.db.read() as session:
+        workers = len(session.scalars(select(Worker.name)).all())
+    current = current_revision(runtime.db)
+    return StatusRead(version=pallet.__version__, database=runtime.db.dialect,
+                      schema_revision=current, schema_current=current == head_revision(runtime.db),
+                      workers=workers, content_types=sorted(runtime.plugins.content_types),
+                      repository_types=sorted(runtime.plugins.repository_types))

@@ -1,0 +1,66 @@
+"""One error shape everywhere: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.exceptions import HTTPException
+
+from pallet.errors import PalletError
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 413: "too_large"}
+
+
+def error_response(status: int, code: str, message: str, details: dict | None = None,
+                   headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, headers=headers,
+                        content={"error": {"code": code, "message": message,
+                                           "details": details or {}}})
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(PalletError)
+    async def pallet_error(request: Request, exc: PalletError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Basic realm="pallet"'} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                     "problem": e.get("msg", "")} for e in exc.errors()]
+        summary = "; ".join(f"{p['field'] or 'body'}: {p['problem']}" for p in problems[:5])
+        return error_response(400, "invalid", f"the request is not valid: {summary}",
+                              {"errors": problems})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 404:
+            message = f"there is nothing at {request.url.path}"
+        return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        log.info("integrity error on %s: %s", request.url.path, exc.orig)
+        return error_response(409, "conflict", "the change conflicts with the current state; "
+                              "read it again and retry")
+
+    @app.exception_handler(OperationalError)
+    async def unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        log.exception("database error on %s", request.url.path)
+        return error_response(503, "unavailable", "the database is busy or unreachable; "
+                              "retry shortly")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal", "an unexpected error occurred; the server log "
+                              "has the details")

@@ -1,0 +1,1 @@
+"""Artifacts: bytes identified by their sha256, stored once."""

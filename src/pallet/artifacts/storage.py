@@ -1,0 +1,192 @@
+"""Where artifact bytes live. The domain sees only `ArtifactStorage`; S3 can come later.
+
+Bytes enter through a `Writer` that hashes while it writes. Nothing is placed under its
+digest until the digest has been checked: a temporary file is fsynced, then renamed into
+place, so a reader never sees a half-written or unverified artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from pallet.errors import Invalid
+
+READ_BLOCK = 1 << 20
+
+
+class DigestMismatch(Invalid):
+    code = "digest_mismatch"
+
+
+class Writer(ABC):
+    """A stream of bytes on their way into the store."""
+
+    sha256: "hashlib._Hash"
+    size: int
+
+    @abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def commit(self, expected_sha256: str | None = None) -> str:
+        """Verify and store; return the sha256. On mismatch nothing is stored."""
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.abort()
+
+
+class ArtifactStorage(ABC):
+    @abstractmethod
+    def writer(self) -> Writer: ...
+
+    @abstractmethod
+    def exists(self, sha256: str) -> bool: ...
+
+    @abstractmethod
+    def open(self, sha256: str) -> BinaryIO: ...
+
+    @abstractmethod
+    def delete(self, sha256: str) -> None: ...
+
+    def put_file(self, path: Path, expected_sha256: str | None = None) -> tuple[str, int]:
+        """Copy a file into the store, verifying it; return (sha256, size)."""
+        with self.writer() as writer, open(path, "rb") as source:
+            while block := source.read(READ_BLOCK):
+                writer.write(block)
+            return writer.commit(expected_sha256), writer.size
+
+    def ingest(self, path: Path, expected_sha256: str,
+               progress: Callable[[int], None] = lambda done: None) -> tuple[str, int]:
+        """Verify a finished file and take it into the store (it is consumed); return
+        (sha256, size). The default copies; a local store moves it instead."""
+        sha256, size = self.put_file(path, expected_sha256)
+        path.unlink(missing_ok=True)
+        return sha256, size
+
+    def hash_stored(self, sha256: str) -> str:
+        """Re-hash stored bytes (for repair)."""
+        digest = hashlib.sha256()
+        with self.open(sha256) as stream:
+            while block := stream.read(READ_BLOCK):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+class LocalStorage(ArtifactStorage):
+    """Artifacts under `root/ab/cd/<sha256>`, temporary files under `root/.tmp`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise Invalid(f"{sha256!r} is not a sha256 digest")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def writer(self) -> Writer:
+        return _LocalWriter(self)
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def open(self, sha256: str) -> BinaryIO:
+        return open(self.path(sha256), "rb")
+
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+    def ingest(self, path: Path, expected_sha256: str,
+               progress: Callable[[int], None] = lambda done: None) -> tuple[str, int]:
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as source:
+            while block := source.read(READ_BLOCK):
+                digest.update(block)
+                size += len(block)
+                progress(size)
+            os.fsync(source.fileno())
+        actual = digest.hexdigest()
+        if actual != expected_sha256.lower():
+            raise DigestMismatch(
+                f"the bytes have sha256 {actual}, not the expected {expected_sha256}",
+                details={"expected": expected_sha256, "actual": actual})
+        if self.exists(actual):
+            path.unlink(missing_ok=True)
+        else:
+            try:
+                self.adopt(path, actual)
+            except OSError:  # another file system: copy, verifying again on the way
+                return super().ingest(path, expected_sha256, progress)
+        return actual, size
+
+    def adopt(self, path: Path, sha256: str) -> None:
+        """Move an already verified file (on the same file system) into place."""
+        target = self.path(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        _fsync_dir(target.parent)
+
+
+class _LocalWriter(Writer):
+    def __init__(self, storage: LocalStorage) -> None:
+        self.storage = storage
+        fd, name = tempfile.mkstemp(dir=storage.tmp, prefix="incoming-")
+        self._file = os.fdopen(fd, "wb")
+        self._path = Path(name)
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self._file.write(data)
+        self.size += len(data)
+
+    def commit(self, expected_sha256: str | None = None) -> str:
+        digest = self.sha256.hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256.lower():
+            self.abort()
+            raise DigestMismatch(
+                f"the bytes have sha256 {digest}, not the expected {expected_sha256}",
+                details={"expected": expected_sha256, "actual": digest})
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        if self.storage.exists(digest):
+            self._path.unlink(missing_ok=True)
+        else:
+            self.storage.adopt(self._path, digest)
+        self._done = True
+        return digest
+
+    def abort(self) -> None:
+        if not self._done:
+            self._file.close()
+            self._path.unlink(missing_ok=True)
+            self._done = True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def iter_file(stream: BinaryIO) -> Iterator[bytes]:
+    with stream:
+        while block := stream.read(READ_BLOCK):
+            yield block

@@ -1,0 +1,1 @@
+"""Users, API tokens, roles and the permissions they grant."""

@@ -1,0 +1,1 @@
+"""Content units: typed items with a natural key, linking artifacts by relative path."""

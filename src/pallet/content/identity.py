@@ -1,0 +1,16 @@
+"""A unit's identity: the sha256 of its canonical (type, natural key), the same on every server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def identity_digest(content_type: str, natural_key: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json([content_type, dict(natural_key)])).hexdigest()

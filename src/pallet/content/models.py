@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from pallet.db.base import Base, BigId, utcnow
+
+
+class Content(Base):
+    """A typed unit. `digest` is its identity: the same on every server for the same key."""
+
+    __tablename__ = "content"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    artifacts: Mapped[list["ContentArtifact"]] = relationship(
+        back_populates="content", cascade="all, delete-orphan", lazy="selectin",
+        order_by="ContentArtifact.relative_path")
+
+
+class ContentArtifact(Base):
+    """A unit's file at a relative path: the expected sha256, and the artifact once stored."""
+
+    __tablename__ = "content_artifact"
+    __table_args__ = (UniqueConstraint("content_id", "relative_path"),
+                      Index("ix_content_artifact_relative_path", "relative_path"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"))
+    relative_path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    artifact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("artifact.id", ondelete="RESTRICT"), index=True)
+
+    content: Mapped[Content] = relationship(back_populates="artifacts")

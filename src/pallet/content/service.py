@@ -1,0 +1,98 @@
+"""Content units: created from stored artifacts, found, listed and filtered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pallet.artifacts.models import Artifact
+from pallet.content.identity import identity_digest
+from pallet.content.models import Content, ContentArtifact
+from pallet.errors import Invalid, NotFound
+from pallet.plugins import Registry
+from pallet.repositories.models import Repository, RepositoryContent
+from pallet.repositories.versions import get_version, present_at
+
+
+def validate_unit(plugins: Registry, type: str, fields: dict[str, Any]):
+    """The type's unit model for `fields`, or Invalid listing what is wrong."""
+    content_type = plugins.content_type(type)
+    try:
+        return content_type, content_type.model.model_validate(fields)
+    except ValidationError as exc:
+        problems = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
+                    for e in exc.errors()]
+        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
+        raise Invalid(f"invalid {type} content: {summary}",
+                      details={"errors": problems}) from None
+
+
+def create_content(session: Session, plugins: Registry, *, type: str,
+                   fields: dict[str, Any]) -> tuple[Content, bool]:
+    """Content from artifacts already stored. Returns (content, created); same key, same unit."""
+    content_type, unit = validate_unit(plugins, type, fields)
+    key = {name: getattr(unit, name) for name in content_type.key_fields}
+    digest = identity_digest(type, key)
+    existing = session.scalar(select(Content).where(Content.digest == digest))
+    if existing is not None:
+        return existing, False
+    links = []
+    for relative_path, sha256 in sorted(content_type.artifacts(unit).items()):
+        artifact_id = session.scalar(select(Artifact.id).where(Artifact.sha256 == sha256))
+        if artifact_id is None:
+            raise Invalid(f"no artifact has sha256 {sha256}; upload the file first",
+                          details={"sha256": sha256, "relative_path": relative_path})
+        links.append(ContentArtifact(relative_path=relative_path, sha256=sha256,
+                                     artifact_id=artifact_id))
+    content = Content(type=type, digest=digest, data=unit.model_dump(mode="json"),
+                      artifacts=links)
+    try:
+        with session.begin_nested():
+            session.add(content)
+    except IntegrityError:  # the same unit, created concurrently
+        return session.scalar(select(Content).where(Content.digest == digest)), False
+    return content, True
+
+
+def get_content(session: Session, content_id: int) -> Content:
+    content = session.get(Content, content_id)
+    if content is None:
+        raise NotFound(f"there is no content {content_id}", details={"content": content_id})
+    return content
+
+
+def list_content(session: Session, *, type: str | None = None,
+                 repository: Repository | None = None, version: int | None = None,
+                 relative_path: str | None = None, path_prefix: str | None = None,
+                 digest: str | None = None, limit: int = 100, offset: int = 0
+                 ) -> tuple[int, list[Content]]:
+    query = select(Content)
+    if type:
+        query = query.where(Content.type == type)
+    if digest:
+        query = query.where(Content.digest == digest)
+    if repository is not None:
+        rc = RepositoryContent
+        if version is None:
+            membership = rc.version_removed.is_(None)
+        else:
+            membership = present_at(rc, get_version(session, repository, version).number)
+        query = query.where(Content.id.in_(select(rc.content_id).where(
+            rc.repository_id == repository.id, membership)))
+    elif version is not None:
+        raise Invalid("filtering by version needs a repository", details={"field": "version"})
+    if relative_path or path_prefix:
+        paths = select(ContentArtifact.content_id)
+        if relative_path:
+            paths = paths.where(ContentArtifact.relative_path == relative_path)
+        if path_prefix:
+            paths = paths.where(ContentArtifact.relative_path.startswith(path_prefix,
+                                                                         autoescape=True))
+        query = query.where(Content.id.in_(paths))
+    count = session.scalar(select(func.count()).select_from(query.subquery()))
+    items = session.scalars(query.order_by(Content.id).limit(limit).offset(offset)).all()
+    return count, list(items)

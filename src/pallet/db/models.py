@@ -1,0 +1,12 @@
+"""Every table, imported in one place so Alembic and create_all see the whole schema."""
+
+from pallet.artifacts.models import Artifact
+from pallet.auth.models import ApiToken, User
+from pallet.content.models import Content, ContentArtifact
+from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
+from pallet.tasks.models import DispatchLock, Task, TaskGroup, TaskLock, Worker
+from pallet.uploads.models import Upload, UploadChunk
+
+__all__ = ["Artifact", "ApiToken", "User", "Content", "ContentArtifact", "Repository",
+           "RepositoryContent", "RepositoryVersion", "DispatchLock", "Task", "TaskGroup",
+           "TaskLock", "Worker", "Upload", "UploadChunk"]

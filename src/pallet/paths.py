@@ -1,0 +1,32 @@
+"""Validation of relative paths that come from outside (API bodies, indexes, archives)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from pallet.errors import Invalid
+
+MAX_PATH_LENGTH = 1024
+MAX_SEGMENT_LENGTH = 255
+
+
+def validate_relative_path(path: str, *, what: str = "relative_path") -> str:
+    """Return `path` if it is a safe relative POSIX path, else raise Invalid saying why."""
+    def refuse(reason: str) -> Invalid:
+        return Invalid(f"{what} {path[:100]!r} is not allowed: {reason}",
+                       details={"field": what})
+
+    if not isinstance(path, str) or not path:
+        raise refuse("it is empty")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
+        raise refuse(f"it is longer than {MAX_PATH_LENGTH} bytes")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in path):
+        raise refuse("it contains NUL or control characters")
+    if path.startswith("/") or "\\" in path:
+        raise refuse("it must be a relative path with '/' separators")
+    for segment in path.split("/"):
+        if segment in ("", ".", ".."):
+            raise refuse("it has an empty, '.' or '..' segment")
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_LENGTH:
+            raise refuse(f"a segment is longer than {MAX_SEGMENT_LENGTH} bytes")
+    return path

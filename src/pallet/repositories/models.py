@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from pallet.db.base import Base, BigId, utcnow
+
+
+class Repository(Base):
+    __tablename__ = "repository"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    retain_versions: Mapped[int | None] = mapped_column(Integer)
+    # Version numbers are never reused, even after the newest version is deleted.
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RepositoryVersion(Base):
+    """An immutable set of content. `lthash` is the set's homomorphic hash state."""
+
+    __tablename__ = "repository_version"
+    __table_args__ = (UniqueConstraint("repository_id", "number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    lthash: Mapped[bytes] = mapped_column(LargeBinary)
+    digest: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RepositoryContent(Base):
+    """Membership as a range: present in versions version_added <= n < version_removed."""
+
+    __tablename__ = "repository_content"
+    __table_args__ = (
+        Index("ix_repository_content_added", "repository_id", "version_added"),
+        Index("ix_repository_content_removed", "repository_id", "version_removed"),
+        Index("ix_repository_content_member", "repository_id", "content_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"))
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="RESTRICT"),
+                                            index=True)
+    version_added: Mapped[int] = mapped_column(Integer)
+    version_removed: Mapped[int | None] = mapped_column(Integer)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from pallet.api.schemas import Body, Schema, UtcDatetime
+from pallet.repositories.models import Repository, RepositoryVersion
+
+
+class RepositoryCreate(Body):
+    name: str = Field(description="Unique name: letters, digits, '.', '_', '-'.")
+    type: str = Field("file", description="Repository type, from a plugin.")
+    description: str = Field("", max_length=10_000)
+    retain_versions: int | None = Field(None, ge=1, description="Keep only the newest N versions.")
+
+
+class RepositoryUpdate(Body):
+    name: str | None = None
+    description: str | None = Field(None, max_length=10_000)
+    retain_versions: int | None = Field(None, ge=1)
+
+
+class RepositoryRead(Schema):
+    name: str
+    href: str
+    type: str
+    description: str
+    retain_versions: int | None
+    latest_version: int
+    latest_version_href: str
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+def repository_read(repository: Repository, latest: int) -> RepositoryRead:
+    href = f"/api/v1/repositories/{repository.name}"
+    return RepositoryRead(name=repository.name, href=href, type=repository.type,
+                          description=repository.description,
+                          retain_versions=repository.retain_versions, latest_version=latest,
+                          latest_version_href=f"{href}/versions/{latest}",
+                          created_at=repository.created_at, updated_at=repository.updated_at)
+
+
+class TypeCounts(Schema):
+    added: int
+    removed: int
+    present: int
+
+
+class VersionRead(Schema):
+    repository: str
+    number: int
+    href: str
+    content_href: str
+    digest: str
+    counts: dict[str, TypeCounts]
+    created_at: UtcDatetime
+
+
+def version_read(repository: Repository, version: RepositoryVersion) -> VersionRead:
+    href = f"/api/v1/repositories/{repository.name}/versions/{version.number}"
+    return VersionRead(repository=repository.name, number=version.number, href=href,
+                       content_href=f"/api/v1/content?repository={repository.name}"
+                                    f"&version={version.number}",
+                       digest=version.digest, counts=version.counts or {},
+                       created_at=version.created_at)
+
+
+class ModifyRequest(Body):
+    add_content: list[int] = Field(default_factory=list, max_length=5_000_000,
+                                   description="Ids of content units to add.")
+    remove_content: list[int] = Field(default_factory=list, max_length=5_000_000,
+                                      description="Ids of content units to remove.")
+    remove_all: bool = Field(False, description="Start from an empty set instead of the base.")
+    base_version: int | None = Field(None, ge=0, description="Version to start from; default newest.")
+
+
+class DiffCounts(Schema):
+    added: int
+    removed: int
+
+
+class DiffRead(Schema):
+    repository: str
+    base_version: int
+    version: int
+    counts: dict[str, DiffCounts]
+    added_href: str
+    removed_href: str

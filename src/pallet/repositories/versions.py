@@ -1,0 +1,365 @@
+"""Repository versions over membership ranges, each operation in O(changes).
+
+A row of `repository_content` says a unit is present in versions `version_added <= n <
+version_removed` (or from `version_added` on while `version_removed` is null). Row version
+numbers always name existing versions: deleting a version folds its rows into the next one.
+The newest version's content is exactly the rows whose `version_removed` is null.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterable, Iterator
+
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from pallet.content.models import Content
+from pallet.errors import Conflict, Invalid, NotFound
+from pallet.plugins import Registry
+from pallet.repositories.contentset import Change, LtHash, carry_counts, plan_change
+from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
+
+BATCH = 900  # ids per IN (…): well under SQLite's bound-parameter limit
+
+Progress = Callable[[str, int, int | None], None]
+RC = RepositoryContent
+
+
+def _no_progress(stage: str, done: int, total: int | None) -> None:
+    pass
+
+
+def batched(items: Iterable, size: int = BATCH) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def present_at(row, number: int):
+    """SQL condition: the membership row `row` is present in version `number`."""
+    return and_(row.version_added <= number,
+                or_(row.version_removed.is_(None), row.version_removed > number))
+
+
+# -- reading --------------------------------------------------------------------------------
+
+def latest_version(session: Session, repository: Repository) -> RepositoryVersion:
+    return session.scalar(select(RepositoryVersion)
+                          .where(RepositoryVersion.repository_id == repository.id)
+                          .order_by(RepositoryVersion.number.desc()).limit(1))
+
+
+def get_version(session: Session, repository: Repository, number: int) -> RepositoryVersion:
+    version = session.scalar(select(RepositoryVersion).where(
+        RepositoryVersion.repository_id == repository.id, RepositoryVersion.number == number))
+    if version is None:
+        raise NotFound(f"repository {repository.name!r} has no version {number}",
+                       details={"repository": repository.name, "version": number})
+    return version
+
+
+def list_versions(session: Session, repository: Repository, *, limit: int = 100,
+                  offset: int = 0) -> tuple[int, list[RepositoryVersion]]:
+    where = RepositoryVersion.repository_id == repository.id
+    count = session.scalar(select(func.count()).select_from(RepositoryVersion).where(where))
+    items = session.scalars(select(RepositoryVersion).where(where)
+                            .order_by(RepositoryVersion.number.desc())
+                            .limit(limit).offset(offset)).all()
+    return count, list(items)
+
+
+def content_ids_query(repository: Repository, number: int):
+    """SELECT of the content ids present in a version."""
+    return select(RC.content_id).where(RC.repository_id == repository.id, present_at(RC, number))
+
+
+def iter_identities(session: Session, repository: Repository, number: int) -> Iterator[str]:
+    """Identity digests of a version's content, streamed (bounded memory at any size)."""
+    query = (select(Content.digest).join(RC, RC.content_id == Content.id)
+             .where(RC.repository_id == repository.id, present_at(RC, number))
+             .execution_options(yield_per=10_000))
+    yield from session.scalars(query)
+
+
+def recompute_digest(session: Session, repository: Repository, number: int) -> str:
+    """The digest of a version from all its content: the check for the incremental one."""
+    return LtHash().add(iter_identities(session, repository, number)).digest
+
+
+# -- creating -------------------------------------------------------------------------------
+
+def create_version(session: Session, plugins: Registry, repository: Repository, *,
+                   add: Iterable[int] = (), remove: Iterable[int] = (),
+                   remove_all: bool = False, base_version: int | None = None,
+                   progress: Progress = _no_progress) -> RepositoryVersion | None:
+    """Make the next version: `(base - remove) | add`, where base defaults to the newest.
+
+    Returns None when the result equals the newest version (no version is made then).
+    """
+    add, remove = set(add), set(remove)
+    latest = latest_version(session, repository)
+    _check_content(session, plugins, repository, add)
+    progress("checking content", len(add), len(add))
+
+    if remove_all:
+        return _replace_all(session, repository, latest, add, progress)
+    if base_version is not None and base_version != latest.number:
+        base = get_version(session, repository, base_version)
+        only_base, only_latest = _diff_ids(session, repository, latest.number, base.number)
+        add |= only_base - remove
+        remove |= only_latest
+    touched = add | remove
+    present: set[int] = set()
+    for batch in batched(touched):
+        present.update(session.scalars(select(RC.content_id).where(
+            RC.repository_id == repository.id, RC.version_removed.is_(None),
+            RC.content_id.in_(batch))))
+    progress("comparing", len(touched), len(touched))
+    change = plan_change(present, add, remove)
+    if not change:
+        return None
+    return _write_version(session, repository, latest, change, progress)
+
+
+def _check_content(session: Session, plugins: Registry, repository: Repository,
+                   ids: set[int]) -> None:
+    allowed = set(plugins.repository_type(repository.type).content_types)
+    found: dict[int, str] = {}
+    for batch in batched(ids):
+        found.update(session.execute(select(Content.id, Content.type)
+                                     .where(Content.id.in_(batch))).all())
+    missing = sorted(ids - found.keys())
+    if missing:
+        raise Invalid(f"{len(missing)} content unit(s) do not exist, e.g. {missing[:5]}",
+                      details={"missing": missing[:100]})
+    wrong = sorted({t for t in found.values() if t not in allowed})
+    if wrong:
+        raise Invalid(f"a {repository.type} repository cannot hold content of type "
+                      f"{', '.join(wrong)}", details={"allowed": sorted(allowed)})
+
+
+def _write_version(session: Session, repository: Repository, latest: RepositoryVersion,
+                   change: Change, progress: Progress) -> RepositoryVersion:
+    number = repository.next_version
+    total, done = len(change.added) + len(change.removed), 0
+    for batch in batched(sorted(change.removed)):
+        session.execute(update(RC).where(RC.repository_id == repository.id,
+                                         RC.version_removed.is_(None), RC.content_id.in_(batch))
+                        .values(version_removed=number).execution_options(synchronize_session=False))
+        done += len(batch)
+        progress("writing version", done, total)
+    for batch in batched(sorted(change.added), 5000):
+        session.execute(insert(RC), [{"repository_id": repository.id, "content_id": cid,
+                                      "version_added": number} for cid in batch])
+        done += len(batch)
+        progress("writing version", done, total)
+    lthash = LtHash(latest.lthash)
+    added_types, removed_types = Counter(), Counter()
+    for ids, types, apply in ((change.added, added_types, lthash.add),
+                              (change.removed, removed_types, lthash.remove)):
+        for batch in batched(sorted(ids)):
+            rows = session.execute(select(Content.type, Content.digest)
+                                   .where(Content.id.in_(batch))).all()
+            types.update(type_ for type_, _ in rows)
+            apply(digest for _, digest in rows)
+    return _record_version(session, repository, number, lthash,
+                           carry_counts(latest.counts, added_types, removed_types))
+
+
+def _replace_all(session: Session, repository: Repository, latest: RepositoryVersion,
+                 add: set[int], progress: Progress) -> RepositoryVersion | None:
+    """remove_all: the new version holds exactly `add`. Runs in SQL, never loading the old set."""
+    number = repository.next_version
+    keep = select(RC.content_id).where(RC.repository_id == repository.id,
+                                       RC.version_removed.is_(None))
+    leaving = (select(Content.type, func.count()).join(RC, RC.content_id == Content.id)
+               .where(RC.repository_id == repository.id, RC.version_removed.is_(None)))
+    present: set[int] = set()
+    for batch in batched(add):
+        present.update(session.scalars(keep.where(RC.content_id.in_(batch))))
+    # Units in `add` that are present already stay; everything else present leaves.
+    present_types = Counter(dict(session.execute(leaving.group_by(Content.type)).all()))
+    removed_types = present_types - _types_of(session, present)
+    added = add - present
+    if not added and not removed_types:
+        return None
+    stay = list(present)
+    mark = update(RC).where(RC.repository_id == repository.id, RC.version_removed.is_(None))
+    if len(stay) <= BATCH:
+        session.execute(mark.where(RC.content_id.not_in(stay)).values(version_removed=number)
+                        .execution_options(synchronize_session=False))
+    else:  # too many to name in one statement: mark all, then restore the ones that stay
+        session.execute(mark.values(version_removed=number)
+                        .execution_options(synchronize_session=False))
+        for batch in batched(stay):
+            session.execute(update(RC).where(RC.repository_id == repository.id,
+                                             RC.version_removed == number,
+                                             RC.content_id.in_(batch))
+                            .values(version_removed=None)
+                            .execution_options(synchronize_session=False))
+    for batch in batched(sorted(added), 5000):
+        session.execute(insert(RC), [{"repository_id": repository.id, "content_id": cid,
+                                      "version_added": number} for cid in batch])
+    progress("writing version", 1, 1)
+    lthash = LtHash()
+    for batch in batched(sorted(add)):
+        lthash.add(session.scalars(select(Content.digest).where(Content.id.in_(batch))))
+    return _record_version(session, repository, number, lthash,
+                           carry_counts(latest.counts, _types_of(session, added), removed_types))
+
+
+def _types_of(session: Session, ids: Iterable[int]) -> Counter:
+    types: Counter = Counter()
+    for batch in batched(ids):
+        types.update(session.scalars(select(Content.type).where(Content.id.in_(batch))))
+    return types
+
+
+def _record_version(session: Session, repository: Repository, number: int, lthash: LtHash,
+                    counts: dict) -> RepositoryVersion:
+    version = RepositoryVersion(repository_id=repository.id, number=number, counts=counts,
+                                lthash=lthash.state, digest=lthash.digest)
+    session.add(version)
+    repository.next_version = number + 1
+    session.flush()
+    apply_retention(session, repository)
+    return version
+
+
+# -- comparing ------------------------------------------------------------------------------
+
+def _changed_queries(repository: Repository, old: int, new: int):
+    """SELECTs of membership rows added and removed between versions old < new."""
+    other = aliased(RC)
+    added = select(RC).where(
+        RC.repository_id == repository.id, RC.version_added > old, RC.version_added <= new,
+        or_(RC.version_removed.is_(None), RC.version_removed > new),
+        ~exists().where(other.repository_id == repository.id,
+                        other.content_id == RC.content_id, present_at(other, old)))
+    removed = select(RC).where(
+        RC.repository_id == repository.id, RC.version_added <= old,
+        RC.version_removed > old, RC.version_removed <= new,
+        ~exists().where(other.repository_id == repository.id,
+                        other.content_id == RC.content_id, present_at(other, new)))
+    return added, removed
+
+
+def diff_queries(repository: Repository, old: int, new: int):
+    """(added, removed) SELECTs of content ids going from version `old` to version `new`."""
+    if old == new:
+        nothing = select(RC.content_id).where(False)
+        return nothing, nothing
+    low, high = sorted((old, new))
+    added, removed = _changed_queries(repository, low, high)
+    added = added.with_only_columns(RC.content_id)
+    removed = removed.with_only_columns(RC.content_id)
+    return (added, removed) if old < new else (removed, added)
+
+
+def _diff_ids(session: Session, repository: Repository, old: int, new: int
+              ) -> tuple[set[int], set[int]]:
+    added, removed = diff_queries(repository, old, new)
+    return set(session.scalars(added)), set(session.scalars(removed))
+
+
+def diff_counts(session: Session, repository: Repository, old: int, new: int
+                ) -> dict[str, dict[str, int]]:
+    """Per type, how many units going from `old` to `new` adds and removes."""
+    counts: dict[str, dict[str, int]] = {}
+    for label, query in zip(("added", "removed"), diff_queries(repository, old, new)):
+        ids = query.subquery()
+        rows = session.execute(select(Content.type, func.count())
+                               .join(ids, ids.c.content_id == Content.id)
+                               .group_by(Content.type)).all()
+        for type_, count in rows:
+            counts.setdefault(type_, {"added": 0, "removed": 0})[label] = count
+    return counts
+
+
+# -- deleting -------------------------------------------------------------------------------
+
+def delete_version(session: Session, repository: Repository, number: int) -> None:
+    """Delete a version, folding its changes into the next one (whose content is unchanged)."""
+    version = get_version(session, repository, number)
+    following = session.scalar(select(func.min(RepositoryVersion.number)).where(
+        RepositoryVersion.repository_id == repository.id, RepositoryVersion.number > number))
+    preceding = session.scalar(select(func.max(RepositoryVersion.number)).where(
+        RepositoryVersion.repository_id == repository.id, RepositoryVersion.number < number))
+    if following is None and preceding is None:
+        raise Conflict(f"version {number} is the only version of {repository.name!r}; delete "
+                       "the repository instead", details={"version": number})
+    mine = RC.repository_id == repository.id
+    quiet = {"synchronize_session": False}
+    if following is None:
+        # The newest goes: what it added disappears, what it removed comes back.
+        session.execute(delete(RC).where(mine, RC.version_added == number)
+                        .execution_options(**quiet))
+        session.execute(update(RC).where(mine, RC.version_removed == number)
+                        .values(version_removed=None).execution_options(**quiet))
+    else:
+        _fold_into(session, repository, number, following)
+    session.delete(version)
+    session.flush()
+    if following is not None:
+        _recount(session, repository, following)
+
+
+def _fold_into(session: Session, repository: Repository, number: int, following: int) -> None:
+    mine = RC.repository_id == repository.id
+    quiet = {"synchronize_session": False}
+    # Present only in the deleted version: gone entirely.
+    session.execute(delete(RC).where(mine, RC.version_added == number,
+                                     RC.version_removed == following).execution_options(**quiet))
+    session.execute(update(RC).where(mine, RC.version_added == number)
+                    .values(version_added=following).execution_options(**quiet))
+    # Removed in the deleted version and added back in the next: one unbroken range.
+    readded = aliased(RC)
+    pairs = session.execute(
+        select(RC.id, readded.id, readded.version_removed)
+        .join(readded, and_(readded.repository_id == RC.repository_id,
+                            readded.content_id == RC.content_id,
+                            readded.version_added == following))
+        .where(mine, RC.version_removed == number)).all()
+    for batch in batched(pairs):
+        for old_id, new_id, new_removed in batch:
+            session.execute(update(RC).where(RC.id == old_id)
+                            .values(version_removed=new_removed).execution_options(**quiet))
+        session.execute(delete(RC).where(RC.id.in_([new_id for _, new_id, _ in batch]))
+                        .execution_options(**quiet))
+    session.execute(update(RC).where(mine, RC.version_removed == number)
+                    .values(version_removed=following).execution_options(**quiet))
+
+
+def _recount(session: Session, repository: Repository, number: int) -> None:
+    """Re-derive a version's added/removed counts from its own rows (O(its changes))."""
+    version = get_version(session, repository, number)
+    counts = {t: {"added": 0, "removed": 0, "present": c["present"]}
+              for t, c in (version.counts or {}).items()}
+    for label, column in (("added", RC.version_added), ("removed", RC.version_removed)):
+        rows = session.execute(select(Content.type, func.count())
+                               .join(RC, RC.content_id == Content.id)
+                               .where(RC.repository_id == repository.id, column == number)
+                               .group_by(Content.type)).all()
+        for type_, count in rows:
+            counts.setdefault(type_, {"added": 0, "removed": 0, "present": 0})[label] = count
+    version.counts = {t: c for t, c in counts.items() if any(c.values())}
+    session.flush()
+
+
+def apply_retention(session: Session, repository: Repository) -> list[int]:
+    """Delete the oldest versions beyond `retain_versions`; return their numbers."""
+    if not repository.retain_versions:
+        return []
+    numbers = list(session.scalars(select(RepositoryVersion.number)
+                                   .where(RepositoryVersion.repository_id == repository.id)
+                                   .order_by(RepositoryVersion.number.desc())))
+    doomed = sorted(numbers[repository.retain_versions:])
+    for number in doomed:
+        delete_version(session, repository, number)
+    return doomed

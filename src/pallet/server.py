@@ -1,0 +1,66 @@
+"""Running Pallet: the embedded server (API and workers in one process), the API alone,
+or a worker alone."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import uvicorn
+
+from pallet.api.app import create_app
+from pallet.auth.service import ensure_first_admin
+from pallet.db.migrate import upgrade
+from pallet.runtime import Runtime
+from pallet.settings import Settings
+from pallet.tasks.worker import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def announce_first_admin(runtime: Runtime) -> None:
+    with runtime.db.write() as session:
+        password = ensure_first_admin(session, runtime.settings.admin_password)
+    if password:
+        print("Created the first user 'admin' with the password below. It is shown only "
+              f"this once:\n\n    {password}\n", flush=True)
+
+
+def serve(settings: Settings, *, with_workers: bool = True, migrate: bool = True) -> None:
+    """The REST API (and, in the embedded server, worker threads) until interrupted."""
+    configure_logging(settings)
+    runtime = Runtime.create(settings)
+    if migrate:
+        upgrade(runtime.db)
+    announce_first_admin(runtime)
+    pool = WorkerPool(runtime, settings.workers if with_workers else 0)
+    if with_workers and settings.workers:
+        pool.start()
+    config = uvicorn.Config(create_app(runtime), host=settings.host, port=settings.port,
+                            log_level=settings.log_level.lower(), access_log=False)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        pool.stop()
+        runtime.close()
+
+
+def work(settings: Settings, *, threads: int = 1) -> None:
+    """A worker process: claims and runs tasks until SIGTERM or SIGINT."""
+    configure_logging(settings)
+    runtime = Runtime.create(settings)
+    pool = WorkerPool(runtime, threads)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    pool.start()
+    log.info("worker %s started", ", ".join(pool.names))
+    stopping.wait()
+    pool.stop()
+    runtime.close()

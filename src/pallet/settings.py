@@ -1,0 +1,63 @@
+"""Pallet's one settings object, built once at start-up and passed explicitly.
+
+Values come, highest priority first, from keyword arguments, `PALLET_*` environment
+variables, and the TOML file named by `PALLET_CONFIG` (if any). Every field is documented in
+docs/admin.md; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import TomlConfigSettingsSource
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "pallet"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PALLET_", extra="forbid")
+
+    data_dir: Path = Field(default_factory=_default_data_dir,
+                           description="Directory for the SQLite database, artifacts and uploads.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in data_dir.")
+    host: str = Field("127.0.0.1", description="Address the server listens on.")
+    port: int = Field(24817, ge=1, le=65535, description="Port the server listens on.")
+    workers: int = Field(2, ge=0, le=64, description="Worker threads in `pallet serve`.")
+    worker_heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker reports it is alive.")
+    worker_timeout_seconds: float = Field(30.0, gt=0, description="Silence after which a worker is dead and its tasks fail.")
+    task_poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
+    admin_password: str = Field("", description="Password for the first admin; generated and printed if empty.")
+    max_upload_size: int = Field(64 * 2**30, gt=0, description="Largest upload accepted, in bytes.")
+    max_upload_chunk_size: int = Field(64 * 2**20, gt=0, description="Largest single upload chunk, in bytes.")
+    auth_cache_seconds: float = Field(300.0, ge=0, description="How long a verified password is remembered, so basic auth does not re-hash on every request.")
+    log_level: str = Field("info", description="Logging level: debug, info, warning or error.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings,
+                                   env_settings, dotenv_settings, file_secret_settings
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("PALLET_CONFIG")
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _fill_database_url(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'pallet.db'}"
+        return self
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"

@@ -1,0 +1,1 @@
+"""Background work: a database-backed queue with resource locks, run by workers."""

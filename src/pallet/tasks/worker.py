@@ -1,0 +1,212 @@
+"""Workers: threads that claim tasks and run them, and one reporter thread per process.
+
+The reporter writes progress and heartbeats, passes cancel requests on to running tasks, and
+fails the tasks of workers (of any process) whose heartbeat stopped, which frees their locks.
+The embedded server runs a pool of these in-process; `pallet worker` runs one on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from pallet.db.base import utcnow
+from pallet.errors import Canceled, PalletError
+from pallet.runtime import Runtime
+from pallet.tasks import queue, registry, service
+from pallet.tasks.models import CANCELED, COMPLETED, FAILED, RUNNING, Task, Worker
+
+log = logging.getLogger(__name__)
+
+REPORT_SECONDS = 0.5
+
+
+class TaskContext:
+    """What a running task uses to report progress and created resources, and to see cancel."""
+
+    def __init__(self, task_id: int) -> None:
+        self.id = task_id
+        self.created_resources: list[str] = []
+        self.result: dict[str, Any] | None = None
+        self.canceled = threading.Event()
+        self._stages: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def progress(self, stage: str, done: int = 0, total: int | None = None) -> None:
+        """Report a stage's progress; raises Canceled if someone asked the task to stop."""
+        with self._lock:
+            self._stages[stage] = {"stage": stage, "done": done, "total": total}
+        self.check_canceled()
+
+    def created(self, href: str) -> None:
+        self.created_resources.append(href)
+
+    def check_canceled(self) -> None:
+        if self.canceled.is_set():
+            raise Canceled("the task was canceled")
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(stage) for stage in self._stages.values()]
+
+
+def run_task(runtime: Runtime, worker: str, task_id: int, context: TaskContext) -> str:
+    """Run one claimed task and record how it ended. Returns the final state."""
+    with runtime.db.read() as session:
+        task = session.get(Task, task_id)
+        name, args = task.name, dict(task.args)
+    error: dict[str, Any] | None = None
+    try:
+        registry.lookup(name)(runtime, context, **args)
+        state = COMPLETED
+    except Canceled:
+        state = CANCELED
+    except PalletError as exc:
+        state, error = FAILED, exc.as_dict()
+        log.info("task %s (%s) failed: %s", task_id, name, exc.message)
+    except Exception:  # a bug: the traceback goes to the log, a sentence to the user
+        log.exception("task %s (%s) failed unexpectedly", task_id, name)
+        state = FAILED
+        error = {"code": "internal", "details": {},
+                 "message": "the task failed unexpectedly; the server log has the details"}
+    with runtime.db.write() as session:
+        session.execute(
+            update(Task).where(Task.id == task_id, Task.state == RUNNING, Task.worker == worker)
+            .values(state=state, finished_at=utcnow(), error=error,
+                    progress=context.snapshot(), created_resources=context.created_resources,
+                    result=context.result))
+    return state
+
+
+class WorkerPool:
+    """`count` worker threads and their reporter, in this process."""
+
+    def __init__(self, runtime: Runtime, count: int, *, label: str = "worker") -> None:
+        self.runtime = runtime
+        prefix = f"{label}@{socket.gethostname()}:{os.getpid()}"
+        self.names = [f"{prefix}/{i}" for i in range(count)]
+        self._stop = threading.Event()
+        self._running: dict[int, TaskContext] = {}
+        self._running_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        registry.load_task_modules()
+        self._register()
+        for name in self.names:
+            thread = threading.Thread(target=self._work, args=(name,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        reporter = threading.Thread(target=self._report, name="task-reporter", daemon=True)
+        reporter.start()
+        self._threads.append(reporter)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming, cancel running tasks, and leave the worker table."""
+        self._stop.set()
+        self.runtime.wakeup.set()
+        with self._running_lock:
+            for context in self._running.values():
+                context.canceled.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        try:
+            with self.runtime.db.write() as session:
+                session.execute(delete(Worker).where(Worker.name.in_(self.names)))
+        except SQLAlchemyError:
+            log.warning("could not unregister workers on stop", exc_info=True)
+
+    def wait(self) -> None:
+        while not self._stop.wait(1.0):
+            pass
+
+    # -- worker threads -------------------------------------------------------------------
+
+    def _work(self, name: str) -> None:
+        poll = self.runtime.settings.task_poll_seconds
+        while not self._stop.is_set():
+            try:
+                task_id = queue.claim_next(self.runtime.db, name)
+            except SQLAlchemyError:
+                log.warning("could not look for work", exc_info=True)
+                task_id = None
+            if task_id is None:
+                if self.runtime.wakeup.wait(poll):
+                    self.runtime.wakeup.clear()
+                continue
+            context = TaskContext(task_id)
+            with self._running_lock:
+                self._running[task_id] = context
+            try:
+                run_task(self.runtime, name, task_id, context)
+            except SQLAlchemyError:
+                log.exception("could not record the end of task %s", task_id)
+            finally:
+                with self._running_lock:
+                    self._running.pop(task_id, None)
+
+    # -- reporter -------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        with self.runtime.db.write() as session:
+            session.execute(delete(Worker).where(Worker.name.in_(self.names)))
+            session.add_all(Worker(name=name) for name in self.names)
+
+    def _report(self) -> None:
+        settings = self.runtime.settings
+        beats_every = max(1, round(settings.worker_heartbeat_seconds / REPORT_SECONDS))
+        tick = 0
+        while not self._stop.wait(REPORT_SECONDS):
+            try:
+                self._flush_progress()
+                if tick % beats_every == 0:
+                    self._heartbeat()
+                    reap_dead_workers(self.runtime)
+            except SQLAlchemyError:
+                log.warning("task reporter could not write", exc_info=True)
+            tick += 1
+
+    def _flush_progress(self) -> None:
+        with self._running_lock:
+            running = dict(self._running)
+        if not running:
+            return
+        with self.runtime.db.write() as session:
+            asked = set(session.scalars(select(Task.id).where(
+                Task.id.in_(running), Task.cancel_requested.is_(True))))
+            for task_id, context in running.items():
+                if task_id in asked:
+                    context.canceled.set()
+                session.execute(update(Task).where(Task.id == task_id, Task.state == RUNNING)
+                                .values(progress=context.snapshot()))
+
+    def _heartbeat(self) -> None:
+        with self.runtime.db.write() as session:
+            now = utcnow()
+            seen = session.execute(update(Worker).where(Worker.name.in_(self.names))
+                                   .values(heartbeat_at=now)).rowcount
+            if seen != len(self.names):  # reaped while we were stalled: come back
+                session.execute(delete(Worker).where(Worker.name.in_(self.names)))
+                session.add_all(Worker(name=name, heartbeat_at=now) for name in self.names)
+
+
+def reap_dead_workers(runtime: Runtime) -> list[str]:
+    """Fail the running tasks of workers silent for longer than the timeout; forget them."""
+    limit = utcnow() - timedelta(seconds=runtime.settings.worker_timeout_seconds)
+    with runtime.db.write() as session:
+        dead = list(session.scalars(select(Worker.name).where(Worker.heartbeat_at < limit)))
+        if not dead:
+            return []
+        failed = service.fail_tasks_of_workers(
+            session, dead, "the worker running this task stopped responding; it was failed "
+                           "and its locks released")
+        session.execute(delete(Worker).where(Worker.name.in_(dead)))
+    log.warning("workers %s stopped responding; %d task(s) failed", ", ".join(dead), failed)
+    return dead

@@ -1,0 +1,1 @@
+"""Chunked, parallel, resumable uploads that become artifacts."""

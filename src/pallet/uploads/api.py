@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from pallet.api.deps import Reader, RuntimeDep, Writer, dispatch
+from pallet.api.pagination import Paging, page
+from pallet.api.schemas import Page
+from pallet.errors import Invalid
+from pallet.tasks.schemas import TaskRead
+from pallet.uploads import service, tasks
+from pallet.uploads.models import Upload
+from pallet.uploads.schemas import UploadCommit, UploadCreate, UploadRead
+
+router = APIRouter(prefix="/uploads", tags=["uploads"])
+
+
+def _read(session, upload: Upload) -> UploadRead:
+    ranges = service.received_ranges(session, upload)
+    received = sum(end - start + 1 for start, end in ranges)
+    return UploadRead(id=upload.id, href=f"/api/v1/uploads/{upload.id}", size=upload.size,
+                      received=ranges, received_bytes=received,
+                      complete=received == upload.size, created_by=upload.created_by,
+                      created_at=upload.created_at)
+
+
+@router.post("", status_code=201, response_model=UploadRead)
+def create_upload(body: UploadCreate, runtime: RuntimeDep, principal: Writer):
+    with runtime.db.write() as session:
+        upload = service.create_upload(session, runtime.settings, size=body.size,
+                                       created_by=principal.username)
+        return _read(session, upload)
+
+
+@router.get("", response_model=Page[UploadRead])
+def list_uploads(request: Request, runtime: RuntimeDep, _: Reader, paging: Paging):
+    with runtime.db.read() as session:
+        count, items = service.list_uploads(session, limit=paging.limit, offset=paging.offset)
+        return page(request, paging, count, items, lambda u: _read(session, u))
+
+
+@router.get("/{upload_id}", response_model=UploadRead)
+def show_upload(upload_id: int, runtime: RuntimeDep, _: Reader):
+    with runtime.db.read() as session:
+        return _read(session, service.get_upload(session, upload_id))
+
+
+@router.put("/{upload_id}", response_model=UploadRead,
+            openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}}})
+async def put_chunk(upload_id: int, request: Request, runtime: RuntimeDep, _: Writer):
+    """One chunk, placed by its `Content-Range: bytes START-END/TOTAL` header. Chunks may
+    arrive in any order and in parallel; sending a range again overwrites it."""
+    def check() -> tuple[Upload, int, int]:
+        with runtime.db.read() as session:
+            upload = service.get_upload(session, upload_id)
+            offset, length = service.parse_content_range(
+                request.headers.get("content-range"), upload, runtime.settings)
+            return upload, offset, length
+
+    upload, offset, length = await run_in_threadpool(check)
+    blocks, received = [], 0
+    async for block in request.stream():  # bounded by the chunk-size limit checked above
+        received += len(block)
+        if received > length:
+            raise Invalid(f"the chunk body is longer than its range ({length} bytes)")
+        blocks.append(block)
+
+    def store() -> UploadRead:
+        service.write_chunk(runtime.settings, upload, offset, length, blocks)
+        with runtime.db.write() as session:
+            service.record_chunk(session, service.get_upload(session, upload_id), offset, length)
+            return _read(session, service.get_upload(session, upload_id))
+
+    return await run_in_threadpool(store)
+
+
+@router.post("/{upload_id}/commit", status_code=202, response_model=TaskRead)
+def commit_upload(upload_id: int, body: UploadCommit, runtime: RuntimeDep, principal: Writer):
+    """Finish the upload: a task checks every byte arrived and matches `sha256`, then the
+    file becomes an artifact."""
+    with runtime.db.read() as session:
+        service.get_upload(session, upload_id)
+    return dispatch(runtime, principal, tasks.commit_upload, exclusive=[f"upload:{upload_id}"],
+                    upload_id=upload_id, sha256=body.sha256.lower())
+
+
+@router.delete("/{upload_id}", status_code=204)
+def delete_upload(upload_id: int, runtime: RuntimeDep, _: Writer) -> None:
+    with runtime.db.write() as session:
+        service.delete_upload(session, runtime.settings, service.get_upload(session, upload_id))

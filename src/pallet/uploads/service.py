@@ -1,0 +1,132 @@
+"""Uploads: a file of known size, received in chunks in any order, in parallel, resumable.
+
+Chunks are written in place into one file per upload (`uploads_dir/<id>`), each at its own
+offset, and recorded. The upload is finished by a commit task that checks every byte arrived,
+hashes the file against the sha256 the client expects, and moves it into the artifact store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pallet.errors import Conflict, Invalid, NotFound, TooLarge
+from pallet.settings import Settings
+from pallet.uploads.models import Upload, UploadChunk
+
+CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+
+
+def upload_path(settings: Settings, upload_id: int) -> Path:
+    return settings.uploads_dir / str(upload_id)
+
+
+def create_upload(session: Session, settings: Settings, *, size: int,
+                  created_by: str | None) -> Upload:
+    if size < 0:
+        raise Invalid("size must not be negative", details={"field": "size"})
+    if size > settings.max_upload_size:
+        raise TooLarge(f"an upload of {size} bytes is larger than the limit of "
+                       f"{settings.max_upload_size}", details={"limit": settings.max_upload_size})
+    upload = Upload(size=size, created_by=created_by)
+    session.add(upload)
+    session.flush()
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    with open(upload_path(settings, upload.id), "wb") as file:
+        file.truncate(size)  # sparse: chunks fill it in any order
+    return upload
+
+
+def get_upload(session: Session, upload_id: int) -> Upload:
+    upload = session.get(Upload, upload_id)
+    if upload is None:
+        raise NotFound(f"there is no upload {upload_id}", details={"upload": upload_id})
+    return upload
+
+
+def list_uploads(session: Session, *, limit: int = 100, offset: int = 0
+                 ) -> tuple[int, list[Upload]]:
+    count = session.scalar(select(func.count()).select_from(Upload))
+    return count, list(session.scalars(select(Upload).order_by(Upload.id)
+                                       .limit(limit).offset(offset)))
+
+
+def parse_content_range(header: str | None, upload: Upload, settings: Settings
+                        ) -> tuple[int, int]:
+    """(offset, length) of a chunk from its `Content-Range: bytes start-end/total` header."""
+    match = CONTENT_RANGE.match(header or "")
+    if not match:
+        raise Invalid("a chunk needs a header 'Content-Range: bytes START-END/TOTAL'",
+                      details={"header": "Content-Range"})
+    start, end, total = (int(g) for g in match.groups())
+    if total != upload.size:
+        raise Invalid(f"the range's total {total} is not the upload's size {upload.size}")
+    if start > end or end >= upload.size:
+        raise Invalid(f"range {start}-{end} does not lie within 0-{upload.size - 1}")
+    length = end - start + 1
+    if length > settings.max_upload_chunk_size:
+        raise TooLarge(f"a chunk of {length} bytes is larger than the limit of "
+                       f"{settings.max_upload_chunk_size}")
+    return start, length
+
+
+def write_chunk(settings: Settings, upload: Upload, offset: int, length: int,
+                blocks) -> None:
+    """Write a chunk's bytes at its offset; the body must be exactly `length` bytes."""
+    written = 0
+    fd = os.open(upload_path(settings, upload.id), os.O_WRONLY)
+    try:
+        for block in blocks:
+            if written + len(block) > length:
+                raise Invalid(f"the chunk body is longer than its range ({length} bytes)")
+            os.pwrite(fd, block, offset + written)
+            written += len(block)
+        if written != length:
+            raise Invalid(f"the chunk body has {written} bytes, its range says {length}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def record_chunk(session: Session, upload: Upload, offset: int, length: int) -> None:
+    session.add(UploadChunk(upload_id=upload.id, offset=offset, size=length))
+    session.flush()
+
+
+def received_ranges(session: Session, upload: Upload) -> list[tuple[int, int]]:
+    """The byte ranges received so far, merged, as inclusive (start, end) pairs."""
+    chunks = session.execute(select(UploadChunk.offset, UploadChunk.size)
+                             .where(UploadChunk.upload_id == upload.id)
+                             .order_by(UploadChunk.offset)).all()
+    merged: list[list[int]] = []
+    for offset, size in chunks:
+        end = offset + size - 1
+        if merged and offset <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([offset, end])
+    return [(start, end) for start, end in merged]
+
+
+def is_complete(session: Session, upload: Upload) -> bool:
+    ranges = received_ranges(session, upload)
+    if upload.size == 0:
+        return True
+    return ranges == [(0, upload.size - 1)]
+
+
+def delete_upload(session: Session, settings: Settings, upload: Upload) -> None:
+    session.delete(upload)
+    session.flush()
+    upload_path(settings, upload.id).unlink(missing_ok=True)
+
+
+def check_complete(session: Session, upload: Upload) -> None:
+    if not is_complete(session, upload):
+        missing = upload.size - sum(e - s + 1 for s, e in received_ranges(session, upload))
+        raise Conflict(f"upload {upload.id} still misses {missing} of its {upload.size} bytes",
+                       details={"upload": upload.id, "missing_bytes": missing})
