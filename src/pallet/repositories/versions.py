@@ -11,16 +11,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from pallet.content.models import Content
+from pallet.db.bulk import among, batched, id_batches, insert_rows
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.plugins import Registry
 from pallet.repositories.contentset import Change, LtHash, carry_counts, plan_change
 from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
-
-BATCH = 900  # ids per IN (…): well under SQLite's bound-parameter limit
 
 Progress = Callable[[str, int, int | None], None]
 RC = RepositoryContent
@@ -28,17 +27,6 @@ RC = RepositoryContent
 
 def _no_progress(stage: str, done: int, total: int | None) -> None:
     pass
-
-
-def batched(items: Iterable, size: int = BATCH) -> Iterator[list]:
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def present_at(row, number: int):
@@ -116,10 +104,10 @@ def create_version(session: Session, plugins: Registry, repository: Repository, 
         remove |= only_latest
     touched = add | remove
     present: set[int] = set()
-    for batch in batched(touched):
+    for batch in id_batches(session, touched):
         present.update(session.scalars(select(RC.content_id).where(
             RC.repository_id == repository.id, RC.version_removed.is_(None),
-            RC.content_id.in_(batch))))
+            among(session, RC.content_id, batch))))
     progress("comparing", len(touched), len(touched))
     change = plan_change(present, add, remove)
     if not change:
@@ -131,9 +119,9 @@ def _check_content(session: Session, plugins: Registry, repository: Repository,
                    ids: set[int]) -> None:
     allowed = set(plugins.repository_type(repository.type).content_types)
     found: dict[int, str] = {}
-    for batch in batched(ids):
+    for batch in id_batches(session, ids):
         found.update(session.execute(select(Content.id, Content.type)
-                                     .where(Content.id.in_(batch))).all())
+                                     .where(among(session, Content.id, batch))).all())
     missing = sorted(ids - found.keys())
     if missing:
         raise Invalid(f"{len(missing)} content unit(s) do not exist, e.g. {missing[:5]}",
@@ -148,24 +136,24 @@ def _write_version(session: Session, repository: Repository, latest: RepositoryV
                    change: Change, progress: Progress) -> RepositoryVersion:
     number = repository.next_version
     total, done = len(change.added) + len(change.removed), 0
-    for batch in batched(sorted(change.removed)):
+    for batch in id_batches(session, sorted(change.removed)):
         session.execute(update(RC).where(RC.repository_id == repository.id,
-                                         RC.version_removed.is_(None), RC.content_id.in_(batch))
+                                         RC.version_removed.is_(None),
+                                         among(session, RC.content_id, batch))
                         .values(version_removed=number).execution_options(synchronize_session=False))
         done += len(batch)
         progress("writing version", done, total)
-    for batch in batched(sorted(change.added), 5000):
-        session.execute(insert(RC), [{"repository_id": repository.id, "content_id": cid,
-                                      "version_added": number} for cid in batch])
+    for batch in batched(sorted(change.added), 20_000):
+        _add_members(session, repository, number, batch)
         done += len(batch)
         progress("writing version", done, total)
     lthash = LtHash(latest.lthash)
     added_types, removed_types = Counter(), Counter()
     for ids, types, apply in ((change.added, added_types, lthash.add),
                               (change.removed, removed_types, lthash.remove)):
-        for batch in batched(sorted(ids)):
+        for batch in id_batches(session, sorted(ids)):
             rows = session.execute(select(Content.type, Content.digest)
-                                   .where(Content.id.in_(batch))).all()
+                                   .where(among(session, Content.id, batch))).all()
             types.update(type_ for type_, _ in rows)
             apply(digest for _, digest in rows)
     return _record_version(session, repository, number, lthash,
@@ -181,43 +169,46 @@ def _replace_all(session: Session, repository: Repository, latest: RepositoryVer
     leaving = (select(Content.type, func.count()).join(RC, RC.content_id == Content.id)
                .where(RC.repository_id == repository.id, RC.version_removed.is_(None)))
     present: set[int] = set()
-    for batch in batched(add):
-        present.update(session.scalars(keep.where(RC.content_id.in_(batch))))
+    for batch in id_batches(session, add):
+        present.update(session.scalars(keep.where(among(session, RC.content_id, batch))))
     # Units in `add` that are present already stay; everything else present leaves.
     present_types = Counter(dict(session.execute(leaving.group_by(Content.type)).all()))
     removed_types = present_types - _types_of(session, present)
     added = add - present
     if not added and not removed_types:
         return None
-    stay = list(present)
+    stay = sorted(present)
     mark = update(RC).where(RC.repository_id == repository.id, RC.version_removed.is_(None))
-    if len(stay) <= BATCH:
-        session.execute(mark.where(RC.content_id.not_in(stay)).values(version_removed=number)
+    # Mark everything present as leaving, then bring back the ones that stay.
+    session.execute(mark.values(version_removed=number)
+                    .execution_options(synchronize_session=False))
+    for batch in id_batches(session, stay):
+        session.execute(update(RC).where(RC.repository_id == repository.id,
+                                         RC.version_removed == number,
+                                         among(session, RC.content_id, batch))
+                        .values(version_removed=None)
                         .execution_options(synchronize_session=False))
-    else:  # too many to name in one statement: mark all, then restore the ones that stay
-        session.execute(mark.values(version_removed=number)
-                        .execution_options(synchronize_session=False))
-        for batch in batched(stay):
-            session.execute(update(RC).where(RC.repository_id == repository.id,
-                                             RC.version_removed == number,
-                                             RC.content_id.in_(batch))
-                            .values(version_removed=None)
-                            .execution_options(synchronize_session=False))
-    for batch in batched(sorted(added), 5000):
-        session.execute(insert(RC), [{"repository_id": repository.id, "content_id": cid,
-                                      "version_added": number} for cid in batch])
+    _add_members(session, repository, number, sorted(added))
     progress("writing version", 1, 1)
     lthash = LtHash()
-    for batch in batched(sorted(add)):
-        lthash.add(session.scalars(select(Content.digest).where(Content.id.in_(batch))))
+    for batch in id_batches(session, sorted(add)):
+        lthash.add(session.scalars(select(Content.digest)
+                                   .where(among(session, Content.id, batch))))
     return _record_version(session, repository, number, lthash,
                            carry_counts(latest.counts, _types_of(session, added), removed_types))
 
 
+def _add_members(session: Session, repository: Repository, number: int,
+                 content_ids: Iterable[int]) -> None:
+    insert_rows(session, RC.__table__, ("repository_id", "content_id", "version_added"),
+                ((repository.id, content_id, number) for content_id in content_ids))
+
+
 def _types_of(session: Session, ids: Iterable[int]) -> Counter:
     types: Counter = Counter()
-    for batch in batched(ids):
-        types.update(session.scalars(select(Content.type).where(Content.id.in_(batch))))
+    for batch in id_batches(session, ids):
+        types.update(session.scalars(select(Content.type)
+                                     .where(among(session, Content.id, batch))))
     return types
 
 
@@ -326,11 +317,13 @@ def _fold_into(session: Session, repository: Repository, number: int, following:
                             readded.content_id == RC.content_id,
                             readded.version_added == following))
         .where(mine, RC.version_removed == number)).all()
-    for batch in batched(pairs):
-        for old_id, new_id, new_removed in batch:
-            session.execute(update(RC).where(RC.id == old_id)
-                            .values(version_removed=new_removed).execution_options(**quiet))
-        session.execute(delete(RC).where(RC.id.in_([new_id for _, new_id, _ in batch]))
+    table = RC.__table__
+    extend = (update(table).where(table.c.id == bindparam("old_id"))
+              .values(version_removed=bindparam("until")))
+    for batch in id_batches(session, pairs):
+        session.connection().execute(extend, [{"old_id": old_id, "until": until}
+                                              for old_id, _, until in batch])
+        session.execute(delete(RC).where(among(session, RC.id, [new for _, new, _ in batch]))
                         .execution_options(**quiet))
     session.execute(update(RC).where(mine, RC.version_removed == number)
                     .values(version_removed=following).execution_options(**quiet))

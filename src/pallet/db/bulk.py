@@ -1,0 +1,61 @@
+"""Set-at-a-time statements that stay fast on both databases.
+
+SQLite takes ids as `IN (?, ?, …)` in batches below its parameter limit. PostgreSQL takes a
+whole batch as one array parameter (`= ANY(%s)`), so a statement compiles once and a batch
+can be large, and bulk rows go in through COPY.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Sequence
+
+from sqlalchemy import BigInteger, Table, any_, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
+
+SQLITE_BATCH = 900
+POSTGRES_BATCH = 50_000
+
+
+def batch_size(session: Session) -> int:
+    return POSTGRES_BATCH if _is_postgres(session) else SQLITE_BATCH
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def id_batches(session: Session, ids: Iterable[int]) -> Iterator[list[int]]:
+    return batched(ids, batch_size(session))
+
+
+def among(session: Session, column, ids: Sequence[int]):
+    """SQL condition: `column` is one of `ids` (one batch from `id_batches`)."""
+    if _is_postgres(session):
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
+    return column.in_(list(ids))
+
+
+def insert_rows(session: Session, table: Table, columns: Sequence[str],
+                rows: Iterable[tuple]) -> None:
+    """Insert many rows of plain values into `table`, within the session's transaction."""
+    connection = session.connection()
+    if _is_postgres(session):
+        cursor = connection.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    for batch in batched(rows, 10_000):
+        connection.execute(table.insert(), [dict(zip(columns, row)) for row in batch])
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"

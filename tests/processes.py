@@ -1,0 +1,63 @@
+"""Real Pallet processes for tests: started here, stopped by their PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from sqlalchemy import func, insert, select
+
+from pallet.content.identity import identity_digest
+from pallet.content.models import Content
+
+
+def pallet_env(settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PALLET_DATA_DIR=str(settings.data_dir), PALLET_DATABASE_URL=settings.database_url,
+               PALLET_WORKER_HEARTBEAT_SECONDS="0.5", PALLET_WORKER_TIMEOUT_SECONDS="3",
+               PALLET_TASK_POLL_SECONDS="0.1", PALLET_LOG_LEVEL="warning")
+    env.update(extra)
+    return env
+
+
+def start_worker(settings, log_path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "pallet.cli.main", "worker"],
+                            env=pallet_env(settings), stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until(predicate, timeout: float, message: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(message)
+
+
+def bulk_file_units(runtime, count: int, prefix: str) -> list[int]:
+    """Many file units at once, without artifacts (versioning does not need their bytes)."""
+    rows = []
+    for i in range(count):
+        key = {"relative_path": f"{prefix}/{i}", "sha256": f"{i:064x}"}
+        rows.append({"type": "file", "digest": identity_digest("file", key), "data": key})
+    with runtime.db.write() as session:
+        before = session.scalar(select(func.max(Content.id))) or 0
+        for start in range(0, count, 10_000):
+            session.execute(insert(Content), rows[start:start + 10_000])
+        return list(session.scalars(select(Content.id).where(Content.id > before)
+                                    .order_by(Content.id)))
