@@ -66,3 +66,11 @@ def test_diff_and_counts():
     assert counts == {"file": {"added": 2, "removed": 1, "present": 4}}
     with pytest.raises(ValueError):
         carry_counts({}, {}, {"file": 1})
+
+
+def test_digest_definition_is_pinned():
+    # Equal sets must have equal digests on every server and release: these values may
+    # never change (docs/developers.md defines the computation).
+    assert EMPTY_DIGEST == "e5a00aa9991ac8a5ee3109844d84a55583bd20572ad3ffcd42792f3c36b183ad"
+    pair = [hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest()]
+    assert digest_of(pair) == "3afd90332421bc365310f20dcbca379cdcc16f7990c72d0aea6d8f52d88ab889"
