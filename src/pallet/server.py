@@ -38,6 +38,7 @@ def serve(settings: Settings, *, with_workers: bool = True, migrate: bool = True
     runtime = Runtime.create(settings)
     if migrate:
         upgrade(runtime.db)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # status checks would chatter
     announce_first_admin(runtime)
     pool = WorkerPool(runtime, settings.workers if with_workers else 0)
     if with_workers and settings.workers:

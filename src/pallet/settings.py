@@ -45,6 +45,8 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = os.environ.get("PALLET_CONFIG")
         if config:
+            if not Path(config).is_file():
+                raise ValueError(f"PALLET_CONFIG names {config}, which is not a readable file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import tomllib
 
 import typer
 from pydantic import ValidationError
@@ -26,6 +27,8 @@ def load_settings(**overrides):
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         fail(f"the settings are not valid: {problems}")
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        fail(f"the settings are not valid: {exc}")
 
 
 def runtime_for_admin():

@@ -78,7 +78,10 @@ def write_chunk(settings: Settings, upload: Upload, offset: int, length: int,
                 blocks) -> None:
     """Write a chunk's bytes at its offset; the body must be exactly `length` bytes."""
     written = 0
-    fd = os.open(upload_path(settings, upload.id), os.O_WRONLY)
+    try:
+        fd = os.open(upload_path(settings, upload.id), os.O_WRONLY)
+    except FileNotFoundError:  # committed or deleted meanwhile
+        raise NotFound(f"there is no upload {upload.id}", details={"upload": upload.id}) from None
     try:
         for block in blocks:
             if written + len(block) > length:
