@@ -12,6 +12,7 @@ from pallet.api.schemas import Page
 from pallet.content.models import Content
 from pallet.content.schemas import ContentRead, content_read
 from pallet.repositories import service, tasks, versions
+from pallet.repositories.models import RepositoryVersion
 from pallet.repositories.schemas import (DiffRead, ModifyRequest, RepositoryCreate,
                                          RepositoryRead, RepositoryUpdate, VersionRead,
                                          repository_read, version_read)
@@ -121,9 +122,9 @@ def repair_repository(name: str, runtime: RuntimeDep, principal: Writer) -> JSON
     """Repair every version, one task each, gathered in a task group."""
     with runtime.db.write() as session:
         repository = service.get_repository(session, name)
-        numbers = list(session.scalars(select(versions.RepositoryVersion.number).where(
-            versions.RepositoryVersion.repository_id == repository.id)
-            .order_by(versions.RepositoryVersion.number)))
+        numbers = list(session.scalars(select(RepositoryVersion.number)
+                                       .where(RepositoryVersion.repository_id == repository.id)
+                                       .order_by(RepositoryVersion.number)))
         group = create_group(session, f"repair of repository {name}")
         for number in numbers:
             enqueue(session, tasks.repair, shared=[service.lock_name(repository)],
