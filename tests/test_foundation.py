@@ -42,3 +42,19 @@ def test_migrations_create_exactly_the_models(database_url):
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     db.dispose()
     assert differences == []
+
+
+def test_ids_are_never_handed_out_twice(runtime):
+    from pallet.tasks.models import Task
+
+    with runtime.db.write() as session:
+        first = Task(name="x", args={}, progress=[], created_resources=[])
+        session.add(first)
+        session.flush()
+        first_id = first.id
+        session.delete(first)
+    with runtime.db.write() as session:
+        second = Task(name="x", args={}, progress=[], created_resources=[])
+        session.add(second)
+        session.flush()
+        assert second.id > first_id

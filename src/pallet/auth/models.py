@@ -5,11 +5,12 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pallet.db.base import Base, BigId, utcnow
+from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
 
 
 class User(Base):
     __tablename__ = "user_account"
+    __table_args__ = AUTOINCREMENT
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     username: Mapped[str] = mapped_column(String(150), unique=True)
@@ -23,6 +24,7 @@ class ApiToken(Base):
     """A bearer token; only its sha256 is stored (tokens are random, so no slow hash is needed)."""
 
     __tablename__ = "api_token"
+    __table_args__ = AUTOINCREMENT
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),

@@ -89,7 +89,7 @@ def db_current() -> None:
         raise typer.Exit(1)
 
 
-def _password(value: str | None) -> str:
+def read_password(value: str | None) -> str:
     if value:
         return value
     if os.environ.get("PALLET_NEW_PASSWORD"):
@@ -111,7 +111,7 @@ def create_user(username: str,
     runtime = runtime_for_admin()
     try:
         with runtime.db.write() as session:
-            create(session, username=username, password=_password(password), roles=role)
+            create(session, username=username, password=read_password(password), roles=role)
     except PalletError as exc:
         fail(exc.message)
     typer.echo(f"created user {username} ({', '.join(sorted(set(role)))})")
@@ -127,7 +127,7 @@ def set_password(username: str,
     runtime = runtime_for_admin()
     try:
         with runtime.db.write() as session:
-            update_user(session, get_user(session, username), password=_password(password))
+            update_user(session, get_user(session, username), password=read_password(password))
     except PalletError as exc:
         fail(exc.message)
     typer.echo(f"password of {username} changed")

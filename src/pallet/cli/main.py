@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from pallet.cli import admin
+from pallet.cli import admin, content, repository, status, task, token, upload, user, version
+from pallet.cli.client import ClientGroup, options
 
-app = typer.Typer(name="pallet", no_args_is_help=True, add_completion=False,
+app = typer.Typer(name="pallet", cls=ClientGroup, no_args_is_help=True, add_completion=False,
                   help="Pallet: mirror, version, publish, serve and transfer software content.")
+app.callback()(options)
 admin.register(app)
+status.register(app)
+app.add_typer(repository.app, name="repository")
+app.add_typer(version.app, name="version")
+app.add_typer(content.app, name="content")
+app.add_typer(content.artifact_app, name="artifact")
+app.add_typer(upload.app, name="upload")
+app.add_typer(task.app, name="task")
+app.add_typer(user.app, name="user")
+app.add_typer(token.app, name="token")
 
 
 def main() -> None:

@@ -3,44 +3,119 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from typing import Any, NoReturn, Sequence
+from typing import Annotated, Any, Callable, NoReturn, Sequence, Union
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
 errors = Console(stderr=True)
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON, for scripts.")]
+
+# A column is a field name, or a header with a function computing the cell from the item.
+Column = Union[str, tuple[str, Callable[[dict[str, Any]], Any]]]
+
+ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]00:?00)?$")
+
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def say(message: str) -> None:
+    """A line for people; plain text, never markup."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """A line for people on stderr, so it does not mix with --json on stdout."""
+    errors.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def deleted(what: str, href: str, *, as_json: bool) -> None:
+    """A delete the API answered with no body: `{"deleted": href}` for scripts."""
+    if as_json:
+        emit_json({"deleted": href})
+    else:
+        say(f"{what} deleted")
 
 
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, title: str | None = None
           ) -> None:
     grid = Table(title=title, show_edge=False, header_style="bold")
+    getters = []
     for column in columns:
-        grid.add_column(column)
+        header, getter = column if isinstance(column, tuple) else (column, _field(column))
+        grid.add_column(header, overflow="fold")
+        getters.append(getter)
     for row in rows:
-        grid.add_row(*(_cell(row.get(column)) for column in columns))
+        grid.add_row(*(escape(_cell(getter(row))) for getter in getters))
     console.print(grid)
 
 
-def record(item: dict[str, Any], fields: Sequence[str] | None = None) -> None:
-    for key in fields or item.keys():
-        console.print(f"[bold]{key}[/bold]: {_cell(item.get(key))}", highlight=False)
+def record(item: dict[str, Any], fields: Sequence[Column] | None = None) -> None:
+    for column in fields or list(item.keys()):
+        key, getter = column if isinstance(column, tuple) else (column, _field(column))
+        console.print(f"[bold]{escape(key)}[/bold]: {escape(_cell(getter(item)))}",
+                      highlight=False, soft_wrap=True)
+
+
+def show_record(item: dict[str, Any], fields: Sequence[Column] | None = None, *,
+                as_json: bool) -> None:
+    if as_json:
+        emit_json(item)
+    else:
+        record(item, fields)
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 repository", "2 repositories", "3 content units"."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun[:-1]}ies" if noun.endswith("y") else f"{count} {noun}s"
+
+
+def show_page(body: dict[str, Any], columns: Sequence[Column], *, as_json: bool,
+              noun: str) -> None:
+    """A list from the API: a table and how much of it is shown, or the page's JSON.
+    `noun` is singular: "repository"."""
+    if as_json:
+        emit_json(body)
+        return
+    results, count = body["results"], body["count"]
+    if results:
+        table(results, columns)
+    if len(results) == count:
+        note(plural(count, noun))
+    else:
+        note(f"{len(results)} of {plural(count, noun)} shown (use --limit and --offset to page)")
+
+
+def _field(name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda item: item.get(name)
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict) and all(isinstance(v, (str, int, float, type(None)))
+                                       for v in value.values()):
+        return ", ".join(f"{key}: {_cell(v)}" for key, v in sorted(value.items()))
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, str) and (match := ISO_TIME.match(value)):
+        return f"{match.group(1)} {match.group(2)}"
     return str(value)

@@ -6,13 +6,14 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from pallet.db.base import Base, BigId, utcnow
+from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
 
 
 class Content(Base):
     """A typed unit. `digest` is its identity: the same on every server for the same key."""
 
     __tablename__ = "content"
+    __table_args__ = AUTOINCREMENT
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     type: Mapped[str] = mapped_column(String(64), index=True)
@@ -30,7 +31,8 @@ class ContentArtifact(Base):
 
     __tablename__ = "content_artifact"
     __table_args__ = (UniqueConstraint("content_id", "relative_path"),
-                      Index("ix_content_artifact_relative_path", "relative_path"))
+                      Index("ix_content_artifact_relative_path", "relative_path"),
+                      AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"))

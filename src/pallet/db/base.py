@@ -27,3 +27,8 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# SQLite hands out the ids of the newest deleted rows again unless a table says AUTOINCREMENT;
+# an id a person or script kept (a task, an upload) must never come to mean something else.
+AUTOINCREMENT = {"sqlite_autoincrement": True}

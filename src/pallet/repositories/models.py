@@ -6,11 +6,12 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pallet.db.base import Base, BigId, utcnow
+from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
 
 
 class Repository(Base):
     __tablename__ = "repository"
+    __table_args__ = AUTOINCREMENT
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -27,7 +28,8 @@ class RepositoryVersion(Base):
     """An immutable set of content. `lthash` is the set's homomorphic hash state."""
 
     __tablename__ = "repository_version"
-    __table_args__ = (UniqueConstraint("repository_id", "number"),)
+    __table_args__ = (UniqueConstraint("repository_id", "number"),
+                      AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"))
@@ -46,6 +48,7 @@ class RepositoryContent(Base):
         Index("ix_repository_content_added", "repository_id", "version_added"),
         Index("ix_repository_content_removed", "repository_id", "version_removed"),
         Index("ix_repository_content_member", "repository_id", "content_id"),
+        AUTOINCREMENT,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from pallet.db.base import Base, BigId, utcnow
+from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
 
 WAITING, RUNNING, COMPLETED, FAILED, CANCELED = "waiting", "running", "completed", "failed", "canceled"
 UNFINISHED = (WAITING, RUNNING)
@@ -15,6 +15,7 @@ FINISHED = (COMPLETED, FAILED, CANCELED)
 
 class TaskGroup(Base):
     __tablename__ = "task_group"
+    __table_args__ = AUTOINCREMENT
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     description: Mapped[str] = mapped_column(Text, default="")
@@ -25,7 +26,8 @@ class Task(Base):
     """One unit of background work. Its id orders the queue: first in, first out."""
 
     __tablename__ = "task"
-    __table_args__ = (Index("ix_task_state_id", "state", "id"),)
+    __table_args__ = (Index("ix_task_state_id", "state", "id"),
+                      AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(128))

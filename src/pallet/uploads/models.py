@@ -5,13 +5,14 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pallet.db.base import Base, BigId, utcnow
+from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
 
 
 class Upload(Base):
     """An upload in progress; its bytes live in the uploads directory under its id."""
 
     __tablename__ = "upload"
+    __table_args__ = AUTOINCREMENT
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
@@ -21,6 +22,7 @@ class Upload(Base):
 
 class UploadChunk(Base):
     __tablename__ = "upload_chunk"
+    __table_args__ = AUTOINCREMENT
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     upload_id: Mapped[int] = mapped_column(ForeignKey("upload.id", ondelete="CASCADE"), index=True)

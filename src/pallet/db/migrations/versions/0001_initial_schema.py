@@ -21,7 +21,8 @@ def upgrade() -> None:
     sa.Column('size', sa.BigInteger(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_artifact')),
-    sa.UniqueConstraint('sha256', name=op.f('uq_artifact_sha256'))
+    sa.UniqueConstraint('sha256', name=op.f('uq_artifact_sha256')),
+    sqlite_autoincrement=True
     )
     op.create_table('content',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -30,7 +31,8 @@ def upgrade() -> None:
     sa.Column('data', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_content')),
-    sa.UniqueConstraint('digest', name=op.f('uq_content_digest'))
+    sa.UniqueConstraint('digest', name=op.f('uq_content_digest')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('content', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_content_type'), ['type'], unique=False)
@@ -45,7 +47,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_repository')),
-    sa.UniqueConstraint('name', name=op.f('uq_repository_name'))
+    sa.UniqueConstraint('name', name=op.f('uq_repository_name')),
+    sqlite_autoincrement=True
     )
     op.create_table('task_dispatch_lock',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -57,14 +60,16 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_task_group'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_task_group')),
+    sqlite_autoincrement=True
     )
     op.create_table('upload',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('size', sa.BigInteger(), nullable=False),
     sa.Column('created_by', sa.String(length=255), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_upload'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_upload')),
+    sqlite_autoincrement=True
     )
     op.create_table('user_account',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -74,7 +79,8 @@ def upgrade() -> None:
     sa.Column('is_active', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_user_account')),
-    sa.UniqueConstraint('username', name=op.f('uq_user_account_username'))
+    sa.UniqueConstraint('username', name=op.f('uq_user_account_username')),
+    sqlite_autoincrement=True
     )
     op.create_table('worker',
     sa.Column('name', sa.String(length=255), nullable=False),
@@ -91,7 +97,8 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['user_account.id'], name=op.f('fk_api_token_user_id_user_account'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_token')),
-    sa.UniqueConstraint('token_hash', name=op.f('uq_api_token_token_hash'))
+    sa.UniqueConstraint('token_hash', name=op.f('uq_api_token_token_hash')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('api_token', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_token_user_id'), ['user_id'], unique=False)
@@ -105,7 +112,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['artifact_id'], ['artifact.id'], name=op.f('fk_content_artifact_artifact_id_artifact'), ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['content_id'], ['content.id'], name=op.f('fk_content_artifact_content_id_content'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_content_artifact')),
-    sa.UniqueConstraint('content_id', 'relative_path', name=op.f('uq_content_artifact_content_id'))
+    sa.UniqueConstraint('content_id', 'relative_path', name=op.f('uq_content_artifact_content_id')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('content_artifact', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_content_artifact_artifact_id'), ['artifact_id'], unique=False)
@@ -120,7 +128,8 @@ def upgrade() -> None:
     sa.Column('version_removed', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['content_id'], ['content.id'], name=op.f('fk_repository_content_content_id_content'), ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['repository_id'], ['repository.id'], name=op.f('fk_repository_content_repository_id_repository'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_repository_content'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_repository_content')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('repository_content', schema=None) as batch_op:
         batch_op.create_index('ix_repository_content_added', ['repository_id', 'version_added'], unique=False)
@@ -138,7 +147,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['repository_id'], ['repository.id'], name=op.f('fk_repository_version_repository_id_repository'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_repository_version')),
-    sa.UniqueConstraint('repository_id', 'number', name=op.f('uq_repository_version_repository_id'))
+    sa.UniqueConstraint('repository_id', 'number', name=op.f('uq_repository_version_repository_id')),
+    sqlite_autoincrement=True
     )
     op.create_table('task',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -157,7 +167,8 @@ def upgrade() -> None:
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['group_id'], ['task_group.id'], name=op.f('fk_task_group_id_task_group'), ondelete='SET NULL'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_task'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_task')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('task', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_task_group_id'), ['group_id'], unique=False)
@@ -170,7 +181,8 @@ def upgrade() -> None:
     sa.Column('offset', sa.BigInteger(), nullable=False),
     sa.Column('size', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['upload_id'], ['upload.id'], name=op.f('fk_upload_chunk_upload_id_upload'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_upload_chunk'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_upload_chunk')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('upload_chunk', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_upload_chunk_upload_id'), ['upload_id'], unique=False)

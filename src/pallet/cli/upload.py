@@ -1,0 +1,210 @@
+"""`pallet upload ...`: send a local file in chunks, in parallel and resumably; it becomes an
+artifact, then a content unit, then part of a repository's new version."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Annotated, Any, Iterator
+
+import typer
+from rich.progress import DownloadColumn, Progress, TaskID, TransferSpeedColumn
+
+from pallet.cli.client import Client, ClientError, Limit, Offset, connect, path
+from pallet.cli.content import describe_unit
+from pallet.cli.repository import describe_modify
+from pallet.cli.output import (JsonFlag, deleted, emit_json, fail, note, say, show_page,
+                               show_record)
+from pallet.cli.task import check, progress_bar, wait_for
+
+MiB = 2**20
+BLOCK = MiB  # bytes hashed at a time
+
+app = typer.Typer(help="Uploads: files sent in chunks, which become artifacts.",
+                  no_args_is_help=True)
+
+UploadId = Annotated[int, typer.Argument(help="The upload's id.")]
+
+
+def missing_ranges(received: list[list[int]], size: int) -> list[tuple[int, int]]:
+    """The inclusive byte ranges of a `size`-byte file not among the `received` ones."""
+    gaps, position = [], 0
+    for start, end in sorted(received):
+        if start > position:
+            gaps.append((position, start - 1))
+        position = max(position, end + 1)
+    if position < size:
+        gaps.append((position, size - 1))
+    return gaps
+
+
+def chunks(ranges: list[tuple[int, int]], chunk_size: int) -> Iterator[tuple[int, int]]:
+    for start, end in ranges:
+        for first in range(start, end + 1, chunk_size):
+            yield first, min(first + chunk_size - 1, end)
+
+
+def _put_chunk(api: Client, upload: dict[str, Any], fd: int, start: int, end: int) -> int:
+    data = os.pread(fd, end - start + 1, start)
+    if len(data) != end - start + 1:
+        raise ClientError("the file became shorter while it was being uploaded")
+    api.request("PUT", upload["href"], content=data,
+                headers={"Content-Type": "application/octet-stream",
+                         "Content-Range": f"bytes {start}-{end}/{upload['size']}"})
+    return len(data)
+
+
+def _sha256(file: Path, bar: Progress, row: TaskID, failed: threading.Event) -> str:
+    """The file's sha256; cut short (its value then meaningless) once a chunk failed."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as stream:
+        while not failed.is_set() and (block := stream.read(BLOCK)):
+            digest.update(block)
+            bar.advance(row, len(block))
+    return digest.hexdigest()
+
+
+def _advance(bar: Progress, row: TaskID, failed: threading.Event, future: Future) -> None:
+    if future.cancelled() or future.exception() is not None:
+        failed.set()
+    else:
+        bar.advance(row, future.result())
+
+
+def send(api: Client, upload: dict[str, Any], file: Path, pieces: list[tuple[int, int]],
+         parallel: int) -> str:
+    """Send the pieces with `parallel` threads while hashing the whole file; its sha256."""
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix="upload")
+    failed = threading.Event()
+    with open(file, "rb") as stream, progress_bar(DownloadColumn(), TransferSpeedColumn()) as bar:
+        sending = bar.add_task("sending", total=sum(end - start + 1 for start, end in pieces))
+        hashing = bar.add_task("hashing", total=upload["size"])
+        try:
+            futures = [pool.submit(_put_chunk, api, upload, stream.fileno(), start, end)
+                       for start, end in pieces]
+            for future in futures:
+                future.add_done_callback(lambda f: _advance(bar, sending, failed, f))
+            digest = _sha256(file, bar, hashing, failed)
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return digest
+
+
+def _open_upload(api: Client, size: int, resume: int | None) -> dict[str, Any]:
+    if resume is None:
+        return api.post("uploads", {"size": size})
+    upload = api.get(path("uploads", resume))
+    if upload["size"] != size:
+        fail(f"upload {resume} is for a file of {upload['size']} bytes; this one has {size}")
+    return upload
+
+
+def upload_artifact(api: Client, file: Path, *, chunk_size: int, parallel: int,
+                    resume: int | None) -> dict[str, Any]:
+    """Upload the file and commit it; the commit task's result (artifact, sha256, size)."""
+    upload = _open_upload(api, file.stat().st_size, resume)
+    pieces = list(chunks(missing_ranges(upload["received"], upload["size"]), chunk_size))
+    missing = sum(end - start + 1 for start, end in pieces)
+    note(f"upload {upload['id']}: sending {missing} of {upload['size']} bytes in "
+         f"{len(pieces)} chunks")
+    hint = f"resume with `pallet upload file {file} --resume {upload['id']}`"
+    try:
+        digest = send(api, upload, file, pieces, parallel)
+    except ClientError as exc:
+        raise ClientError(f"{exc.message}; {hint}") from None
+    except KeyboardInterrupt:
+        note(f"interrupted; {hint}")
+        raise typer.Exit(130) from None
+    task = check(wait_for(api, api.post(path("uploads", upload["id"], "commit"),
+                                        {"sha256": digest})))
+    return task["result"]
+
+
+@app.command("file")
+def upload_file(file: Annotated[Path, typer.Argument(
+                    exists=True, dir_okay=False, readable=True, help="The local file.")],
+                relative_path: Annotated[str | None, typer.Option(
+                    help="The unit's path in repositories (default: the file's name).")] = None,
+                repository: Annotated[str | None, typer.Option(
+                    help="Add the unit to this repository: a new version.")] = None,
+                chunk_size: Annotated[int, typer.Option(
+                    min=1, help="Bytes per chunk.")] = 8 * MiB,
+                parallel: Annotated[int, typer.Option(
+                    min=1, max=64, help="Chunks sent at the same time.")] = 4,
+                resume: Annotated[int | None, typer.Option(
+                    metavar="UPLOAD_ID", help="Continue an interrupted upload: send only "
+                                              "the bytes the server lacks.")] = None,
+                artifact_only: Annotated[bool, typer.Option(
+                    "--artifact-only", help="Stop once the file is a stored artifact; make "
+                                            "no content unit.")] = False,
+                as_json: JsonFlag = False) -> None:
+    """Upload a file: an artifact, a file content unit, and optionally a new repository
+    version holding it. Waits for each step."""
+    if artifact_only and repository:
+        fail("--artifact-only makes no content unit to add to --repository")
+    api = connect()
+    if repository:
+        api.get(path("repositories", repository))  # fail before sending any byte
+    artifact = upload_artifact(api, file, chunk_size=chunk_size, parallel=parallel,
+                               resume=resume)
+    outcome: dict[str, Any] = {"artifact": artifact, "content": None, "modify_task": None}
+    if not as_json:
+        say(f"uploaded {file.name}: {artifact['size']} bytes, sha256 {artifact['sha256']}, "
+            f"artifact {artifact['artifact']}")
+    if not artifact_only:
+        outcome["content"] = _create_unit(api, artifact, relative_path or file.name,
+                                          as_json=as_json)
+    if repository:
+        outcome["modify_task"] = _add_unit(api, repository, outcome["content"],
+                                           as_json=as_json)
+    if as_json:
+        emit_json(outcome)
+
+
+def _create_unit(api: Client, artifact: dict[str, Any], relative_path: str, *,
+                 as_json: bool) -> dict[str, Any]:
+    unit = api.post(path("content", "file"), {"relative_path": relative_path,
+                                              "sha256": artifact["sha256"]})
+    if not as_json:
+        describe_unit(unit)
+    return unit
+
+
+def _add_unit(api: Client, repository: str, unit: dict[str, Any], *, as_json: bool
+              ) -> dict[str, Any]:
+    task = api.post(path("repositories", repository, "modify"), {"add_content": [unit["id"]]})
+    task = check(wait_for(api, task))
+    if not as_json:
+        describe_modify(repository)(task)
+    return task
+
+
+COLUMNS = ["id", "size", "received_bytes", "complete", "created_by", "created_at"]
+
+
+@app.command("list")
+def list_uploads(limit: Limit = None, offset: Offset = None, as_json: JsonFlag = False) -> None:
+    """List uploads not yet committed."""
+    body = connect().page("uploads", limit=limit, offset=offset)
+    show_page(body, COLUMNS, as_json=as_json, noun="upload")
+
+
+@app.command("show")
+def show_upload(upload_id: UploadId, as_json: JsonFlag = False) -> None:
+    """Show an upload and the byte ranges received so far."""
+    show_record(connect().get(path("uploads", upload_id)), COLUMNS + ["received", "href"],
+                as_json=as_json)
+
+
+@app.command("delete")
+def delete_upload(upload_id: UploadId, as_json: JsonFlag = False) -> None:
+    """Delete an upload and the bytes received."""
+    href = path("uploads", upload_id)
+    connect().delete(href)
+    deleted(f"upload {upload_id}", f"/api/v1/{href}", as_json=as_json)
