@@ -35,6 +35,23 @@ def present_at(row, number: int):
                 or_(row.version_removed.is_(None), row.version_removed > number))
 
 
+# Without statistics SQLite may look rows up through an index on a version column (every
+# present row) although the query names content ids; writing the version column as an
+# expression (`+ 0`) takes that index out of the choice, so it uses (repository_id,
+# content_id). At 1M units this is 0.7 s instead of 6.5 s for a 1% version, and 0.1 s instead
+# of 20 minutes for a diff. PostgreSQL plans the same either way.
+
+def _open(row):
+    """`row` is in the newest version (for queries that also name content ids)."""
+    return (row.version_removed + 0).is_(None)
+
+
+def _member_at(row, number: int):
+    """present_at for a row looked up by content id: `+ 0` keeps SQLite on the member index."""
+    return and_(row.version_added + 0 <= number,
+                or_(row.version_removed.is_(None), row.version_removed > number))
+
+
 # -- reading --------------------------------------------------------------------------------
 
 def latest_version(session: Session, repository: Repository) -> RepositoryVersion:
@@ -106,7 +123,7 @@ def create_version(session: Session, plugins: Registry, repository: Repository, 
     present: set[int] = set()
     for batch in id_batches(session, touched):
         present.update(session.scalars(select(RC.content_id).where(
-            RC.repository_id == repository.id, RC.version_removed.is_(None),
+            RC.repository_id == repository.id, _open(RC),
             among(session, RC.content_id, batch))))
     progress("comparing", len(touched), len(touched))
     change = plan_change(present, add, remove)
@@ -138,7 +155,7 @@ def _write_version(session: Session, repository: Repository, latest: RepositoryV
     total, done = len(change.added) + len(change.removed), 0
     for batch in id_batches(session, sorted(change.removed)):
         session.execute(update(RC).where(RC.repository_id == repository.id,
-                                         RC.version_removed.is_(None),
+                                         _open(RC),
                                          among(session, RC.content_id, batch))
                         .values(version_removed=number).execution_options(synchronize_session=False))
         done += len(batch)
@@ -164,8 +181,7 @@ def _replace_all(session: Session, repository: Repository, latest: RepositoryVer
                  add: set[int], progress: Progress) -> RepositoryVersion | None:
     """remove_all: the new version holds exactly `add`. Runs in SQL, never loading the old set."""
     number = repository.next_version
-    keep = select(RC.content_id).where(RC.repository_id == repository.id,
-                                       RC.version_removed.is_(None))
+    keep = select(RC.content_id).where(RC.repository_id == repository.id, _open(RC))
     leaving = (select(Content.type, func.count()).join(RC, RC.content_id == Content.id)
                .where(RC.repository_id == repository.id, RC.version_removed.is_(None)))
     present: set[int] = set()
@@ -232,12 +248,12 @@ def _changed_queries(repository: Repository, old: int, new: int):
         RC.repository_id == repository.id, RC.version_added > old, RC.version_added <= new,
         or_(RC.version_removed.is_(None), RC.version_removed > new),
         ~exists().where(other.repository_id == repository.id,
-                        other.content_id == RC.content_id, present_at(other, old)))
+                        other.content_id == RC.content_id, _member_at(other, old)))
     removed = select(RC).where(
         RC.repository_id == repository.id, RC.version_added <= old,
         RC.version_removed > old, RC.version_removed <= new,
         ~exists().where(other.repository_id == repository.id,
-                        other.content_id == RC.content_id, present_at(other, new)))
+                        other.content_id == RC.content_id, _member_at(other, new)))
     return added, removed
 
 
@@ -315,7 +331,7 @@ def _fold_into(session: Session, repository: Repository, number: int, following:
         select(RC.id, readded.id, readded.version_removed)
         .join(readded, and_(readded.repository_id == RC.repository_id,
                             readded.content_id == RC.content_id,
-                            readded.version_added == following))
+                            readded.version_added + 0 == following))
         .where(mine, RC.version_removed == number)).all()
     table = RC.__table__
     extend = (update(table).where(table.c.id == bindparam("old_id"))
