@@ -150,3 +150,17 @@ def test_cancel_a_finished_group_task_is_a_conflict(runtime):
         task.state = "completed"
     with runtime.db.write() as session, pytest.raises(Conflict):
         service.cancel_task(session, task.id)
+
+
+def test_a_task_of_an_unregistered_worker_is_failed(runtime, client, workers):
+    with runtime.db.write() as session:
+        lost = Task(name="test.record", state=RUNNING, worker="vanished", args={},
+                    progress=[], created_resources=[], started_at=utcnow())
+        session.add(lost)
+        session.flush()
+        lost_id = lost.id
+    deadline = time.monotonic() + 10
+    while client.get(f"/api/v1/tasks/{lost_id}").json()["state"] == "running":
+        assert time.monotonic() < deadline, "the lost task was never failed"
+        time.sleep(0.1)
+    assert client.get(f"/api/v1/tasks/{lost_id}").json()["error"]["code"] == "worker_lost"

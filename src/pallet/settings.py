@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     admin_password: str = Field("", description="Password for the first admin; generated and printed if empty.")
     max_upload_size: int = Field(64 * 2**30, gt=0, description="Largest upload accepted, in bytes.")
     max_upload_chunk_size: int = Field(64 * 2**20, gt=0, description="Largest single upload chunk, in bytes.")
+    max_request_size: int = Field(128 * 2**20, gt=0, description="Largest API request body other than an upload chunk, in bytes.")
     auth_cache_seconds: float = Field(300.0, ge=0, description="How long a verified password is remembered, so basic auth does not re-hash on every request.")
     log_level: str = Field("info", description="Logging level: debug, info, warning or error.")
 
@@ -54,6 +55,14 @@ class Settings(BaseSettings):
     def _fill_database_url(self) -> "Settings":
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'pallet.db'}"
+        return self
+
+    @model_validator(mode="after")
+    def _timeout_above_heartbeat(self) -> "Settings":
+        if self.worker_timeout_seconds < 3 * self.worker_heartbeat_seconds:
+            raise ValueError("worker_timeout_seconds must be at least three heartbeats "
+                             f"({3 * self.worker_heartbeat_seconds:g} s), or live workers "
+                             "would be declared dead")
         return self
 
     @property

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from pallet.db.base import utcnow
 from pallet.errors import Conflict, NotFound
 from pallet.tasks.locks import make_locks
-from pallet.tasks.models import (CANCELED, FINISHED, RUNNING, UNFINISHED, WAITING, Task,
-                                 TaskGroup, TaskLock)
+from pallet.tasks.models import (CANCELED, FAILED, FINISHED, RUNNING, UNFINISHED, WAITING,
+                                 Task, TaskGroup, TaskLock, Worker)
 
 
 def enqueue(session: Session, fn: Callable | str, *, exclusive: list[str] | tuple = (),
@@ -53,14 +53,19 @@ def get_group(session: Session, group_id: int) -> TaskGroup:
 def cancel_task(session: Session, task_id: int) -> Task:
     """Cancel a waiting task at once; ask a running one to stop at its next progress report."""
     task = get_task(session, task_id)
-    if task.state == WAITING:
-        task.state, task.finished_at = CANCELED, utcnow()
-    elif task.state == RUNNING:
-        task.cancel_requested = True
+    # Conditional updates: a worker may claim the task between our read and our write.
+    if task.state == WAITING and session.execute(
+            update(Task).where(Task.id == task_id, Task.state == WAITING)
+            .values(state=CANCELED, finished_at=utcnow())).rowcount:
+        pass
+    elif session.execute(update(Task).where(Task.id == task_id, Task.state == RUNNING)
+                         .values(cancel_requested=True)).rowcount:
+        pass
     else:
+        session.refresh(task)
         raise Conflict(f"task {task_id} has already finished ({task.state})",
                        details={"task": task_id, "state": task.state})
-    session.flush()
+    session.refresh(task)
     return task
 
 
@@ -84,9 +89,11 @@ def purge_tasks(session: Session, *, finished_before: datetime,
     return result.rowcount or 0
 
 
-def fail_tasks_of_workers(session: Session, workers: list[str], message: str) -> int:
+def fail_lost_tasks(session: Session, dead_workers: list[str], message: str) -> int:
+    """Fail running tasks of dead workers, and of workers no longer registered at all."""
     result = session.execute(
-        update(Task).where(Task.worker.in_(workers), Task.state == RUNNING)
-        .values(state="failed", finished_at=utcnow(),
+        update(Task).where(Task.state == RUNNING,
+                           Task.worker.in_(dead_workers) | Task.worker.not_in(select(Worker.name)))
+        .values(state=FAILED, finished_at=utcnow(),
                 error={"code": "worker_lost", "message": message, "details": {}}))
     return result.rowcount or 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 from datetime import timedelta
@@ -90,7 +91,9 @@ class WorkerPool:
 
     def __init__(self, runtime: Runtime, count: int, *, label: str = "worker") -> None:
         self.runtime = runtime
-        prefix = f"{label}@{socket.gethostname()}:{os.getpid()}"
+        # The random part keeps a restarted process (same host, same pid) from taking over
+        # the name, and so the running tasks, of the one before it.
+        prefix = f"{label}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.names = [f"{prefix}/{i}" for i in range(count)]
         self._stop = threading.Event()
         self._running: dict[int, TaskContext] = {}
@@ -134,7 +137,7 @@ class WorkerPool:
         while not self._stop.is_set():
             try:
                 task_id = queue.claim_next(self.runtime.db, name)
-            except SQLAlchemyError:
+            except Exception:  # a worker thread must outlive any error
                 log.warning("could not look for work", exc_info=True)
                 task_id = None
             if task_id is None:
@@ -146,7 +149,7 @@ class WorkerPool:
                 self._running[task_id] = context
             try:
                 run_task(self.runtime, name, task_id, context)
-            except SQLAlchemyError:
+            except Exception:  # its end could not be recorded: the reaper will fail it
                 log.exception("could not record the end of task %s", task_id)
             finally:
                 with self._running_lock:
@@ -178,12 +181,17 @@ class WorkerPool:
             running = dict(self._running)
         if not running:
             return
+        # Read first (never blocked by a writer on SQLite): stop tasks someone asked to cancel,
+        # and tasks no longer ours (failed by a reaper while this process stalled).
+        with self.runtime.db.read() as session:
+            rows = session.execute(select(Task.id, Task.state, Task.worker,
+                                          Task.cancel_requested)
+                                   .where(Task.id.in_(running))).all()
+        for task_id, state, worker, cancel_requested in rows:
+            if cancel_requested or state != RUNNING or worker not in self.names:
+                running[task_id].canceled.set()
         with self.runtime.db.write() as session:
-            asked = set(session.scalars(select(Task.id).where(
-                Task.id.in_(running), Task.cancel_requested.is_(True))))
             for task_id, context in running.items():
-                if task_id in asked:
-                    context.canceled.set()
                 session.execute(update(Task).where(Task.id == task_id, Task.state == RUNNING)
                                 .values(progress=context.snapshot()))
 
@@ -198,15 +206,16 @@ class WorkerPool:
 
 
 def reap_dead_workers(runtime: Runtime) -> list[str]:
-    """Fail the running tasks of workers silent for longer than the timeout; forget them."""
+    """Fail the running tasks of workers silent for longer than the timeout (and of workers
+    that are gone), freeing their locks; forget the dead workers. Hosts' clocks must agree."""
     limit = utcnow() - timedelta(seconds=runtime.settings.worker_timeout_seconds)
     with runtime.db.write() as session:
         dead = list(session.scalars(select(Worker.name).where(Worker.heartbeat_at < limit)))
-        if not dead:
-            return []
-        failed = service.fail_tasks_of_workers(
+        failed = service.fail_lost_tasks(
             session, dead, "the worker running this task stopped responding; it was failed "
                            "and its locks released")
         session.execute(delete(Worker).where(Worker.name.in_(dead)))
-    log.warning("workers %s stopped responding; %d task(s) failed", ", ".join(dead), failed)
+    if dead or failed:
+        log.warning("workers %s stopped responding; %d task(s) failed",
+                    ", ".join(dead) or "(unregistered)", failed)
     return dead
