@@ -270,3 +270,61 @@ def test_repair_reports_missing_and_corrupt_artifacts(client, runtime, workers):
     for href in group.json()["tasks"]:
         wait_for_task(client, href)
     assert client.get(group.json()["href"]).json()["states"] == {"completed": 2}
+
+
+# -- hostile input ---------------------------------------------------------------------------
+
+def test_absurd_numbers_are_refused_not_crashed(client):
+    client.post("/api/v1/repositories", json={"name": "r"})
+    huge = 10**30
+    assert_error(client.get(f"/api/v1/tasks/{huge}"), 400, "invalid")
+    assert_error(client.get(f"/api/v1/repositories?offset={huge}"), 400, "invalid")
+    assert_error(client.post("/api/v1/repositories/r/modify", json={"base_version": huge}),
+                 400, "invalid")
+    assert_error(client.post("/api/v1/repositories/r/modify", json={"add_content": [huge]}),
+                 400, "invalid")
+    assert_error(client.post("/api/v1/tasks/purge", json={"older_than_days": 1e10}),
+                 400, "invalid")
+    assert_error(client.post("/api/v1/tokens", json={"name": "x", "expires_in_days": 10**7}),
+                 400, "invalid")
+    href = client.post("/api/v1/uploads", json={"size": 10}).json()["href"]
+    assert_error(client.put(href, content=b"x", headers={"Content-Range": "bytes "
+                                                         + "9" * 5000 + "-1/10"}),
+                 400, "invalid")
+
+
+def test_a_short_chunk_writes_nothing(client, runtime):
+    href = client.post("/api/v1/uploads", json={"size": 5}).json()["href"]
+    assert_error(client.put(href, content=b"abc", headers={"Content-Range": "bytes 0-4/5"}),
+                 400, "invalid")
+    upload_id = href.rsplit("/", 1)[1]
+    assert (runtime.settings.uploads_dir / upload_id).read_bytes() == b"\0" * 5
+
+
+def test_an_upload_being_committed_cannot_be_deleted(client):
+    data = b"committing"
+    href = upload(client, data)
+    task = client.post(f"{href}/commit", json={"sha256": hashlib.sha256(data).hexdigest()})
+    assert task.json()["state"] == "waiting"  # no workers in this test
+    assert_error(client.delete(href), 409, "conflict")
+    client.post(f"{task.json()['href']}/cancel")
+    assert client.delete(href).status_code == 204
+
+
+def test_oversized_bodies_are_refused_before_reading(tmp_path, database_url):
+    from fastapi.testclient import TestClient
+
+    from pallet.api.app import create_app
+    from pallet.runtime import Runtime
+    from tests.conftest import make_settings
+
+    runtime = Runtime.create(make_settings(tmp_path, database_url, max_request_size=1000,
+                                           max_upload_chunk_size=2000))
+    with TestClient(create_app(runtime)) as anonymous:
+        response = anonymous.post("/api/v1/repositories", content=b"x" * 5000,
+                                  headers={"Content-Type": "application/json"})
+        assert_error(response, 413, "too_large")
+        chunked = anonymous.post("/api/v1/repositories", content=iter([b"x" * 800] * 3),
+                                 headers={"Content-Type": "application/json"})
+        assert_error(chunked, 413, "too_large")
+    runtime.close()

@@ -45,6 +45,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.password_cache = VerifiedCache(runtime.settings.auth_cache_seconds)
     errors.install(app)
+    app.add_middleware(BodyLimit, default=runtime.settings.max_request_size,
+                       chunks=runtime.settings.max_upload_chunk_size)
 
     api = APIRouter(prefix=API)
     for router in (repositories_router, content_router, artifacts_router, uploads_router,
@@ -65,6 +67,50 @@ def create_app(runtime: Runtime) -> FastAPI:
             swagger_favicon_url=f"{API}/docs/assets/favicon-32x32.png")
 
     return app
+
+
+class BodyLimit:
+    """Refuse request bodies above the limit before they are read into memory (FastAPI
+    parses a body before it checks who is asking). Upload chunks have their own limit."""
+
+    def __init__(self, app, *, default: int, chunks: int) -> None:
+        self.app, self.default, self.chunks = app, default, chunks
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        is_chunk = scope["method"] == "PUT" and scope["path"].startswith(f"{API}/uploads/")
+        limit = self.chunks if is_chunk else self.default
+        declared = dict(scope["headers"]).get(b"content-length")
+        refusal = errors.error_response(413, "too_large", "the request body is larger than "
+                                        f"the limit of {limit} bytes")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await refusal(scope, receive, send)
+        seen, exceeded, answered = 0, False, False
+
+        async def counted():  # a body streamed without a length: stop it at the limit
+            nonlocal seen, exceeded
+            if not exceeded:
+                message = await receive()
+                seen += len(message.get("body", b""))
+                if seen <= limit:
+                    return message
+                exceeded = True
+            return {"type": "http.disconnect"}
+
+        async def unless_exceeded(message) -> None:
+            nonlocal answered
+            if not exceeded:
+                answered = True
+                await send(message)
+
+        try:
+            await self.app(scope, counted, unless_exceeded)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not answered:
+            await refusal(scope, receive, send)
 
 
 def status(runtime: RuntimeDep) -> StatusRead:

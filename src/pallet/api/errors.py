@@ -7,7 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from pallet.errors import PalletError
@@ -53,8 +54,15 @@ def install(app: FastAPI) -> None:
         return error_response(409, "conflict", "the change conflicts with the current state; "
                               "read it again and retry")
 
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(400, "invalid", "a number or value in the request is out of "
+                              "range")
+
+    @app.exception_handler(PoolTimeout)
     @app.exception_handler(OperationalError)
-    async def unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.exception("database error on %s", request.url.path)
         return error_response(503, "unavailable", "the database is busy or unreachable; "
                               "retry shortly")

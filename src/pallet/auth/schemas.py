@@ -33,7 +33,7 @@ class MeRead(Schema):
 
 class TokenCreate(Body):
     name: str = Field(min_length=1, max_length=150)
-    expires_in_days: int | None = Field(None, ge=1)
+    expires_in_days: int | None = Field(None, ge=1, le=36_500)
 
 
 class TokenRead(Schema):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from datetime import timedelta, timezone
 
 from sqlalchemy import func, select
@@ -26,6 +27,11 @@ class Principal:
     username: str
     roles: tuple[str, ...]
     permissions: frozenset[str]
+
+
+@cache
+def _unknown_user_hash() -> str:
+    return hash_password(generate_password())
 
 
 def _principal(user: User) -> Principal:
@@ -105,8 +111,9 @@ def ensure_first_admin(session: Session, password: str = "") -> str | None:
 def authenticate_basic(session: Session, cache: VerifiedCache, username: str,
                        password: str) -> Principal:
     user = session.scalar(select(User).where(User.username == username))
-    if user is None or not user.is_active or not cache.check(username, password,
-                                                             user.password_hash):
+    # An unknown name costs the same hash as a known one, so timing does not tell them apart.
+    stored = user.password_hash if user is not None else _unknown_user_hash()
+    if not cache.check(username, password, stored) or user is None or not user.is_active:
         raise Unauthorized("wrong user name or password")
     return _principal(user)
 
@@ -130,8 +137,9 @@ def create_token(session: Session, user: User, *, name: str,
     """A new token for `user`; the token text is returned once and never stored."""
     if not name or len(name) > 150:
         raise Invalid("a token needs a name of 1 to 150 characters", details={"field": "name"})
-    if expires_in_days is not None and expires_in_days < 1:
-        raise Invalid("expires_in_days must be at least 1", details={"field": "expires_in_days"})
+    if expires_in_days is not None and not 1 <= expires_in_days <= 36_500:
+        raise Invalid("expires_in_days must be between 1 and 36500",
+                      details={"field": "expires_in_days"})
     token = new_token()
     expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     row = ApiToken(user_id=user.id, name=name, token_hash=token_hash(token),

@@ -23,8 +23,10 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self.engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                           "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            # As many connections as the API's request threads, so none waits for the pool.
+            self.engine = create_engine(url, pool_size=40, max_overflow=10,
+                                        connect_args={"check_same_thread": False,
+                                                      "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             _configure_sqlite(self.engine)
         else:
             self.engine = create_engine(url, pool_size=pool_size, max_overflow=20,

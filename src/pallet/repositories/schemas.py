@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pallet.api.schemas import Body, Schema, UtcDatetime
+from pallet.api.schemas import Body, Id, Schema, UtcDatetime
 from pallet.repositories.models import Repository, RepositoryVersion
 
 
@@ -10,13 +10,14 @@ class RepositoryCreate(Body):
     name: str = Field(description="Unique name: letters, digits, '.', '_', '-'.")
     type: str = Field("file", description="Repository type, from a plugin.")
     description: str = Field("", max_length=10_000)
-    retain_versions: int | None = Field(None, ge=1, description="Keep only the newest N versions.")
+    retain_versions: int | None = Field(None, ge=1, le=1_000_000,
+                                        description="Keep only the newest N versions.")
 
 
 class RepositoryUpdate(Body):
     name: str | None = None
     description: str | None = Field(None, max_length=10_000)
-    retain_versions: int | None = Field(None, ge=1)
+    retain_versions: int | None = Field(None, ge=1, le=1_000_000)
 
 
 class RepositoryRead(Schema):
@@ -66,12 +67,12 @@ def version_read(repository: Repository, version: RepositoryVersion) -> VersionR
 
 
 class ModifyRequest(Body):
-    add_content: list[int] = Field(default_factory=list, max_length=5_000_000,
-                                   description="Ids of content units to add.")
-    remove_content: list[int] = Field(default_factory=list, max_length=5_000_000,
-                                      description="Ids of content units to remove.")
+    add_content: list[Id] = Field(default_factory=list, max_length=5_000_000,
+                                  description="Ids of content units to add.")
+    remove_content: list[Id] = Field(default_factory=list, max_length=5_000_000,
+                                     description="Ids of content units to remove.")
     remove_all: bool = Field(False, description="Start from an empty set instead of the base.")
-    base_version: int | None = Field(None, ge=0, description="Version to start from; default newest.")
+    base_version: Id | None = Field(None, description="Version to start from; default newest.")
 
 
 class DiffCounts(Schema):

@@ -74,7 +74,8 @@ def group_read(session, group: TaskGroup) -> TaskGroupRead:
 
 
 class TaskPurge(Body):
-    older_than_days: float = Field(30, ge=0, description="Purge tasks finished this long ago.")
+    older_than_days: float = Field(30, ge=0, le=36_500,
+                                   description="Purge tasks finished this long ago.")
     states: list[str] = Field(default_factory=lambda: list(FINISHED))
 
     def cutoff(self, now: datetime) -> datetime:

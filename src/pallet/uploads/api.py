@@ -64,6 +64,8 @@ async def put_chunk(upload_id: int, request: Request, runtime: RuntimeDep, _: Wr
         if received > length:
             raise Invalid(f"the chunk body is longer than its range ({length} bytes)")
         blocks.append(block)
+    if received != length:  # checked before anything is written
+        raise Invalid(f"the chunk body has {received} bytes, its range says {length}")
 
     def store() -> UploadRead:
         service.write_chunk(runtime.settings, upload, offset, length, blocks)
@@ -80,11 +82,13 @@ def commit_upload(upload_id: int, body: UploadCommit, runtime: RuntimeDep, princ
     file becomes an artifact."""
     with runtime.db.read() as session:
         service.get_upload(session, upload_id)
-    return dispatch(runtime, principal, tasks.commit_upload, exclusive=[f"upload:{upload_id}"],
+    return dispatch(runtime, principal, tasks.commit_upload,
+                    exclusive=[service.lock_name(upload_id)],
                     upload_id=upload_id, sha256=body.sha256.lower())
 
 
 @router.delete("/{upload_id}", status_code=204)
 def delete_upload(upload_id: int, runtime: RuntimeDep, _: Writer) -> None:
     with runtime.db.write() as session:
-        service.delete_upload(session, runtime.settings, service.get_upload(session, upload_id))
+        service.delete_upload(session, service.get_upload(session, upload_id))
+    service.upload_path(runtime.settings, upload_id).unlink(missing_ok=True)

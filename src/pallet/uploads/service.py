@@ -7,6 +7,7 @@ hashes the file against the sha256 the client expects, and moves it into the art
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from pathlib import Path
@@ -16,9 +17,10 @@ from sqlalchemy.orm import Session
 
 from pallet.errors import Conflict, Invalid, NotFound, TooLarge
 from pallet.settings import Settings
+from pallet.tasks.models import UNFINISHED, Task, TaskLock
 from pallet.uploads.models import Upload, UploadChunk
 
-CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
 
 
 def upload_path(settings: Settings, upload_id: int) -> Path:
@@ -78,11 +80,22 @@ def write_chunk(settings: Settings, upload: Upload, offset: int, length: int,
                 blocks) -> None:
     """Write a chunk's bytes at its offset; the body must be exactly `length` bytes."""
     written = 0
+    path = upload_path(settings, upload.id)
+    gone = NotFound(f"there is no upload {upload.id} (committed or deleted)",
+                    details={"upload": upload.id})
     try:
-        fd = os.open(upload_path(settings, upload.id), os.O_WRONLY)
-    except FileNotFoundError:  # committed or deleted meanwhile
-        raise NotFound(f"there is no upload {upload.id}", details={"upload": upload.id}) from None
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        raise gone from None
     try:
+        # Shared lock: a commit takes it exclusively once it has moved the file away, so a
+        # chunk is either written before the commit hashes, or refused.
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            if not os.path.samestat(os.fstat(fd), os.stat(path)):
+                raise gone
+        except FileNotFoundError:
+            raise gone from None
         for block in blocks:
             if written + len(block) > length:
                 raise Invalid(f"the chunk body is longer than its range ({length} bytes)")
@@ -122,10 +135,20 @@ def is_complete(session: Session, upload: Upload) -> bool:
     return ranges == [(0, upload.size - 1)]
 
 
-def delete_upload(session: Session, settings: Settings, upload: Upload) -> None:
+def delete_upload(session: Session, upload: Upload) -> None:
+    """Forget an upload (the caller removes its file once this is committed)."""
+    committing = session.scalar(select(Task.id).join(TaskLock, TaskLock.task_id == Task.id)
+                                .where(TaskLock.resource == lock_name(upload.id),
+                                       Task.state.in_(UNFINISHED)).limit(1))
+    if committing is not None:
+        raise Conflict(f"upload {upload.id} is being committed by task {committing}",
+                       details={"task": committing})
     session.delete(upload)
     session.flush()
-    upload_path(settings, upload.id).unlink(missing_ok=True)
+
+
+def lock_name(upload_id: int) -> str:
+    return f"upload:{upload_id}"
 
 
 def check_complete(session: Session, upload: Upload) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+
 from pallet.artifacts.service import record_artifact
 from pallet.runtime import Runtime
 from pallet.tasks.registry import task_function
@@ -16,8 +19,18 @@ def commit_upload(runtime: Runtime, task, *, upload_id: int, sha256: str) -> Non
         check_complete(session, upload)
         size = upload.size
     task.progress("verifying", 0, size)
-    digest, size = runtime.storage.ingest(upload_path(runtime.settings, upload_id), sha256,
-                                          lambda done: task.progress("verifying", done, size))
+    path = upload_path(runtime.settings, upload_id)
+    committing = path.with_name(f"{upload_id}.commit")
+    os.replace(path, committing)  # no new chunk can open it now
+    try:
+        with open(committing, "rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # and chunks being written finish first
+            digest, size = runtime.storage.ingest(
+                committing, sha256, lambda done: task.progress("verifying", done, size))
+    except BaseException:
+        if committing.exists():  # refused: the upload stays, to be fixed or deleted
+            os.replace(committing, path)
+        raise
     with runtime.db.write() as session:
         artifact = record_artifact(session, sha256=digest, size=size)
         session.delete(get_upload(session, upload_id))
