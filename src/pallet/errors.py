@@ -53,3 +53,10 @@ class Canceled(PalletError):
     """Raised inside a task when someone asked to cancel it."""
 
     status, code = 409, "canceled"
+
+
+def validation_problems(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, str]]]:
+    """A sentence and a list of {field, problem} from pydantic's validation errors."""
+    problems = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                 "problem": e.get("msg", "")} for e in errors]
+    return "; ".join(f"{p['field'] or 'body'}: {p['problem']}" for p in problems[:5]), problems

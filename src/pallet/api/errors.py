@@ -11,7 +11,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from pallet.errors import PalletError
+from pallet.errors import PalletError, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-                     "problem": e.get("msg", "")} for e in exc.errors()]
-        summary = "; ".join(f"{p['field'] or 'body'}: {p['problem']}" for p in problems[:5])
+        summary, problems = validation_problems(exc.errors())
         return error_response(400, "invalid", f"the request is not valid: {summary}",
                               {"errors": problems})
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable
 
 from pallet.errors import Invalid
 
@@ -185,8 +185,3 @@ def _fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def iter_file(stream: BinaryIO) -> Iterator[bytes]:
-    with stream:
-        while block := stream.read(READ_BLOCK):
-            yield block

@@ -5,6 +5,8 @@ from __future__ import annotations
 import getpass
 import os
 import tomllib
+from contextlib import contextmanager
+from typing import Iterator
 
 import typer
 from pydantic import ValidationError
@@ -35,6 +37,21 @@ def runtime_for_admin():
     from pallet.runtime import Runtime
 
     return Runtime.create(load_settings())
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Database and domain errors of admin commands as one line, never a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except PalletError as exc:
+        fail(exc.message)
+    except SQLAlchemyError as exc:
+        fail(f"the database cannot do this ({type(exc).__name__}: "
+             f"{str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}); is it "
+             "reachable, and migrated with 'pallet db upgrade'?")
 
 
 def register(app: typer.Typer) -> None:
@@ -73,8 +90,9 @@ def db_upgrade() -> None:
     from pallet.db.migrate import current_revision, upgrade
 
     runtime = runtime_for_admin()
-    upgrade(runtime.db)
-    typer.echo(f"database at revision {current_revision(runtime.db)}")
+    with database_errors():
+        upgrade(runtime.db)
+        typer.echo(f"database at revision {current_revision(runtime.db)}")
 
 
 @db_app.command("current")
@@ -83,7 +101,8 @@ def db_current() -> None:
     from pallet.db.migrate import current_revision, head_revision
 
     runtime = runtime_for_admin()
-    current, head = current_revision(runtime.db), head_revision(runtime.db)
+    with database_errors():
+        current, head = current_revision(runtime.db), head_revision(runtime.db)
     typer.echo(f"current: {current or 'empty'}\nhead:    {head}")
     if current != head:
         raise typer.Exit(1)
@@ -109,11 +128,8 @@ def create_user(username: str,
     from pallet.auth.service import create_user as create
 
     runtime = runtime_for_admin()
-    try:
-        with runtime.db.write() as session:
-            create(session, username=username, password=read_password(password), roles=role)
-    except PalletError as exc:
-        fail(exc.message)
+    with database_errors(), runtime.db.write() as session:
+        create(session, username=username, password=read_password(password), roles=role)
     typer.echo(f"created user {username} ({', '.join(sorted(set(role)))})")
 
 
@@ -125,9 +141,6 @@ def set_password(username: str,
     from pallet.auth.service import get_user, update_user
 
     runtime = runtime_for_admin()
-    try:
-        with runtime.db.write() as session:
-            update_user(session, get_user(session, username), password=read_password(password))
-    except PalletError as exc:
-        fail(exc.message)
+    with database_errors(), runtime.db.write() as session:
+        update_user(session, get_user(session, username), password=read_password(password))
     typer.echo(f"password of {username} changed")

@@ -99,7 +99,7 @@ def read_ids(file: TextIO | None, option: str) -> list[int]:
     for number, line in enumerate(file, start=1):
         text = line.strip()
         if text and not text.startswith("#"):
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit()):
                 fail(f"{option} {file.name}, line {number}: {text[:40]!r} is not a content id")
             ids.append(int(text))
     return ids

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from pallet.artifacts.models import Artifact
 from pallet.content.identity import identity_digest
 from pallet.content.models import Content, ContentArtifact
-from pallet.errors import Invalid, NotFound
+from pallet.errors import Invalid, NotFound, validation_problems
 from pallet.plugins import Registry
 from pallet.repositories.models import Repository, RepositoryContent
 from pallet.repositories.versions import get_version, present_at
@@ -24,9 +24,7 @@ def validate_unit(plugins: Registry, type: str, fields: dict[str, Any]):
     try:
         return content_type, content_type.model.model_validate(fields)
     except ValidationError as exc:
-        problems = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
-                    for e in exc.errors()]
-        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
+        summary, problems = validation_problems(exc.errors())
         raise Invalid(f"invalid {type} content: {summary}",
                       details={"errors": problems}) from None
 

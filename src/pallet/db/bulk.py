@@ -48,8 +48,8 @@ def insert_rows(session: Session, table: Table, columns: Sequence[str],
     """Insert many rows of plain values into `table`, within the session's transaction."""
     connection = session.connection()
     if _is_postgres(session):
-        cursor = connection.connection.driver_connection.cursor()
-        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        with connection.connection.driver_connection.cursor() as cursor, \
+                cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
         return

@@ -81,9 +81,6 @@ class LtHash:
     def digest(self) -> str:
         return hashlib.sha256(self.state).hexdigest()
 
-    def copy(self) -> "LtHash":
-        return LtHash(self.state)
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LtHash) and self.state == other.state
 
