@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
-from pallet.content.models import ContentArtifact
 from pallet.errors import NotFound
 from pallet.repositories import service, versions
-from pallet.repositories.models import Repository, RepositoryContent
+from pallet.repositories.models import Repository
+from pallet.repositories.repair import check_artifacts
 from pallet.runtime import Runtime
 from pallet.tasks.registry import task_function
-
-REPORT_LIMIT = 1000  # missing or corrupt artifacts listed in a repair report
 
 
 def version_href(repository: Repository, number: int) -> str:
@@ -60,38 +56,6 @@ def delete_version(runtime: Runtime, task, *, repository_id: int, number: int) -
 def repair(runtime: Runtime, task, *, repository_id: int, number: int) -> None:
     """Re-hash every artifact of a version; report the missing and the corrupt ones."""
     with runtime.db.read() as session:
-        repository = _repository(session, repository_id)
-        versions.get_version(session, repository, number)
-        rc = RepositoryContent
-        query = (select(ContentArtifact.sha256, ContentArtifact.relative_path,
-                        ContentArtifact.artifact_id)
-                 .join(rc, rc.content_id == ContentArtifact.content_id)
-                 .where(rc.repository_id == repository.id, versions.present_at(rc, number))
-                 .order_by(ContentArtifact.sha256)  # so a shared artifact is checked once
-                 .execution_options(yield_per=5000))
-        checked, previous = 0, None
-        missing: list[dict] = []
-        corrupt: list[dict] = []
-        counts = {"missing": 0, "corrupt": 0, "not_downloaded": 0}
-        for sha256, relative_path, artifact_id in session.execute(query):
-            checked += 1
-            if artifact_id is None:
-                counts["not_downloaded"] += 1
-                continue
-            if sha256 == previous:
-                continue
-            previous = sha256
-            problem = None
-            if not runtime.storage.exists(sha256):
-                problem, listing = "missing", missing
-            elif runtime.storage.hash_stored(sha256) != sha256:
-                problem, listing = "corrupt", corrupt
-            if problem:
-                counts[problem] += 1
-                if len(listing) < REPORT_LIMIT:
-                    listing.append({"sha256": sha256, "relative_path": relative_path})
-            if checked % 200 == 0:
-                task.progress("checking artifacts", checked, None)
-        task.progress("checking artifacts", checked, checked)
-    task.result = {"version": number, "checked": checked, **counts,
-                   "missing_artifacts": missing, "corrupt_artifacts": corrupt}
+        task.result = check_artifacts(session, runtime.storage,
+                                      _repository(session, repository_id), number,
+                                      task.progress)

@@ -269,6 +269,13 @@ def diff_queries(repository: Repository, old: int, new: int):
     return (added, removed) if old < new else (removed, added)
 
 
+def diff_content_query(repository: Repository, old: int, new: int, change: str):
+    """SELECT of the content units that going from `old` to `new` adds or removes."""
+    added, removed = diff_queries(repository, old, new)
+    ids = (added if change == "added" else removed).subquery()
+    return select(Content).join(ids, ids.c.content_id == Content.id)
+
+
 def _diff_ids(session: Session, repository: Repository, old: int, new: int
               ) -> tuple[set[int], set[int]]:
     added, removed = diff_queries(repository, old, new)
