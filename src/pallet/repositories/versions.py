@@ -21,6 +21,9 @@ from pallet.plugins import Registry
 from pallet.repositories.contentset import Change, LtHash, carry_counts, plan_change
 from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
 
+# Bulk UPDATE/DELETE here never touch objects loaded in the session.
+QUIET = {"synchronize_session": False}
+
 Progress = Callable[[str, int, int | None], None]
 RC = RepositoryContent
 
@@ -157,7 +160,7 @@ def _write_version(session: Session, repository: Repository, latest: RepositoryV
         session.execute(update(RC).where(RC.repository_id == repository.id,
                                          _open(RC),
                                          among(session, RC.content_id, batch))
-                        .values(version_removed=number).execution_options(synchronize_session=False))
+                        .values(version_removed=number).execution_options(**QUIET))
         done += len(batch)
         progress("writing version", done, total)
     for batch in batched(sorted(change.added), 20_000):
@@ -197,13 +200,13 @@ def _replace_all(session: Session, repository: Repository, latest: RepositoryVer
     mark = update(RC).where(RC.repository_id == repository.id, RC.version_removed.is_(None))
     # Mark everything present as leaving, then bring back the ones that stay.
     session.execute(mark.values(version_removed=number)
-                    .execution_options(synchronize_session=False))
+                    .execution_options(**QUIET))
     for batch in id_batches(session, stay):
         session.execute(update(RC).where(RC.repository_id == repository.id,
                                          RC.version_removed == number,
                                          among(session, RC.content_id, batch))
                         .values(version_removed=None)
-                        .execution_options(synchronize_session=False))
+                        .execution_options(**QUIET))
     _add_members(session, repository, number, sorted(added))
     progress("writing version", 1, 1)
     lthash = LtHash()
@@ -309,13 +312,12 @@ def delete_version(session: Session, repository: Repository, number: int) -> Non
         raise Conflict(f"version {number} is the only version of {repository.name!r}; delete "
                        "the repository instead", details={"version": number})
     mine = RC.repository_id == repository.id
-    quiet = {"synchronize_session": False}
     if following is None:
         # The newest goes: what it added disappears, what it removed comes back.
         session.execute(delete(RC).where(mine, RC.version_added == number)
-                        .execution_options(**quiet))
+                        .execution_options(**QUIET))
         session.execute(update(RC).where(mine, RC.version_removed == number)
-                        .values(version_removed=None).execution_options(**quiet))
+                        .values(version_removed=None).execution_options(**QUIET))
     else:
         _fold_into(session, repository, number, following)
     session.delete(version)
@@ -326,12 +328,11 @@ def delete_version(session: Session, repository: Repository, number: int) -> Non
 
 def _fold_into(session: Session, repository: Repository, number: int, following: int) -> None:
     mine = RC.repository_id == repository.id
-    quiet = {"synchronize_session": False}
     # Present only in the deleted version: gone entirely.
     session.execute(delete(RC).where(mine, RC.version_added == number,
-                                     RC.version_removed == following).execution_options(**quiet))
+                                     RC.version_removed == following).execution_options(**QUIET))
     session.execute(update(RC).where(mine, RC.version_added == number)
-                    .values(version_added=following).execution_options(**quiet))
+                    .values(version_added=following).execution_options(**QUIET))
     # Removed in the deleted version and added back in the next: one unbroken range.
     readded = aliased(RC)
     pairs = session.execute(
@@ -347,9 +348,9 @@ def _fold_into(session: Session, repository: Repository, number: int, following:
         session.connection().execute(extend, [{"old_id": old_id, "until": until}
                                               for old_id, _, until in batch])
         session.execute(delete(RC).where(among(session, RC.id, [new for _, new, _ in batch]))
-                        .execution_options(**quiet))
+                        .execution_options(**QUIET))
     session.execute(update(RC).where(mine, RC.version_removed == number)
-                    .values(version_removed=following).execution_options(**quiet))
+                    .values(version_removed=following).execution_options(**QUIET))
 
 
 def _recount(session: Session, repository: Repository, number: int) -> None:

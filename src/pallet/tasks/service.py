@@ -54,18 +54,15 @@ def cancel_task(session: Session, task_id: int) -> Task:
     """Cancel a waiting task at once; ask a running one to stop at its next progress report."""
     task = get_task(session, task_id)
     # Conditional updates: a worker may claim the task between our read and our write.
-    if task.state == WAITING and session.execute(
-            update(Task).where(Task.id == task_id, Task.state == WAITING)
-            .values(state=CANCELED, finished_at=utcnow())).rowcount:
-        pass
-    elif session.execute(update(Task).where(Task.id == task_id, Task.state == RUNNING)
-                         .values(cancel_requested=True)).rowcount:
-        pass
-    else:
-        session.refresh(task)
+    waiting = (update(Task).where(Task.id == task_id, Task.state == WAITING)
+               .values(state=CANCELED, finished_at=utcnow()))
+    running = (update(Task).where(Task.id == task_id, Task.state == RUNNING)
+               .values(cancel_requested=True))
+    changed = session.execute(waiting).rowcount or session.execute(running).rowcount
+    session.refresh(task)
+    if not changed:
         raise Conflict(f"task {task_id} has already finished ({task.state})",
                        details={"task": task_id, "state": task.state})
-    session.refresh(task)
     return task
 
 

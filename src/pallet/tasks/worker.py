@@ -126,10 +126,6 @@ class WorkerPool:
         except SQLAlchemyError:
             log.warning("could not unregister workers on stop", exc_info=True)
 
-    def wait(self) -> None:
-        while not self._stop.wait(1.0):
-            pass
-
     # -- worker threads -------------------------------------------------------------------
 
     def _work(self, name: str) -> None:

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/uploads", tags=["uploads"])
 
 def _read(session, upload: Upload) -> UploadRead:
     ranges = service.received_ranges(session, upload)
-    received = sum(end - start + 1 for start, end in ranges)
+    received = service.received_bytes(ranges)
     return UploadRead(id=upload.id, href=f"/api/v1/uploads/{upload.id}", size=upload.size,
                       received=ranges, received_bytes=received,
                       complete=received == upload.size, created_by=upload.created_by,

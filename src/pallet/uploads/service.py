@@ -128,11 +128,8 @@ def received_ranges(session: Session, upload: Upload) -> list[tuple[int, int]]:
     return [(start, end) for start, end in merged]
 
 
-def is_complete(session: Session, upload: Upload) -> bool:
-    ranges = received_ranges(session, upload)
-    if upload.size == 0:
-        return True
-    return ranges == [(0, upload.size - 1)]
+def received_bytes(ranges: list[tuple[int, int]]) -> int:
+    return sum(end - start + 1 for start, end in ranges)
 
 
 def delete_upload(session: Session, upload: Upload) -> None:
@@ -152,7 +149,7 @@ def lock_name(upload_id: int) -> str:
 
 
 def check_complete(session: Session, upload: Upload) -> None:
-    if not is_complete(session, upload):
-        missing = upload.size - sum(e - s + 1 for s, e in received_ranges(session, upload))
+    missing = upload.size - received_bytes(received_ranges(session, upload))
+    if missing:
         raise Conflict(f"upload {upload.id} still misses {missing} of its {upload.size} bytes",
                        details={"upload": upload.id, "missing_bytes": missing})
