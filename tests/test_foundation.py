@@ -9,8 +9,9 @@ from pallet.plugins.file import plugin as file_plugin
 
 def test_the_plugin_surface_is_pinned():
     assert sorted(pallet.plugin.__all__) == [
-        "API_VERSION", "ContentType", "ENTRY_POINT_GROUP", "Invalid", "Plugin",
-        "RepositoryType", "UnitModel", "validate_relative_path"]
+        "API_VERSION", "ContentType", "ENTRY_POINT_GROUP", "Invalid", "MetadataOutput",
+        "Plugin", "Publish", "PublishOptions", "PublishedFile", "PublishedUnit", "ReadIndex",
+        "RemoteFile", "RemoteUnit", "RepositoryType", "UnitModel", "validate_relative_path"]
     assert pallet.plugin.ENTRY_POINT_GROUP == "pallet.plugins.v1"
 
 

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     max_upload_chunk_size: int = Field(64 * 2**20, gt=0, description="Largest single upload chunk, in bytes.")
     max_request_size: int = Field(128 * 2**20, gt=0, description="Largest API request body other than an upload chunk, in bytes.")
     auth_cache_seconds: float = Field(300.0, ge=0, description="How long a verified password is remembered, so basic auth does not re-hash on every request.")
+    allowed_import_dirs: list[Path] = Field(default_factory=list, description="Directories that `file://` remotes (and, later, imports) may read from, as a JSON list; links are resolved before the check.")
+    content_cache_seconds: float = Field(2.0, ge=0, description="How long a content-app process trusts its cached look-ups before one query checks whether anything it serves changed (changes made in the same process show at once).")
+    publication_grace_seconds: float = Field(300.0, ge=0, description="How long a superseded publication of a repository keeps serving paths the newest one lacks, so downloads in flight finish.")
+    remote_cooldown_seconds: float = Field(600.0, ge=0, description="After a remote file's bytes failed verification, how long it is not fetched again.")
+    orphan_protection_seconds: float = Field(86400.0, ge=0, description="Default age below which orphan cleanup keeps unreferenced content and artifacts.")
+    max_index_size: int = Field(1 << 30, gt=0, description="Largest remote index file (such as a PULP_MANIFEST) a sync reads, in bytes.")
     log_level: str = Field("info", description="Logging level: debug, info, warning or error.")
 
     @classmethod

@@ -18,6 +18,10 @@ from pallet.artifacts.api import router as artifacts_router
 from pallet.auth.api import router as auth_router
 from pallet.auth.passwords import VerifiedCache
 from pallet.content.api import router as content_router
+from pallet.distributions.api import router as distributions_router
+from pallet.orphans.api import router as orphans_router
+from pallet.publications.api import router as publications_router
+from pallet.remotes.api import router as remotes_router
 from pallet.db.migrate import current_revision, head_revision
 from pallet.repositories.api import router as repositories_router
 from pallet.runtime import Runtime
@@ -49,8 +53,9 @@ def create_app(runtime: Runtime) -> FastAPI:
                        chunks=runtime.settings.max_upload_chunk_size)
 
     api = APIRouter(prefix=API)
-    for router in (repositories_router, content_router, artifacts_router, uploads_router,
-                   tasks_router, auth_router):
+    for router in (repositories_router, remotes_router, publications_router,
+                   distributions_router, content_router, artifacts_router, uploads_router,
+                   orphans_router, tasks_router, auth_router):
         api.include_router(router)
     api.add_api_route("/status", status, methods=["GET"], response_model=StatusRead,
                       tags=["status"], summary="Status (no authentication needed)")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from pallet.cli import admin, content, repository, status, task, token, upload, user, version
+from pallet.cli import (admin, content, distribution, orphan, publication, remote, repository,
+                        status, task, token, upload, user, version)
 from pallet.cli.client import ClientGroup, options
 
 app = typer.Typer(name="pallet", cls=ClientGroup, no_args_is_help=True, add_completion=False,
@@ -14,9 +15,13 @@ admin.register(app)
 status.register(app)
 app.add_typer(repository.app, name="repository")
 app.add_typer(version.app, name="version")
+app.add_typer(remote.app, name="remote")
+app.add_typer(publication.app, name="publication")
+app.add_typer(distribution.app, name="distribution")
 app.add_typer(content.app, name="content")
 app.add_typer(content.artifact_app, name="artifact")
 app.add_typer(upload.app, name="upload")
+app.add_typer(orphan.app, name="orphan")
 app.add_typer(task.app, name="task")
 app.add_typer(user.app, name="user")
 app.add_typer(token.app, name="token")

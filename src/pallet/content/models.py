@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
@@ -27,7 +27,8 @@ class Content(Base):
 
 
 class ContentArtifact(Base):
-    """A unit's file at a relative path: the expected sha256, and the artifact once stored."""
+    """A unit's file at a relative path: the expected sha256 and size, and the artifact once
+    its bytes are stored (on-demand files have none until first fetched)."""
 
     __tablename__ = "content_artifact"
     __table_args__ = (UniqueConstraint("content_id", "relative_path"),
@@ -38,6 +39,7 @@ class ContentArtifact(Base):
     content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"))
     relative_path: Mapped[str] = mapped_column(String(1024))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
     artifact_id: Mapped[int | None] = mapped_column(
         ForeignKey("artifact.id", ondelete="RESTRICT"), index=True)
 

@@ -40,12 +40,13 @@ def create_content(session: Session, plugins: Registry, *, type: str,
         return existing, False
     links = []
     for relative_path, sha256 in sorted(content_type.artifacts(unit).items()):
-        artifact_id = session.scalar(select(Artifact.id).where(Artifact.sha256 == sha256))
-        if artifact_id is None:
+        artifact = session.execute(select(Artifact.id, Artifact.size)
+                                   .where(Artifact.sha256 == sha256)).first()
+        if artifact is None:
             raise Invalid(f"no artifact has sha256 {sha256}; upload the file first",
                           details={"sha256": sha256, "relative_path": relative_path})
         links.append(ContentArtifact(relative_path=relative_path, sha256=sha256,
-                                     artifact_id=artifact_id))
+                                     size=artifact.size, artifact_id=artifact.id))
     content = Content(type=type, digest=digest, data=unit.model_dump(mode="json"),
                       artifacts=links)
     try:

@@ -9,7 +9,7 @@ PostgreSQL needs none of this; both session kinds behave alike there.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
@@ -51,6 +51,10 @@ class Database:
         with self._writer() as session:
             with session.begin():
                 yield session
+
+    def after_write_commit(self, callback: Callable[[Session], None]) -> None:
+        """Call `callback(session)` after each write transaction commits."""
+        event.listen(self._writer, "after_commit", callback)
 
     def dispose(self) -> None:
         self.engine.dispose()

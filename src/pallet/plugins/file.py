@@ -1,10 +1,26 @@
-"""The `file` content type: a file at a relative path, identified by path and sha256."""
+"""The `file` content type: a file at a relative path, identified by path and sha256.
+
+Remotes and publications speak Pulp's file format: a `PULP_MANIFEST` of CSV lines
+`relative_path,sha256,size`, with the files at those paths beside it. So Pallet can mirror a
+Pulp file distribution, and Pulp (or another Pallet) can mirror Pallet's.
+"""
 
 from __future__ import annotations
 
+import codecs
+import csv
+from typing import BinaryIO, Iterable, Iterator
+from urllib.parse import quote, urljoin
+
 from pydantic import field_validator
 
-from pallet.plugin import ContentType, Plugin, RepositoryType, UnitModel, validate_relative_path
+from pallet.plugin import (ContentType, Invalid, MetadataOutput, Plugin, PublishedUnit,
+                           PublishOptions, RemoteFile, RemoteUnit, RepositoryType, UnitModel,
+                           validate_relative_path)
+
+MANIFEST = "PULP_MANIFEST"
+MAX_LINE = 8192
+MAX_SIZE = 2**50  # a petabyte: larger announced sizes are a broken or hostile manifest
 
 
 class FileUnit(UnitModel):
@@ -25,8 +41,82 @@ class FileUnit(UnitModel):
         return value
 
 
+class FilePublishOptions(PublishOptions):
+    manifest: str = MANIFEST
+
+    @field_validator("manifest")
+    @classmethod
+    def _safe_manifest(cls, value: str) -> str:
+        return validate_relative_path(value, what="manifest")
+
+
 def _artifacts(unit: FileUnit) -> dict[str, str]:
     return {unit.relative_path: unit.sha256}
+
+
+def read_manifest(index: BinaryIO, base_url: str) -> Iterator[RemoteUnit]:
+    """Units from a PULP_MANIFEST. Every line is checked; the first bad one stops the sync."""
+    seen: set[str] = set()
+    lines = codecs.getreader("utf-8")(index, errors="strict")
+    number = 0
+    try:
+        for number, line in enumerate(lines, start=1):
+            if len(line) > MAX_LINE:
+                raise _bad(number, f"the line is longer than {MAX_LINE} characters")
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            fields = next(csv.reader([text]))
+            if len(fields) != 3:
+                raise _bad(number, "expected 'relative_path,sha256,size'")
+            path, sha256, size_text = fields
+            try:
+                unit = FileUnit(relative_path=path, sha256=sha256)
+            except Exception as exc:  # pydantic's ValidationError or Invalid from the path
+                raise _bad(number, _first_error(exc)) from None
+            if not (size_text.isascii() and size_text.isdigit()) or int(size_text) > MAX_SIZE:
+                raise _bad(number, f"size {size_text[:30]!r} is not a number of bytes")
+            if unit.relative_path in seen:
+                raise _bad(number, f"the path {unit.relative_path!r} is listed twice")
+            seen.add(unit.relative_path)
+            url = urljoin(base_url, quote(unit.relative_path))
+            yield RemoteUnit(type="file", fields=unit.model_dump(),
+                             files={unit.relative_path: RemoteFile(url, unit.sha256,
+                                                                   int(size_text))})
+    except UnicodeDecodeError:
+        raise _bad(number + 1, "the manifest is not UTF-8 text") from None
+
+
+def _bad(number: int, reason: str) -> Invalid:
+    return Invalid(f"{MANIFEST} line {number}: {reason}", details={"line": number})
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return getattr(exc, "message", str(exc))
+
+
+def publish_manifest(units: Iterable[PublishedUnit], options: FilePublishOptions,
+                     output: MetadataOutput) -> None:
+    with output.open(options.manifest) as manifest:
+        for unit in units:
+            for file in unit.files:
+                line = _csv_line(file.relative_path, file.sha256, file.size or 0)
+                manifest.write(line.encode())
+
+
+def _csv_line(*values) -> str:
+    text = ",".join(_csv_field(str(v)) for v in values)
+    return text + "\n"
+
+
+def _csv_field(value: str) -> str:
+    if any(c in value for c in ',"\n\r'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
 plugin = Plugin(
@@ -35,5 +125,8 @@ plugin = Plugin(
     content_types=(ContentType(name="file", model=FileUnit,
                                key_fields=("relative_path", "sha256"), artifacts=_artifacts),),
     repository_types=(RepositoryType(name="file", content_types=("file",),
-                                     description="A repository of plain files."),),
+                                     description="A repository of plain files.",
+                                     index_name=MANIFEST, read_index=read_manifest,
+                                     publish_options=FilePublishOptions,
+                                     publish=publish_manifest),),
 )

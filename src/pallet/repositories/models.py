@@ -3,7 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
@@ -20,6 +21,12 @@ class Repository(Base):
     retain_versions: Mapped[int | None] = mapped_column(Integer)
     # Version numbers are never reused, even after the newest version is deleted.
     next_version: Mapped[int] = mapped_column(Integer, default=1)
+    # The remote `sync` uses when none is named.
+    remote_id: Mapped[int | None] = mapped_column(ForeignKey("remote.id", ondelete="SET NULL"),
+                                                  index=True)
+    # Publish every new version, in the transaction that creates it, with these options.
+    autopublish: Mapped[bool] = mapped_column(Boolean, default=False)
+    publish_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pallet.errors import NotFound
+from pallet.publications.service import autopublish
 from pallet.repositories import service, versions
 from pallet.repositories.models import Repository
 from pallet.repositories.repair import check_artifacts
@@ -32,12 +33,22 @@ def modify(runtime: Runtime, task, *, repository_id: int, add_content: list[int]
         version = versions.create_version(
             session, runtime.plugins, repository, add=add_content, remove=remove_content,
             remove_all=remove_all, base_version=base_version, progress=task.progress)
+        publication = autopublish(session, runtime.plugins, runtime.storage, repository,
+                                  version)
         task.check_canceled()  # the last chance to stop before the version becomes visible
-        if version is not None:
-            task.created(version_href(repository, version.number))
-            task.result = {"version": version.number, "digest": version.digest}
-        else:
-            task.result = {"version": None}
+        task.result = version_result(task, repository, version, publication)
+
+
+def version_result(task, repository: Repository, version, publication) -> dict:
+    """A task's result (and created resources) after it made a version, or none."""
+    if version is None:
+        return {"version": None}
+    task.created(version_href(repository, version.number))
+    result = {"version": version.number, "digest": version.digest}
+    if publication is not None:
+        task.created(f"/api/v1/publications/{publication.id}")
+        result["publication"] = publication.id
+    return result
 
 
 @task_function("repository.delete")

@@ -9,7 +9,8 @@ from typing import Callable
 TASKS: dict[str, Callable] = {}
 
 # Modules whose task functions a worker must know.
-TASK_MODULES = ("pallet.repositories.tasks", "pallet.uploads.tasks")
+TASK_MODULES = ("pallet.repositories.tasks", "pallet.uploads.tasks", "pallet.remotes.tasks",
+                "pallet.publications.tasks", "pallet.orphans.tasks")
 
 
 def task_function(name: str) -> Callable[[Callable], Callable]:

@@ -1,0 +1,184 @@
+"""Publications: render a version once per set of publish options. Functions over an
+explicit session; the caller owns the transaction (a task, or a version being created)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any, Iterator
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pallet.artifacts.service import record_artifact
+from pallet.artifacts.storage import ArtifactStorage, Writer
+from pallet.content.models import Content, ContentArtifact
+from pallet.distributions.service import serving_changed
+from pallet.errors import Invalid, NotFound, validation_problems
+from pallet.paths import validate_relative_path
+from pallet.plugin import PublishedFile, PublishedUnit, PublishOptions, RepositoryType
+from pallet.plugins import Registry
+from pallet.publications.models import Publication, PublishedMetadata
+from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
+from pallet.repositories.versions import present_at
+
+RC = RepositoryContent
+
+
+def publishing_type(plugins: Registry, repository: Repository) -> RepositoryType:
+    repository_type = plugins.repository_type(repository.type)
+    if repository_type.publish is None:
+        raise Invalid(f"{repository.type} repositories are served from their versions and "
+                      "have no publications", details={"type": repository.type})
+    return repository_type
+
+
+def validate_options(plugins: Registry, repository: Repository,
+                     options: dict[str, Any] | None) -> PublishOptions:
+    """The type's publish options from `options`, or Invalid saying what is wrong."""
+    model = publishing_type(plugins, repository).publish_options
+    try:
+        return model.model_validate(options or {})
+    except ValidationError as exc:
+        summary, problems = validation_problems(exc.errors())
+        raise Invalid(f"invalid publish options: {summary}",
+                      details={"errors": problems}) from None
+
+
+def options_digest(options: PublishOptions) -> str:
+    canonical = json.dumps(options.model_dump(mode="json"), sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def publish(session: Session, plugins: Registry, storage: ArtifactStorage,
+            repository: Repository, version: RepositoryVersion,
+            options: dict[str, Any] | None = None) -> tuple[Publication, bool]:
+    """The publication of `version` with `options`: the existing one, or a new one.
+    Returns (publication, created)."""
+    repository_type = publishing_type(plugins, repository)
+    parsed = validate_options(plugins, repository, options)
+    digest = options_digest(parsed)
+    existing = session.scalar(select(Publication).where(
+        Publication.version_id == version.id, Publication.options_digest == digest))
+    if existing is not None:
+        return existing, False
+    output = _StoringOutput(storage)
+    try:
+        repository_type.publish(published_units(session, repository, version.number), parsed,
+                                output)
+    finally:
+        output.abort_open()
+    publication = Publication(repository_id=repository.id, version_id=version.id,
+                              type=repository.type, options=parsed.model_dump(mode="json"),
+                              options_digest=digest,
+                              pass_through=repository_type.pass_through)
+    for relative_path, (sha256, size) in sorted(output.files.items()):
+        artifact = record_artifact(session, sha256=sha256, size=size)
+        publication.metadata_files.append(
+            PublishedMetadata(relative_path=relative_path, artifact_id=artifact.id))
+    session.add(publication)
+    session.flush()
+    serving_changed(session)
+    return publication, True
+
+
+def autopublish(session: Session, plugins: Registry, storage: ArtifactStorage,
+                repository: Repository, version: RepositoryVersion | None
+                ) -> Publication | None:
+    """Publish a version just created, in its own transaction, if the repository
+    auto-publishes. No new version, no new publication."""
+    if version is None or not repository.autopublish:
+        return None
+    publication, _ = publish(session, plugins, storage, repository, version,
+                             repository.publish_options)
+    return publication
+
+
+def published_units(session: Session, repository: Repository, number: int
+                    ) -> Iterator[PublishedUnit]:
+    """The units of a version with their files, streamed in content order."""
+    ca = ContentArtifact
+    members = select(RC.content_id).where(RC.repository_id == repository.id,
+                                          present_at(RC, number)).subquery()
+    rows = session.execute(
+        select(Content.id, Content.type, Content.data, ca.relative_path, ca.sha256, ca.size)
+        .join(members, members.c.content_id == Content.id)
+        .join(ca, ca.content_id == Content.id)
+        .order_by(Content.id, ca.relative_path)
+        .execution_options(yield_per=10_000))
+    for _, group in groupby(rows, key=lambda row: row[0]):
+        group = list(group)
+        yield PublishedUnit(type=group[0][1], fields=group[0][2],
+                            files=tuple(PublishedFile(r[3], r[4], r[5]) for r in group))
+
+
+def get_publication(session: Session, publication_id: int) -> Publication:
+    publication = session.get(Publication, publication_id)
+    if publication is None:
+        raise NotFound(f"there is no publication {publication_id}",
+                       details={"publication": publication_id})
+    return publication
+
+
+def latest_publication(session: Session, repository_id: int) -> Publication | None:
+    return session.scalar(select(Publication).where(Publication.repository_id == repository_id)
+                          .order_by(Publication.id.desc()).limit(1))
+
+
+def count_publications(session: Session, repository_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Publication)
+                          .where(Publication.repository_id == repository_id))
+
+
+@dataclass
+class _Open:
+    writer: Writer
+    relative_path: str
+
+
+class _StoringOutput:
+    """The publisher's output: each file goes through a verifying artifact writer."""
+
+    def __init__(self, storage: ArtifactStorage) -> None:
+        self.storage = storage
+        self.files: dict[str, tuple[str, int]] = {}
+        self._open: list[_Open] = []
+
+    def open(self, relative_path: str) -> "_MetadataFile":
+        validate_relative_path(relative_path, what="metadata path")
+        if relative_path in self.files or any(o.relative_path == relative_path
+                                              for o in self._open):
+            raise Invalid(f"the publisher wrote {relative_path!r} twice")
+        entry = _Open(self.storage.writer(), relative_path)
+        self._open.append(entry)
+        return _MetadataFile(self, entry)
+
+    def close(self, entry: _Open) -> None:
+        sha256 = entry.writer.commit()
+        self.files[entry.relative_path] = (sha256, entry.writer.size)
+        self._open.remove(entry)
+
+    def abort_open(self) -> None:
+        for entry in self._open:
+            entry.writer.abort()
+        self._open.clear()
+
+
+class _MetadataFile:
+    def __init__(self, output: _StoringOutput, entry: _Open) -> None:
+        self._output, self._entry = output, entry
+
+    def write(self, data: bytes) -> int:
+        self._entry.writer.write(data)
+        return len(data)
+
+    def __enter__(self) -> "_MetadataFile":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._output.close(self._entry)

@@ -1,0 +1,1 @@
+"""Tasks of publications (being built)."""

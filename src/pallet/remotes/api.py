@@ -1,0 +1,7 @@
+"""Routes of remotes (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["remotes"])

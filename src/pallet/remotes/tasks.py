@@ -1,0 +1,1 @@
+"""Tasks of remotes (being built)."""
