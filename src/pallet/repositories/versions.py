@@ -15,6 +15,7 @@ from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, updat
 from sqlalchemy.orm import Session, aliased
 
 from pallet.content.models import Content
+from pallet.distributions.service import serving_changed
 from pallet.db.bulk import among, batched, id_batches, insert_rows
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.plugins import Registry
@@ -238,6 +239,7 @@ def _record_version(session: Session, repository: Repository, number: int, lthas
     session.add(version)
     repository.next_version = number + 1
     session.flush()
+    serving_changed(session)  # distributions of the repository may serve the new version
     apply_retention(session, repository)
     return version
 
@@ -322,6 +324,7 @@ def delete_version(session: Session, repository: Repository, number: int) -> Non
         _fold_into(session, repository, number, following)
     session.delete(version)
     session.flush()
+    serving_changed(session)
     if following is not None:
         _recount(session, repository, following)
 
