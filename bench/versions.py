@@ -17,18 +17,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select, text
 
 from pallet.content.identity import identity_digest
 from pallet.content.models import Content
@@ -40,6 +34,8 @@ from pallet.repositories.models import RepositoryContent as RC, RepositoryVersio
 from pallet.repositories.service import create_repository, get_repository
 from pallet.runtime import Runtime
 from pallet.settings import Settings
+
+from harness import DEFAULT_POSTGRES_URL, database, memory_mb, reset_peak, timed
 
 REPO = "bench"
 CREATED_AT = "2025-01-01 00:00:00.000000"
@@ -124,26 +120,6 @@ def setup(runtime: Runtime, units: int, percent: float) -> float:
 
 
 # -- the child processes --------------------------------------------------------------------
-
-def timed(function, *args):
-    start = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - start
-
-
-def memory_mb(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process, from /proc (Linux)."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(field + ":"))
-    return int(line.split()[1]) / 1024
-
-
-def reset_peak() -> float:
-    """Restart this process's peak-RSS count from now; return the RSS now."""
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-    return memory_mb("VmRSS")
-
 
 def child_create(runtime: Runtime, units: int, percent: float) -> dict:
     add, remove = plan(units, percent)
@@ -272,28 +248,6 @@ def child_main(args) -> None:
 
 # -- the parent -----------------------------------------------------------------------------
 
-@contextmanager
-def database(kind: str, postgres_url: str):
-    """A fresh empty database of `kind` and a data directory, both removed afterwards."""
-    data_dir = Path(tempfile.mkdtemp(prefix="pallet-bench-"))
-    try:
-        if kind == "sqlite":
-            yield f"sqlite:///{data_dir / 'pallet.db'}", data_dir
-            return
-        name = f"pallet_bench_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield make_url(postgres_url).set(database=name).render_as_string(False), data_dir
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.dispose()
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 def measure(kind: str, args) -> dict:
     with database(kind, args.postgres_url) as (url, data_dir):
         print(f"{kind}: setting up {args.units:,} units ...", file=sys.stderr, flush=True)
@@ -368,7 +322,7 @@ def parse_args(argv=None):
     parser.add_argument("--changes-percent", type=float, default=1.0)
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--postgres-url",
-                        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+                        default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--step-timeout", type=float, default=900,
                         help="stop a step that runs longer (seconds; 0: no limit)")
     for hidden in ("--child", "--child-url", "--child-dir"):
