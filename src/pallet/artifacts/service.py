@@ -7,13 +7,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pallet.artifacts.models import Artifact
+from pallet.db.base import utcnow
 from pallet.errors import NotFound
 
 
 def record_artifact(session: Session, *, sha256: str, size: int) -> Artifact:
-    """The artifact row for verified stored bytes, created if it is new."""
+    """The artifact row for verified stored bytes, created if it is new. An existing row's
+    `created_at` restarts: bytes brought again are as new to orphan cleanup's protection."""
     artifact = session.scalar(select(Artifact).where(Artifact.sha256 == sha256))
     if artifact is not None:
+        artifact.created_at = utcnow()
         return artifact
     try:
         with session.begin_nested():

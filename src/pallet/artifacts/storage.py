@@ -7,8 +7,11 @@ place, so a reader never sees a half-written or unverified artifact.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import os
+import threading
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -74,6 +77,17 @@ class ArtifactStorage(ABC):
         path.unlink(missing_ok=True)
         return sha256, size
 
+    def put_bytes(self, data: bytes, expected_sha256: str, *, durable: bool = True) -> int:
+        """Store small bytes already in memory, verified; return their size. With
+        durable=False the caller must call `flush()` before it records the artifact."""
+        with self.writer() as writer:
+            writer.write(data)
+            writer.commit(expected_sha256)
+        return len(data)
+
+    def flush(self) -> None:
+        """Make every artifact stored so far durable (after put_bytes(durable=False))."""
+
     def hash_stored(self, sha256: str) -> str:
         """Re-hash stored bytes (for repair)."""
         digest = hashlib.sha256()
@@ -107,6 +121,39 @@ class LocalStorage(ArtifactStorage):
 
     def delete(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
+
+    def put_bytes(self, data: bytes, expected_sha256: str, *, durable: bool = True) -> int:
+        # Many small files: one open/write/rename each, no temporary-name search, and (not
+        # durable) no fsync of the file and its folder, which cost more than the download;
+        # `flush()` then makes a whole batch durable with one syncfs.
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected_sha256.lower():
+            raise DigestMismatch(
+                f"the bytes have sha256 {actual}, not the expected {expected_sha256}",
+                details={"expected": expected_sha256, "actual": actual})
+        target = self.path(actual)
+        if target.is_file():
+            return len(data)
+        temporary = self.tmp / f"small-{actual}-{os.getpid()}-{threading.get_ident()}"
+        with open(temporary, "wb") as out:
+            out.write(data)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temporary, target)
+        if durable:
+            _fsync_dir(target.parent)
+        return len(data)
+
+    def flush(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _LIBC is not None and _LIBC.syncfs(fd) == 0:
+                return
+            os.sync()  # no syncfs here: flush every file system
+        finally:
+            os.close(fd)
 
     def ingest(self, path: Path, expected_sha256: str,
                progress: Callable[[int], None] = lambda done: None) -> tuple[str, int]:
@@ -176,6 +223,17 @@ class _LocalWriter(Writer):
             self._file.close()
             self._path.unlink(missing_ok=True)
             self._done = True
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc if hasattr(libc, "syncfs") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _fsync_dir(path: Path) -> None:

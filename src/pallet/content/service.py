@@ -52,8 +52,13 @@ def create_content(session: Session, plugins: Registry, *, type: str,
     try:
         with session.begin_nested():
             session.add(content)
-    except IntegrityError:  # the same unit, created concurrently
-        return session.scalar(select(Content).where(Content.digest == digest)), False
+    except IntegrityError:  # the same unit created concurrently, or an artifact just deleted
+        existing = session.scalar(select(Content).where(Content.digest == digest))
+        if existing is None:
+            raise Invalid("an artifact of this content was deleted meanwhile (orphan "
+                          "cleanup); upload the file again",
+                          details={"digest": digest}) from None
+        return existing, False
     return content, True
 
 

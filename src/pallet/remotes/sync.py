@@ -1,0 +1,475 @@
+"""Syncing a repository from a remote, as plain async steps:
+
+1. fetch the remote's index into a temporary file;
+2. read it in batches of BATCH units (memory stays bounded: only the content ids of all
+   units are kept, as integers); for each batch, find what exists already (content by
+   identity digest, artifacts by sha256), reuse bytes already in the store, and queue the
+   missing files (immediate policy) for N workers draining a bounded queue;
+3. once a batch's files are in, write its rows in one short transaction: artifacts, new
+   content with its content artifacts, links for existing ones, and where each file can be
+   fetched from this remote (remote artifacts);
+4. make the new version (or none if nothing changed) and its auto-publication in one final
+   transaction.
+
+Content written in step 3 is in no version until step 4: invisible, and kept from orphan
+cleanup by the shared "orphans" lock every sync holds. A failure or cancel before step 4's
+commit leaves the repository as it was; files already verified stay stored for the next try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import os
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+from urllib.parse import urlsplit
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pallet.artifacts.models import Artifact
+from pallet.content.identity import identity_digest
+from pallet.content.models import Content, ContentArtifact
+from pallet.content.service import validate_unit
+from pallet.db.base import utcnow
+from pallet.db.bulk import insert_rows
+from pallet.errors import Canceled, Invalid, NotFound, PalletError
+from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType
+from pallet.plugins import Registry
+from pallet.publications.service import autopublish
+from pallet.remotes.downloader import Downloader, DownloadError, RemoteConfig
+from pallet.remotes.models import IMMEDIATE, Remote, RemoteArtifact
+from pallet.remotes.service import check_url, get_remote, index_url
+from pallet.repositories.models import Repository
+from pallet.repositories.tasks import version_result
+from pallet.repositories.versions import create_version
+from pallet.runtime import Runtime
+from pallet.settings import Settings
+
+BATCH = 2000
+PENDING_BATCHES = 3  # batches read ahead of the one being written
+QUERY_CHUNK = 900  # values per IN (...) list: below SQLite's parameter limit
+WRITE_ATTEMPTS = 3  # a batch write retried after losing a race with another sync
+REPORTED_FAILURES = 10
+TICK_SECONDS = 0.25
+
+CA, RA = ContentArtifact, RemoteArtifact
+
+
+# -- before the task ------------------------------------------------------------------------
+
+def sync_remote(session: Session, repository: Repository, name: str | None) -> Remote:
+    """The remote a sync uses: the one named, else the repository's own."""
+    if name is not None:
+        return get_remote(session, name)
+    remote = session.get(Remote, repository.remote_id) if repository.remote_id else None
+    if remote is None:
+        raise Invalid(f"repository {repository.name!r} has no remote: name one, or set the "
+                      "repository's remote", details={"field": "remote"})
+    return remote
+
+
+def check_sync(plugins: Registry, settings: Settings, repository: Repository,
+               remote: Remote) -> RepositoryType:
+    """The repository's type, if it can sync from `remote` now."""
+    if remote.type != repository.type:
+        raise Invalid(f"remote {remote.name!r} is a {remote.type} remote; repository "
+                      f"{repository.name!r} is a {repository.type} repository",
+                      details={"remote": remote.name, "repository": repository.name})
+    repository_type = plugins.repository_type(repository.type)
+    if repository_type.read_index is None:
+        raise Invalid(f"{repository.type} repositories cannot sync from a remote")
+    check_url(remote.url, settings.allowed_import_dirs)  # again: links may have changed
+    return repository_type
+
+
+# -- the task -------------------------------------------------------------------------------
+
+def sync_repository(runtime: Runtime, task, *, repository_id: int, remote_id: int,
+                    mirror: bool | None = None) -> None:
+    with runtime.db.read() as session:
+        repository = _row(session, Repository, repository_id, "repository")
+        remote = _row(session, Remote, remote_id, "remote")
+        repository_type = check_sync(runtime.plugins, runtime.settings, repository, remote)
+        sync = _Sync(runtime, task, remote, repository_type)
+        mirror = remote.mirror if mirror is None else mirror
+    asyncio.run(sync.fetch(index_url(sync.config.url, repository_type)))
+    with runtime.db.write() as session:
+        repository = _row(session, Repository, repository_id, "repository")
+        task.progress("creating version", 0, 1)
+        version = create_version(session, runtime.plugins, repository, add=sync.content_ids,
+                                 remove_all=mirror, progress=task.progress)
+        publication = autopublish(session, runtime.plugins, runtime.storage, repository,
+                                  version)
+        task.progress("creating version", 1, 1)
+        task.check_canceled()  # the last chance to stop before the version becomes visible
+        result = version_result(task, repository, version, publication)
+    task.result = {**result, "mirror": mirror, **sync.counts()}
+
+
+def _row(session: Session, model, row_id: int, what: str):
+    row = session.get(model, row_id)
+    if row is None:
+        raise NotFound(f"the {what} was deleted before the sync ran",
+                       details={f"{what}_id": row_id})
+    return row
+
+
+@dataclass
+class _Unit:
+    type: str
+    digest: str
+    data: dict[str, Any]
+    files: list[tuple[str, RemoteFile]]
+
+
+@dataclass
+class _Batch:
+    units: list[_Unit]
+    artifacts: dict[str, tuple[int, int]] = field(default_factory=dict)  # sha -> (id, size)
+    stored: dict[str, int] = field(default_factory=dict)  # sha -> size, in store, no row yet
+    missing: dict[str, RemoteFile] = field(default_factory=dict)  # sha -> file to fetch
+    fetching: dict[str, asyncio.Future] = field(default_factory=dict)  # sha -> its size
+
+
+class _Sync:
+    def __init__(self, runtime: Runtime, task, remote: Remote,
+                 repository_type: RepositoryType) -> None:
+        self.runtime, self.task, self.repository_type = runtime, task, repository_type
+        self.remote_id, self.immediate = remote.id, remote.policy == IMMEDIATE
+        self.config = RemoteConfig.from_remote(remote)
+        remote_scheme = urlsplit(remote.url).scheme.lower()
+        self.url_schemes = ("file",) if remote_scheme == "file" else ("http", "https")
+        self.content_ids = array("q")
+        self.failures: list[PalletError] = []
+        self.units = self.written = self.reused = 0
+        self.files_done = self.files_planned = self.bytes_done = self.bytes_planned = 0
+        self.index_read = False
+        self._fetching: dict[str, asyncio.Future] = {}  # sha -> size, across batches
+
+    def counts(self) -> dict[str, int]:
+        return {"units": self.units, "downloaded": self.files_done, "bytes": self.bytes_done,
+                "reused": self.reused}
+
+    # -- the async part: index, batches, downloads --------------------------------------------
+
+    async def fetch(self, url: str) -> None:
+        async with Downloader(self.config, self.runtime.settings,
+                              self.runtime.storage) as downloader:
+            self.task.progress("downloading index", 0, None)
+            path = await downloader.fetch_index(
+                url, lambda done, total: self.task.progress("downloading index", done, total))
+            try:
+                with open(path, "rb") as index:
+                    units = self._read(self.repository_type.read_index(index, url), url)
+                    await self._run(downloader, units)
+            finally:
+                path.unlink(missing_ok=True)
+        if self.failures:
+            raise self._failure()
+
+    async def _run(self, downloader: Downloader, units: Iterator[_Unit]) -> None:
+        workers = self.config.download_concurrency if self.immediate else 0
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2 * max(workers, 1))
+        self._write_lock = asyncio.Lock()
+        self._pending = asyncio.Semaphore(PENDING_BATCHES)
+        self._done = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._tick())
+                for _ in range(workers):
+                    group.create_task(self._work(downloader, queue))
+                group.create_task(self._produce(units, queue, group, workers))
+        except BaseExceptionGroup as errors:
+            raise _first(errors) from None
+
+    async def _produce(self, units: Iterator[_Unit], queue: asyncio.Queue,
+                       group: asyncio.TaskGroup, workers: int) -> None:
+        writing = []
+        while not self.failures:
+            await self._pending.acquire()
+            batch = await asyncio.to_thread(self._plan, units)
+            if batch is None:
+                self._pending.release()
+                break
+            for job in self._claim(batch):
+                await queue.put(job)
+            writing.append(group.create_task(self._finish(batch)))
+        self.index_read = True
+        for _ in range(workers):
+            await queue.put(None)
+        await asyncio.gather(*writing)
+        self._done.set()
+
+    def _claim(self, batch: _Batch) -> list[tuple[RemoteFile, asyncio.Future]]:
+        """Downloads of the batch's files nobody fetches yet; it waits for the others."""
+        loop = asyncio.get_running_loop()
+        mine = []
+        for sha256, file in batch.missing.items():
+            if sha256 not in self._fetching:
+                self._fetching[sha256] = loop.create_future()
+                mine.append((file, self._fetching[sha256]))
+                self.files_planned += 1
+                self.bytes_planned += file.size or 0
+            batch.fetching[sha256] = self._fetching[sha256]
+        return mine
+
+    async def _work(self, downloader: Downloader, queue: asyncio.Queue) -> None:
+        while (job := await queue.get()) is not None:
+            file, future = job
+            if self.failures:
+                future.set_result(None)  # stopping: skip the rest
+                continue
+            try:
+                _, size = await downloader.download(file)
+            except PalletError as exc:
+                self.failures.append(exc)
+                future.set_result(None)
+                continue
+            except OSError as exc:  # the store's disk, not the remote
+                self.failures.append(PalletError(
+                    f"storing {file.url} failed: {exc.strerror or exc}",
+                    code="storage_failed", details={"url": file.url}))
+                future.set_result(None)
+                continue
+            self.files_done += 1
+            self.bytes_done += size
+            future.set_result(size)
+
+    async def _finish(self, batch: _Batch) -> None:
+        try:
+            sizes = await asyncio.gather(*batch.fetching.values())
+            if self.failures:
+                return
+            batch.stored.update(zip(batch.fetching, sizes))
+            async with self._write_lock:
+                await asyncio.to_thread(self._write, batch)
+            self.written += len(batch.units)
+        finally:
+            for sha256 in batch.fetching:
+                self._fetching.pop(sha256, None)
+            self._pending.release()
+
+    async def _tick(self) -> None:
+        """Progress reports; they raise Canceled when someone asked the task to stop."""
+        while True:
+            self._report()
+            try:
+                await asyncio.wait_for(self._done.wait(), TICK_SECONDS)
+            except TimeoutError:
+                continue
+            self._report()
+            return
+
+    def _report(self) -> None:
+        total = self.units if self.index_read else None
+        self.task.progress("reading index", self.units, total)
+        if self.immediate:
+            self.task.progress("downloading", self.files_done,
+                               self.files_planned if self.index_read else None)
+            self.task.progress("downloading bytes", self.bytes_done, self.bytes_planned)
+        self.task.progress("saving content", self.written, total)
+
+    def _failure(self) -> PalletError:
+        first = self.failures[0]
+        failures = [{"url": e.details.get("url"), "code": e.code, "message": e.message}
+                    for e in self.failures[:REPORTED_FAILURES]]
+        details = {**first.details, "failures": failures, "failed": len(self.failures)}
+        if len(self.failures) == 1:
+            return type(first)(first.message, details=details, code=first.code)
+        return DownloadError(f"{len(self.failures)} files could not be downloaded; the "
+                             f"first: {first.message}", details=details)
+
+    # -- reading the index (in a thread) ------------------------------------------------------
+
+    def _read(self, remote_units: Iterable[RemoteUnit], url: str) -> Iterator[_Unit]:
+        try:
+            for remote_unit in remote_units:
+                yield self._unit(remote_unit)
+        except Invalid as exc:
+            raise Invalid(f"the index {url} is not valid: {exc.message}",
+                          details={**exc.details, "url": url}) from None
+
+    def _unit(self, remote_unit: RemoteUnit) -> _Unit:
+        plugins = self.runtime.plugins
+        if remote_unit.type not in self.repository_type.content_types:
+            raise Invalid(f"it lists a unit of type {remote_unit.type!r}, which a "
+                          f"{self.repository_type.name} repository cannot hold")
+        content_type, unit = validate_unit(plugins, remote_unit.type, remote_unit.fields)
+        key = {name: getattr(unit, name) for name in content_type.key_fields}
+        expected = {path: sha.lower() for path, sha in content_type.artifacts(unit).items()}
+        announced = {path: file.sha256.lower() for path, file in remote_unit.files.items()}
+        if expected != announced:
+            raise Invalid(f"the files listed for unit {key} do not match its fields")
+        files = []
+        for path in sorted(expected):
+            file = remote_unit.files[path]
+            if urlsplit(file.url).scheme.lower() not in self.url_schemes:
+                raise Invalid(f"the URL {file.url[:200]!r} of {path!r} is not allowed from "
+                              f"this remote (use {' or '.join(self.url_schemes)})")
+            files.append((path, dataclasses.replace(file, sha256=expected[path])))
+        return _Unit(remote_unit.type, identity_digest(remote_unit.type, key),
+                     unit.model_dump(mode="json"), files)
+
+    def _plan(self, units: Iterator[_Unit]) -> _Batch | None:
+        """The next batch: what exists, what is stored without a row, what to fetch."""
+        batch = _Batch(list(itertools.islice(units, BATCH)))
+        if not batch.units:
+            return None
+        self.units += len(batch.units)
+        files = {file.sha256: file for unit in batch.units for _, file in unit.files}
+        with self.runtime.db.read() as session:
+            for chunk in _chunks(files):
+                batch.artifacts.update((sha, (id_, size)) for sha, id_, size in session.execute(
+                    select(Artifact.sha256, Artifact.id, Artifact.size)
+                    .where(Artifact.sha256.in_(chunk))))
+        if self.immediate:
+            storage = self.runtime.storage
+            for sha256, file in files.items():
+                if sha256 in batch.artifacts:
+                    continue
+                if storage.exists(sha256):  # verified bytes whose row went missing: reuse
+                    with storage.open(sha256) as stream:
+                        batch.stored[sha256] = stream.seek(0, os.SEEK_END)
+                    self.reused += 1
+                else:
+                    batch.missing[sha256] = file
+        return batch
+
+    # -- writing a batch (in a thread) --------------------------------------------------------
+
+    def _write(self, batch: _Batch) -> None:
+        self.runtime.storage.flush()  # the batch's small files are durable before recorded
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self.runtime.db.write() as session:
+                    artifacts = self._record_artifacts(session, batch)
+                    ids = self._record_content(session, batch, artifacts)
+                    self._record_remote_files(session, batch, ids)
+                break
+            except IntegrityError:  # another sync added the same rows: look again
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+        self.content_ids.extend(ids.values())
+
+    def _record_artifacts(self, session: Session, batch: _Batch) -> dict[str, tuple[int, int]]:
+        """sha256 -> (artifact id, size) for every file of the batch that has its bytes."""
+        artifacts = dict(batch.artifacts)
+        new = set(batch.stored) - set(artifacts)
+        for chunk in _chunks(new):  # recorded since the batch was planned?
+            artifacts.update((sha, (id_, size)) for sha, id_, size in session.execute(
+                select(Artifact.sha256, Artifact.id, Artifact.size)
+                .where(Artifact.sha256.in_(chunk))))
+        now = utcnow()
+        rows = [(sha, batch.stored[sha], now) for sha in sorted(new - set(artifacts))]
+        insert_rows(session, Artifact.__table__, ("sha256", "size", "created_at"), rows)
+        for chunk in _chunks([row[0] for row in rows]):
+            artifacts.update((sha, (id_, size)) for sha, id_, size in session.execute(
+                select(Artifact.sha256, Artifact.id, Artifact.size)
+                .where(Artifact.sha256.in_(chunk))))
+        return artifacts
+
+    def _record_content(self, session: Session, batch: _Batch,
+                        artifacts: dict[str, tuple[int, int]]) -> dict[str, int]:
+        """digest -> content id for the batch's units, creating the new ones with their
+        content artifacts, and linking stored bytes to existing units that lacked them."""
+        units = {unit.digest: unit for unit in batch.units}
+        ids = self._content_ids(session, units)
+        existing = list(ids.values())
+        new = [unit for digest, unit in units.items() if digest not in ids]
+        now = utcnow()
+        if new:
+            session.execute(Content.__table__.insert(),
+                            [{"type": u.type, "digest": u.digest, "data": u.data,
+                              "created_at": now} for u in new])
+            ids.update(self._content_ids(session, {u.digest: u for u in new}))
+        rows = []
+        for unit in new:
+            for path, file in unit.files:
+                artifact_id, size = artifacts.get(file.sha256, (None, file.size))
+                rows.append((ids[unit.digest], path, file.sha256, size, artifact_id))
+        insert_rows(session, CA.__table__,
+                    ("content_id", "relative_path", "sha256", "size", "artifact_id"), rows)
+        self._link(session, existing, artifacts)
+        return ids
+
+    def _content_ids(self, session: Session, units: dict[str, _Unit]) -> dict[str, int]:
+        ids: dict[str, int] = {}
+        for chunk in _chunks(units):
+            ids.update(session.execute(select(Content.digest, Content.id)
+                                       .where(Content.digest.in_(chunk))).all())
+        return ids
+
+    def _link(self, session: Session, content_ids: list[int],
+              artifacts: dict[str, tuple[int, int]]) -> None:
+        """Existing units' files whose bytes were missing (on-demand) and are stored now."""
+        links = []
+        for chunk in _chunks(content_ids):
+            for ca_id, sha256 in session.execute(select(CA.id, CA.sha256).where(
+                    CA.content_id.in_(chunk), CA.artifact_id.is_(None))):
+                if sha256 in artifacts:
+                    links.append({"ca_id": ca_id, "artifact_id": artifacts[sha256][0]})
+        if links:
+            table = CA.__table__
+            session.execute(table.update().where(table.c.id == bindparam("ca_id"))
+                            .values(artifact_id=bindparam("artifact_id")), links)
+
+    def _record_remote_files(self, session: Session, batch: _Batch,
+                             ids: dict[str, int]) -> None:
+        """Where each file can be fetched from this remote: one row per (file, remote),
+        updated when the URL or size moved."""
+        wanted: dict[tuple[int, str], RemoteFile] = {
+            (ids[unit.digest], path): file for unit in batch.units for path, file in unit.files}
+        by_key: dict[int, RemoteFile] = {}
+        for chunk in _chunks(sorted({content_id for content_id, _ in wanted})):
+            for ca_id, content_id, path in session.execute(
+                    select(CA.id, CA.content_id, CA.relative_path)
+                    .where(CA.content_id.in_(chunk))):
+                if (content_id, path) in wanted:
+                    by_key[ca_id] = wanted[(content_id, path)]
+        known: dict[int, tuple[int, str, int | None]] = {}
+        for chunk in _chunks(sorted(by_key)):
+            known.update((ca_id, (ra_id, url, size)) for ra_id, ca_id, url, size in
+                         session.execute(select(RA.id, RA.content_artifact_id, RA.url, RA.size)
+                                         .where(RA.remote_id == self.remote_id,
+                                                RA.content_artifact_id.in_(chunk))))
+        rows, moved = [], []
+        for ca_id, file in by_key.items():
+            if ca_id not in known:
+                rows.append((ca_id, self.remote_id, file.url, file.sha256, file.size))
+            elif known[ca_id][1:] != (file.url, file.size):
+                moved.append({"ra_id": known[ca_id][0], "url": file.url, "size": file.size})
+        insert_rows(session, RA.__table__,
+                    ("content_artifact_id", "remote_id", "url", "sha256", "size"), rows)
+        if moved:  # a new place: give it a fresh chance if the old one had failed
+            table = RA.__table__
+            session.execute(table.update().where(table.c.id == bindparam("ra_id"))
+                            .values(url=bindparam("url"), size=bindparam("size"),
+                                    failed_at=None), moved)
+
+
+def _chunks(values: Iterable) -> Iterator[list]:
+    iterator = iter(values)
+    while chunk := list(itertools.islice(iterator, QUERY_CHUNK)):
+        yield chunk
+
+
+def _first(errors: BaseExceptionGroup) -> BaseException:
+    """The error to report from a task group: a cancel first, then a Pallet error, then any."""
+    flat: list[BaseException] = []
+    pending = list(errors.exceptions)
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            flat.append(error)
+    for kind in (Canceled, PalletError, BaseException):
+        for error in flat:
+            if isinstance(error, kind):
+                return error
+    return errors
