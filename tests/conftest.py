@@ -24,7 +24,7 @@ from pallet.runtime import Runtime
 from pallet.settings import Settings
 
 ADMIN_PASSWORD = "test-admin-password"
-KEEP_TABLES = {"alembic_version", "task_dispatch_lock"}
+KEEP_TABLES = {"alembic_version", "task_dispatch_lock", "serving_generation"}
 
 
 def _postgres_url() -> str | None:

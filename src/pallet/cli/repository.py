@@ -3,12 +3,14 @@ repositories."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Iterable, TextIO
 
 import typer
 
-from pallet.cli.client import Limit, Offset, connect, path
-from pallet.cli.output import JsonFlag, emit_json, fail, say, show_page, show_record
+from pallet.cli.client import ClientError, Limit, Offset, connect, path
+from pallet.cli.output import JsonFlag, emit_json, fail, record, say, show_page, show_record
+from pallet.cli.publication import parse_options
 from pallet.cli.task import (Describe, NoWait, group_tasks, queued, report,
                              wait_for_group)
 from pallet.cli.version import show_repair
@@ -24,9 +26,14 @@ ContentIds = Annotated[list[int] | None, typer.Option(
 IdsFile = Annotated[typer.FileText | None, typer.Option(
     metavar="FILE", help="A file with one content id per line ('-': standard input).")]
 
-COLUMNS = ["name", "type", "latest_version", "retain_versions", "description", "updated_at"]
-FIELDS = ["name", "type", "description", "latest_version", "retain_versions", "href",
-          "created_at", "updated_at"]
+COLUMNS = ["name", "type", "latest_version", "retain_versions", "remote", "autopublish",
+           "description", "updated_at"]
+FIELDS = ["name", "type", "description", "latest_version", "retain_versions", "remote",
+          "autopublish", "publish_options", "href", "created_at", "updated_at"]
+PublishOptions = Annotated[list[str] | None, typer.Option(
+    "--publish-option", metavar="KEY=VALUE",
+    help="A publish option of the repository's type (e.g. manifest=PULP_MANIFEST), used "
+         "when it auto-publishes; repeatable.")]
 
 
 @app.command("create")
@@ -34,11 +41,39 @@ def create(name: Name,
            type: Annotated[str, typer.Option(help="Repository type (`pallet status` lists "
                                                   "them).")] = "file",
            description: Description = None, retain_versions: RetainVersions = None,
+           remote: Annotated[str | None, typer.Option(
+               help="The remote `sync` uses when none is named.")] = None,
+           autopublish: Annotated[bool, typer.Option(
+               "--autopublish", help="Publish every new version, in the task that makes "
+                                     "it.")] = False,
+           publish_option: PublishOptions = None,
+           distribute: Annotated[str | None, typer.Option(
+               metavar="BASE_PATH", help="Also create a distribution of the same name that "
+                                         "serves the repository at this base path.")] = None,
            as_json: JsonFlag = False) -> None:
-    """Create an empty repository (its version 0)."""
+    """Create an empty repository (its version 0), and with --distribute its distribution."""
     body = {"name": name, "type": type, "description": description or "",
-            "retain_versions": retain_versions}
-    show_record(connect().post("repositories", body), FIELDS, as_json=as_json)
+            "retain_versions": retain_versions, "remote": remote, "autopublish": autopublish,
+            "publish_options": parse_options(publish_option, "--publish-option")}
+    api = connect()
+    if distribute is None:
+        show_record(api.post("repositories", body), FIELDS, as_json=as_json)
+        return
+    # The distribution first (its base path is the likelier refusal), with no target until
+    # the repository exists; removed again if the repository cannot be created.
+    api.post("distributions", {"name": name, "base_path": distribute})
+    try:
+        repository = api.post("repositories", body)
+    except ClientError:
+        with contextlib.suppress(ClientError):
+            api.delete(path("distributions", name))
+        raise
+    distribution = api.patch(path("distributions", name), {"repository": name})
+    if as_json:
+        emit_json({"repository": repository, "distribution": distribution})
+        return
+    record(repository, FIELDS)
+    say(f"distribution {name} serves it at {distribution['base_url']}")
 
 
 @app.command("list")
@@ -66,10 +101,26 @@ def update(name: Name, description: Description = None, retain_versions: RetainV
                "--keep-all-versions", help="Keep every version (undoes --retain-versions).")
            ] = False,
            new_name: Annotated[str | None, typer.Option(help="Rename the repository.")] = None,
+           remote: Annotated[str | None, typer.Option(
+               help="The remote `sync` uses when none is named.")] = None,
+           no_remote: Annotated[bool, typer.Option(
+               "--no-remote", help="Forget the repository's remote.")] = False,
+           autopublish: Annotated[bool | None, typer.Option(
+               "--autopublish/--no-autopublish", show_default=False,
+               help="Publish every new version, or stop doing so.")] = None,
+           publish_option: PublishOptions = None,
+           default_publish_options: Annotated[bool, typer.Option(
+               "--default-publish-options",
+               help="Forget the stored publish options: use the type's defaults.")] = False,
            as_json: JsonFlag = False) -> None:
-    """Change a repository's description, version retention or name."""
+    """Change a repository's description, version retention, name, remote or publishing.
+    --publish-option replaces every stored publish option."""
     if retain_versions is not None and keep_all_versions:
         fail("give --retain-versions or --keep-all-versions, not both")
+    if remote is not None and no_remote:
+        fail("give --remote or --no-remote, not both")
+    if publish_option and default_publish_options:
+        fail("give --publish-option or --default-publish-options, not both")
     changes: dict[str, Any] = {}
     if description is not None:
         changes["description"] = description
@@ -77,9 +128,16 @@ def update(name: Name, description: Description = None, retain_versions: RetainV
         changes["retain_versions"] = retain_versions
     if new_name is not None:
         changes["name"] = new_name
+    if remote is not None or no_remote:
+        changes["remote"] = remote
+    if autopublish is not None:
+        changes["autopublish"] = autopublish
+    if publish_option or default_publish_options:
+        changes["publish_options"] = parse_options(publish_option, "--publish-option")
     if not changes:
-        fail("nothing to change: give --description, --retain-versions, --keep-all-versions "
-             "or --new-name")
+        fail("nothing to change: give --description, --retain-versions, --keep-all-versions, "
+             "--new-name, --remote, --no-remote, --autopublish, --no-autopublish, "
+             "--publish-option or --default-publish-options")
     show_record(connect().patch(path("repositories", name), changes), FIELDS, as_json=as_json)
 
 
@@ -156,3 +214,36 @@ def repair(name: Name, no_wait: NoWait = False, as_json: JsonFlag = False) -> No
     if unfinished:
         fail(f"{len(unfinished)} of the {len(tasks)} repair tasks did not complete: "
              + ", ".join(f"task {t['id']} {t['state']}" for t in unfinished))
+
+
+def describe_sync(name: str) -> Describe:
+    """How a finished sync of repository `name` reads: the version it made, if any."""
+    def describe(task: dict[str, Any]) -> None:
+        result = task["result"] or {}
+        fetched = (f"{result.get('units', 0)} units in the index, "
+                   f"{result.get('downloaded', 0)} files downloaded "
+                   f"({result.get('bytes', 0)} bytes), {result.get('reused', 0)} reused")
+        if result.get("version") is None:
+            say(f"repository {name}: nothing changed, no new version ({fetched})")
+            return
+        made = f"created version {result['version']}"
+        if result.get("publication") is not None:
+            made += f" (publication {result['publication']})"
+        say(f"repository {name}: {made} ({fetched})")
+    return describe
+
+
+@app.command("sync")
+def sync(name: Name,
+         remote: Annotated[str | None, typer.Option(
+             help="The remote to sync from (default: the repository's remote).")] = None,
+         mirror: Annotated[bool | None, typer.Option(
+             "--mirror/--additive", help="Make the repository equal to the remote, or only "
+                                         "add to it (default: the remote's setting).")] = None,
+         no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
+    """Sync from a remote: a new version (auto-published if the repository says so), or
+    none when nothing changed."""
+    api = connect()
+    report(api, api.post(path("repositories", name, "sync"),
+                         {"remote": remote, "mirror": mirror}),
+           no_wait=no_wait, as_json=as_json, describe=describe_sync(name))

@@ -7,17 +7,20 @@ import hashlib
 import json
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pallet.artifacts.models import Artifact
 from pallet.artifacts.service import record_artifact
 from pallet.artifacts.storage import ArtifactStorage, Writer
 from pallet.content.models import Content, ContentArtifact
+from pallet.distributions.models import Distribution
 from pallet.distributions.service import serving_changed
-from pallet.errors import Invalid, NotFound, validation_problems
+from pallet.errors import Conflict, Invalid, NotFound, validation_problems
 from pallet.paths import validate_relative_path
 from pallet.plugin import PublishedFile, PublishedUnit, PublishOptions, RepositoryType
 from pallet.plugins import Registry
@@ -26,6 +29,9 @@ from pallet.repositories.models import Repository, RepositoryContent, Repository
 from pallet.repositories.versions import present_at
 
 RC = RepositoryContent
+PUBLISH_STAGE = "writing metadata"
+# progress(stage, done, total), as a task reports it (it raises Canceled when asked to stop).
+Progress = Callable[[str, int, int | None], None]
 
 
 def publishing_type(plugins: Registry, repository: Repository) -> RepositoryType:
@@ -59,31 +65,76 @@ def publish(session: Session, plugins: Registry, storage: ArtifactStorage,
             options: dict[str, Any] | None = None) -> tuple[Publication, bool]:
     """The publication of `version` with `options`: the existing one, or a new one.
     Returns (publication, created)."""
-    repository_type = publishing_type(plugins, repository)
     parsed = validate_options(plugins, repository, options)
-    digest = options_digest(parsed)
-    existing = session.scalar(select(Publication).where(
-        Publication.version_id == version.id, Publication.options_digest == digest))
+    existing = find_publication(session, version, parsed)
     if existing is not None:
         return existing, False
+    files = render(session, plugins, storage, repository, version, parsed)
+    return record_publication(session, plugins, repository, version, parsed, files)
+
+
+def find_publication(session: Session, version: RepositoryVersion,
+                     options: PublishOptions) -> Publication | None:
+    return session.scalar(select(Publication).where(
+        Publication.version_id == version.id,
+        Publication.options_digest == options_digest(options)))
+
+
+def render(session: Session, plugins: Registry, storage: ArtifactStorage,
+           repository: Repository, version: RepositoryVersion, options: PublishOptions,
+           progress: Progress | None = None) -> dict[str, tuple[str, int]]:
+    """Write a publication's metadata files into the artifact store, without recording
+    anything: {relative path: (sha256, size)}. Only needs a read session."""
+    repository_type = publishing_type(plugins, repository)
+    units = published_units(session, repository, version.number)
+    if progress is not None:
+        total = sum(c.get("present", 0) for c in (version.counts or {}).values())
+        units = _reporting(units, progress, total)
     output = _StoringOutput(storage)
     try:
-        repository_type.publish(published_units(session, repository, version.number), parsed,
-                                output)
+        repository_type.publish(units, options, output)
     finally:
         output.abort_open()
+    return output.files
+
+
+def record_publication(session: Session, plugins: Registry, repository: Repository,
+                       version: RepositoryVersion, options: PublishOptions,
+                       files: dict[str, tuple[str, int]]) -> tuple[Publication, bool]:
+    """Record a rendered publication; if a concurrent transaction recorded the same
+    version and options first, that one is returned instead. Returns (publication, created)."""
+    repository_type = publishing_type(plugins, repository)
+    digest = options_digest(options)
     publication = Publication(repository_id=repository.id, version_id=version.id,
-                              type=repository.type, options=parsed.model_dump(mode="json"),
+                              type=repository.type, options=options.model_dump(mode="json"),
                               options_digest=digest,
                               pass_through=repository_type.pass_through)
-    for relative_path, (sha256, size) in sorted(output.files.items()):
+    for relative_path, (sha256, size) in sorted(files.items()):
         artifact = record_artifact(session, sha256=sha256, size=size)
         publication.metadata_files.append(
             PublishedMetadata(relative_path=relative_path, artifact_id=artifact.id))
-    session.add(publication)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(publication)
+    except IntegrityError:  # a concurrent task recorded the same version and options first
+        existing = find_publication(session, version, options)
+        if existing is None:
+            raise
+        return existing, False
     serving_changed(session)
     return publication, True
+
+
+def _reporting(units: Iterable[PublishedUnit], progress: Progress, total: int
+               ) -> Iterator[PublishedUnit]:
+    done = 0
+    progress(PUBLISH_STAGE, done, total)
+    for unit in units:
+        yield unit
+        done += 1
+        if done % 1000 == 0:
+            progress(PUBLISH_STAGE, done, total)
+    progress(PUBLISH_STAGE, done, total)
 
 
 def autopublish(session: Session, plugins: Registry, storage: ArtifactStorage,
@@ -132,6 +183,50 @@ def latest_publication(session: Session, repository_id: int) -> Publication | No
 def count_publications(session: Session, repository_id: int) -> int:
     return session.scalar(select(func.count()).select_from(Publication)
                           .where(Publication.repository_id == repository_id))
+
+
+def list_publications(session: Session, *, repository: Repository | None = None,
+                      version: RepositoryVersion | None = None, limit: int = 100,
+                      offset: int = 0) -> tuple[int, list[Publication]]:
+    """Publications, newest first."""
+    query = select(Publication)
+    if repository is not None:
+        query = query.where(Publication.repository_id == repository.id)
+    if version is not None:
+        query = query.where(Publication.version_id == version.id)
+    count = session.scalar(select(func.count()).select_from(query.subquery()))
+    items = session.scalars(query.order_by(Publication.id.desc()).limit(limit).offset(offset))
+    return count, list(items)
+
+
+def metadata_files(session: Session, publication_ids: Iterable[int]
+                   ) -> dict[int, list[tuple[str, str, int]]]:
+    """{publication id: [(relative path, sha256, size)]} for a page of publications."""
+    files: dict[int, list[tuple[str, str, int]]] = {}
+    rows = session.execute(
+        select(PublishedMetadata.publication_id, PublishedMetadata.relative_path,
+               Artifact.sha256, Artifact.size)
+        .join(Artifact, Artifact.id == PublishedMetadata.artifact_id)
+        .where(PublishedMetadata.publication_id.in_(list(publication_ids)))
+        .order_by(PublishedMetadata.publication_id, PublishedMetadata.relative_path))
+    for publication_id, relative_path, sha256, size in rows:
+        files.setdefault(publication_id, []).append((relative_path, sha256, size))
+    return files
+
+
+def delete_publication(session: Session, publication: Publication) -> None:
+    """Delete a publication no distribution names; its metadata artifacts stay until
+    orphan cleanup. A distribution serving its repository moves to the newest remaining."""
+    names = list(session.scalars(select(Distribution.name)
+                                 .where(Distribution.publication_id == publication.id)
+                                 .order_by(Distribution.name).limit(20)))
+    if names:
+        raise Conflict(f"publication {publication.id} is served by distribution(s) "
+                       f"{', '.join(names)}: point them elsewhere or delete them first",
+                       details={"distributions": names})
+    session.delete(publication)
+    session.flush()
+    serving_changed(session)
 
 
 @dataclass

@@ -11,6 +11,8 @@ from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
 from pallet.content.models import Content
 from pallet.content.schemas import ContentRead, content_read
+from pallet.remotes.models import Remote
+from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.repositories import service, tasks, versions
 from pallet.repositories.models import RepositoryVersion
 from pallet.repositories.schemas import (DiffRead, ModifyRequest, RepositoryCreate,
@@ -24,7 +26,9 @@ ACCEPTED = {202: {"model": TaskRead, "description": "Queued as a task."}}
 
 
 def _read(session, repository) -> RepositoryRead:
-    return repository_read(repository, versions.latest_version(session, repository).number)
+    remote = session.get(Remote, repository.remote_id) if repository.remote_id else None
+    return repository_read(repository, versions.latest_version(session, repository).number,
+                           remote.name if remote is not None else None)
 
 
 @router.get("", response_model=Page[RepositoryRead])
@@ -56,7 +60,7 @@ def update_repository(name: str, body: RepositoryUpdate, runtime: RuntimeDep, _:
     changes = body.model_dump(exclude_unset=True)
     with runtime.db.write() as session:
         repository = service.get_repository(session, name)
-        service.update_repository(session, repository, **changes)
+        service.update_repository(session, repository, plugins=runtime.plugins, **changes)
         return _read(session, repository)
 
 
@@ -75,8 +79,10 @@ def modify_repository(name: str, body: ModifyRequest, runtime: RuntimeDep,
         repository = service.get_repository(session, name)
         if body.base_version is not None:
             versions.get_version(session, repository, body.base_version)
+    # Auto-publishing stores metadata artifacts: never while orphan cleanup runs.
     return dispatch(runtime, principal, tasks.modify,
-                    exclusive=[service.lock_name(repository)], repository_id=repository.id,
+                    exclusive=[service.lock_name(repository)], shared=[ORPHANS_LOCK],
+                    repository_id=repository.id,
                     **body.model_dump())
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from pallet.api.schemas import Body, Id, Schema, UtcDatetime
@@ -12,12 +14,21 @@ class RepositoryCreate(Body):
     description: str = Field("", max_length=10_000)
     retain_versions: int | None = Field(None, ge=1, le=1_000_000,
                                         description="Keep only the newest N versions.")
+    remote: str | None = Field(None, description="The remote `sync` uses when none is named.")
+    autopublish: bool = Field(False, description="Publish every new version, in the task "
+                                                 "that creates it, with `publish_options`.")
+    publish_options: dict[str, Any] = Field(default_factory=dict,
+                                            description="The type's publish options.")
 
 
 class RepositoryUpdate(Body):
     name: str | None = None
     description: str | None = Field(None, max_length=10_000)
     retain_versions: int | None = Field(None, ge=1, le=1_000_000)
+    remote: str | None = Field(None, description="A remote's name; null: no default remote.")
+    autopublish: bool | None = None
+    publish_options: dict[str, Any] | None = Field(None, description="Replaces the stored "
+                                                   "options; null or {}: the defaults.")
 
 
 class RepositoryRead(Schema):
@@ -26,17 +37,25 @@ class RepositoryRead(Schema):
     type: str
     description: str
     retain_versions: int | None
+    remote: str | None
+    autopublish: bool
+    publish_options: dict[str, Any]
     latest_version: int
     latest_version_href: str
     created_at: UtcDatetime
     updated_at: UtcDatetime
 
 
-def repository_read(repository: Repository, latest: int) -> RepositoryRead:
+def repository_read(repository: Repository, latest: int, remote: str | None = None
+                    ) -> RepositoryRead:
+    """`remote`: the name of the repository's remote, if it has one."""
     href = f"/api/v1/repositories/{repository.name}"
     return RepositoryRead(name=repository.name, href=href, type=repository.type,
                           description=repository.description,
-                          retain_versions=repository.retain_versions, latest_version=latest,
+                          retain_versions=repository.retain_versions, remote=remote,
+                          autopublish=repository.autopublish,
+                          publish_options=repository.publish_options or {},
+                          latest_version=latest,
                           latest_version_href=f"{href}/versions/{latest}",
                           created_at=repository.created_at, updated_at=repository.updated_at)
 

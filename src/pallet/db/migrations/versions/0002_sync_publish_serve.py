@@ -123,6 +123,9 @@ def upgrade() -> None:
 
     with op.batch_alter_table('content_artifact', schema=None) as batch_op:
         batch_op.add_column(sa.Column('size', sa.BigInteger(), nullable=True))
+    # Every link made before this revision has its artifact: take the size from it.
+    op.execute("UPDATE content_artifact SET size = (SELECT artifact.size FROM artifact "
+               "WHERE artifact.id = content_artifact.artifact_id)")
 
     with op.batch_alter_table('repository', schema=None) as batch_op:
         batch_op.add_column(sa.Column('remote_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
