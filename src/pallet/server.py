@@ -1,5 +1,5 @@
-"""Running Pallet: the embedded server (API and workers in one process), the API alone,
-or a worker alone."""
+"""Running Pallet: the embedded server (API, content app and workers in one process), the
+API alone, the content app alone, or a worker alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 import uvicorn
 
-from pallet.api.app import create_app
+from pallet.api.app import create_app, create_server_app
 from pallet.auth.service import ensure_first_admin
 from pallet.db.migrate import upgrade
 from pallet.runtime import Runtime
@@ -32,8 +32,10 @@ def announce_first_admin(runtime: Runtime) -> None:
               f"this once:\n\n    {password}\n", flush=True)
 
 
-def serve(settings: Settings, *, with_workers: bool = True, migrate: bool = True) -> None:
-    """The REST API (and, in the embedded server, worker threads) until interrupted."""
+def serve(settings: Settings, *, with_workers: bool = True, with_content: bool = True,
+          migrate: bool = True) -> None:
+    """The REST API, in the embedded server with the content app and worker threads, until
+    interrupted."""
     configure_logging(settings)
     runtime = Runtime.create(settings)
     if migrate:
@@ -43,12 +45,27 @@ def serve(settings: Settings, *, with_workers: bool = True, migrate: bool = True
     pool = WorkerPool(runtime, settings.workers if with_workers else 0)
     if with_workers and settings.workers:
         pool.start()
-    config = uvicorn.Config(create_app(runtime), host=settings.host, port=settings.port,
+    app = create_server_app(runtime) if with_content else create_app(runtime)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level.lower(), access_log=False)
     try:
         uvicorn.Server(config).run()
     finally:
         pool.stop()
+        runtime.close()
+
+
+def serve_content(settings: Settings) -> None:
+    """The content app alone (scale-out): no API, no workers, no migrations."""
+    from pallet.contentapp.app import ContentApp
+
+    configure_logging(settings)
+    runtime = Runtime.create(settings)
+    config = uvicorn.Config(ContentApp(runtime), host=settings.host, port=settings.port,
+                            log_level=settings.log_level.lower(), access_log=False)
+    try:
+        uvicorn.Server(config).run()
+    finally:
         runtime.close()
 
 

@@ -30,6 +30,7 @@ from pallet.tasks.models import Worker
 from pallet.uploads.api import router as uploads_router
 
 API = "/api/v1"
+CONTENT = "/pallet/content"
 
 
 class StatusRead(Schema):
@@ -72,6 +73,36 @@ def create_app(runtime: Runtime) -> FastAPI:
             swagger_favicon_url=f"{API}/docs/assets/favicon-32x32.png")
 
     return app
+
+
+def create_server_app(runtime: Runtime):
+    """The REST API and the content app behind one address. Content requests go straight to
+    the content app, a plain ASGI app: no FastAPI routing or middleware on that path."""
+    from pallet.contentapp.app import ContentApp
+
+    return Dispatcher(create_app(runtime), ContentApp(runtime))
+
+
+class Dispatcher:
+    """Routes /pallet/content/... to the content app, everything else to the API."""
+
+    def __init__(self, api, content) -> None:
+        self.api, self.content = api, content
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith(CONTENT) and (len(path) == len(CONTENT)
+                                             or path[len(CONTENT)] == "/"):
+                return await self.content(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            async def receive_lifespan():
+                message = await receive()
+                if message["type"] == "lifespan.shutdown":
+                    await self.content.aclose()
+                return message
+            return await self.api(scope, receive_lifespan, send)
+        await self.api(scope, receive, send)
 
 
 class BodyLimit:

@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
     def serve(host: str = typer.Option(None, help="Listen address (PALLET_HOST)."),
               port: int = typer.Option(None, help="Listen port (PALLET_PORT)."),
               workers: int = typer.Option(None, help="Worker threads (PALLET_WORKERS).")) -> None:
-        """Run the embedded server: REST API and workers in one process; migrates on start."""
+        """Run the embedded server: REST API, content app and workers in one process;
+        migrates on start."""
         from pallet.server import serve as run
 
         run(load_settings(host=host, port=port, workers=workers))
@@ -70,7 +71,16 @@ def register(app: typer.Typer) -> None:
         """Run the REST API alone (scale-out); run `pallet db upgrade` first."""
         from pallet.server import serve as run
 
-        run(load_settings(host=host, port=port), with_workers=False, migrate=False)
+        run(load_settings(host=host, port=port), with_workers=False, with_content=False,
+            migrate=False)
+
+    @app.command("content-app")
+    def content_app(host: str = typer.Option(None, help="Listen address (PALLET_HOST)."),
+                    port: int = typer.Option(None, help="Listen port (PALLET_PORT).")) -> None:
+        """Run the content app alone (scale-out): serves /pallet/content/, no API, no workers."""
+        from pallet.server import serve_content
+
+        serve_content(load_settings(host=host, port=port))
 
     @app.command()
     def worker(threads: int = typer.Option(1, min=1, help="Tasks this process runs at once.")

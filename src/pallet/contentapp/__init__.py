@@ -1,0 +1,1 @@
+"""The content app: serves what distributions point at under /pallet/content/."""
