@@ -7,6 +7,7 @@ from pallet.api.deps import Reader, RuntimeDep, Writer, dispatch
 from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
 from pallet.errors import Invalid
+from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.tasks.schemas import TaskRead
 from pallet.uploads import service, tasks
 from pallet.uploads.models import Upload
@@ -82,8 +83,10 @@ def commit_upload(upload_id: int, body: UploadCommit, runtime: RuntimeDep, princ
     file becomes an artifact."""
     with runtime.db.read() as session:
         service.get_upload(session, upload_id)
+    # Shared on orphans: cleanup must not delete the new artifact, or its file, before the
+    # commit has recorded it.
     return dispatch(runtime, principal, tasks.commit_upload,
-                    exclusive=[service.lock_name(upload_id)],
+                    exclusive=[service.lock_name(upload_id)], shared=[ORPHANS_LOCK],
                     upload_id=upload_id, sha256=body.sha256.lower())
 
 
