@@ -56,17 +56,15 @@ def serve(settings: Settings, *, with_workers: bool = True, with_content: bool =
 
 
 def serve_content(settings: Settings) -> None:
-    """The content app alone (scale-out): no API, no workers, no migrations."""
-    from pallet.contentapp.app import ContentApp
+    """The content app alone (scale-out): no API, no workers, no migrations. It runs under
+    Granian, which sends files with zero copies (`http.response.pathsend`); its process
+    builds its own runtime from the same environment (PALLET_* and PALLET_CONFIG)."""
+    from granian import Granian
 
     configure_logging(settings)
-    runtime = Runtime.create(settings)
-    config = uvicorn.Config(ContentApp(runtime), host=settings.host, port=settings.port,
-                            log_level=settings.log_level.lower(), access_log=False)
-    try:
-        uvicorn.Server(config).run()
-    finally:
-        runtime.close()
+    Granian("pallet.contentapp.server:create", address=settings.host, port=settings.port,
+            interface="asgi", factory=True, log_access=False,
+            log_level=settings.log_level.lower()).serve()
 
 
 def work(settings: Settings, *, threads: int = 1) -> None:
