@@ -34,6 +34,7 @@ from pallet.repositories.service import create_repository, get_repository
 from pallet.repositories.versions import create_version, get_version
 from pallet.tasks.models import Task
 from tests.factories import store_bytes
+from tests.http_fixtures import file_server, write_repository  # noqa: F401
 from tests.conftest import ADMIN_PASSWORD, basic, wait_for_task
 from tests.processes import pallet_env, stop, wait_until
 
@@ -301,6 +302,42 @@ def test_cleanup_racing_uploads_and_modify_loses_nothing(runtime, client, worker
                                      lambda *args: None)
             assert report["checked"] == number
             assert (report["missing"], report["corrupt"], report["not_downloaded"]) == (0, 0, 0)
+
+
+def test_cleanup_queued_during_a_sync_that_reuses_orphan_artifacts_loses_nothing(
+        runtime, client, workers, tmp_path, file_server):
+    """Pulp's old race: a sync decides to reuse stored orphan artifacts, a cleanup deletes
+    them before the sync's version links them. Here the cleanups wait for the sync."""
+    files = {f"pool/{i:02d}.bin": f"sync-race-{i}-".encode() * 200 for i in range(12)}
+    write_repository(tmp_path / "upstream", files)
+    server = file_server(tmp_path / "upstream")
+    for i, data in enumerate(files.values()):
+        if i % 2 == 0:  # stored already, by nothing referenced, and old: orphans
+            store(runtime, data)
+        else:  # to download, slowly: the sync is still running when the cleanups come
+            server.slow(f"/pool/{i:02d}.bin", 0.3)
+    with runtime.db.write() as session:
+        session.execute(update(Artifact).values(created_at=utcnow() - timedelta(hours=2)))
+    assert client.post("/api/v1/remotes", json={
+        "name": "up", "url": server.url + "PULP_MANIFEST",
+        "download_concurrency": 2}).status_code == 201
+    assert client.post("/api/v1/repositories",
+                       json={"name": "mirror", "remote": "up"}).status_code == 201
+    sync = client.post("/api/v1/repositories/mirror/sync", json={}).json()
+    # Queue the cleanups once the sync has planned (it reports downloads) and before it saves.
+    wait_until(lambda: any(stage["stage"] == "downloading"
+                           for stage in client.get(sync["href"]).json()["progress"]), 10,
+               "the sync did not start downloading")
+    cleanups = [client.post(CLEANUP, json={"protection_seconds": 0}).json()
+                for _ in range(2)]
+    assert wait_for_task(client, sync["href"])["state"] == "completed"
+    for cleanup in cleanups:
+        assert wait_for_task(client, cleanup["href"])["state"] == "completed"
+    with runtime.db.read() as session:
+        report = check_artifacts(session, runtime.storage, get_repository(session, "mirror"),
+                                 1, lambda *args: None)
+    assert report["checked"] == len(files)
+    assert (report["missing"], report["corrupt"], report["not_downloaded"]) == (0, 0, 0)
 
 
 # -- reclaim ---------------------------------------------------------------------------------
