@@ -1,0 +1,1 @@
+"""Moving exact repository versions between servers: the archive format, export and import."""

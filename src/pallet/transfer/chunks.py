@@ -1,0 +1,276 @@
+"""Where an archive's bytes go and where they come from: chunk files or one stream, each
+checksummed on the way.
+
+Writing, a `Sink` takes the archive as one stream and lays it down as numbered chunk files
+of a chosen size (or one file), or passes it to a stream (standard output, an HTTP response),
+computing every piece's sha256 as it goes. Reading, a `Source` gives the stream back from the
+chunk files where they lie (read-only media are fine) or from a stream, and checks every
+chunk's size and sha256 the moment its last byte has been read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Sequence
+
+from pallet.transfer.tarstream import BadArchive
+
+READ_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of an archive: its file name (or "stream"), size and sha256."""
+
+    name: str
+    size: int
+    sha256: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+
+
+class Sink(ABC):
+    """Takes an archive's bytes in order; `close()` returns its pieces."""
+
+    written = 0
+
+    @abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def close(self) -> list[Chunk]: ...
+
+    def abort(self) -> None:
+        """Stop after a failure: remove what was written, where that is possible."""
+
+
+class FileSink(Sink):
+    """Chunk files `<base>.0000`, `<base>.0001`… of `chunk_size` bytes in `directory`, or one
+    file `<base>` when `chunk_size` is None. Each is fsynced when full."""
+
+    def __init__(self, directory: Path, base: str, chunk_size: int | None) -> None:
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.directory, self.base, self.chunk_size = Path(directory), base, chunk_size
+        self.chunks: list[Chunk] = []
+        self.paths: list[Path] = []
+        self._fd: int | None = None
+        self._hash = hashlib.sha256()
+        self._in_chunk = 0
+
+    def _name(self) -> str:
+        return self.base if self.chunk_size is None else f"{self.base}.{len(self.chunks):04d}"
+
+    def _open(self) -> None:
+        path = self.directory / self._name()
+        # O_EXCL: never overwrite a file that is there already (an older export, a link).
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.paths.append(path)
+        self._hash, self._in_chunk = hashlib.sha256(), 0
+
+    def _close_chunk(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        self.chunks.append(Chunk(self.paths[-1].name, self._in_chunk, self._hash.hexdigest()))
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._fd is None:
+                self._open()
+            room = len(view) if self.chunk_size is None else self.chunk_size - self._in_chunk
+            piece = view[:room]
+            self._hash.update(piece)
+            while piece:
+                done = os.write(self._fd, piece)
+                piece = piece[done:]
+            taken = min(room, len(view))
+            self._in_chunk += taken
+            self.written += taken
+            view = view[taken:]
+            if self.chunk_size is not None and self._in_chunk == self.chunk_size:
+                self._close_chunk()
+
+    def close(self) -> list[Chunk]:
+        if self._fd is None and not self.chunks:
+            self._open()  # an empty archive is still one file
+        if self._fd is not None:
+            self._close_chunk()
+        _fsync_dir(self.directory)
+        return list(self.chunks)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+
+class StreamSink(Sink):
+    """The whole archive to one binary stream, as a single piece named "stream"."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.stream.write(data)
+        self.written += len(data)
+
+    def digest(self) -> str:
+        """The sha256 of everything written so far."""
+        return self._hash.hexdigest()
+
+    def close(self) -> list[Chunk]:
+        self.stream.flush()
+        return [Chunk("stream", self.written, self._hash.hexdigest())]
+
+
+class Source(ABC):
+    """An archive's bytes in order. `read(n)` returns n bytes unless the archive ends."""
+
+    read_bytes = 0
+
+    @abstractmethod
+    def read(self, n: int) -> bytes: ...
+
+    def finish(self) -> None:
+        """Check that nothing is left over and every chunk was whole and right."""
+
+    def close(self) -> None:
+        pass
+
+
+class ChunkSource(Source):
+    """Chunk files read in place, each checked against its expected size and sha256."""
+
+    def __init__(self, directory: Path, chunks: Sequence[Chunk]) -> None:
+        self.directory, self.chunks = Path(directory), list(chunks)
+        self.paths = [self.directory / chunk.name for chunk in self.chunks]
+        self.check_present()
+        self._index = -1
+        self._file: BinaryIO | None = None
+        self._left = 0
+        self._hash = hashlib.sha256()
+        self.read_bytes = 0
+
+    def check_present(self) -> None:
+        """Every chunk is there as a regular file of its expected size."""
+        for chunk, path in zip(self.chunks, self.paths):
+            try:
+                stat = path.lstat()
+            except FileNotFoundError:
+                raise BadArchive(f"chunk {chunk.name} is missing from {self.directory}",
+                                 code="chunk_missing", details={"chunk": chunk.name}) from None
+            if not path.is_file() or path.is_symlink():
+                raise BadArchive(f"chunk {chunk.name} is not a regular file",
+                                 details={"chunk": chunk.name})
+            if stat.st_size != chunk.size:
+                raise BadArchive(f"chunk {chunk.name} has {stat.st_size} bytes, the table of "
+                                 f"contents says {chunk.size}: it is truncated or damaged",
+                                 code="chunk_size", details={"chunk": chunk.name})
+
+    def _next_chunk(self) -> bool:
+        self._end_chunk()
+        self._index += 1
+        if self._index >= len(self.chunks):
+            return False
+        self._file = open(self.paths[self._index], "rb")
+        self._left = self.chunks[self._index].size
+        self._hash = hashlib.sha256()
+        return True
+
+    def _end_chunk(self) -> None:
+        if self._file is None:
+            return
+        extra = self._file.read(1)
+        self._file.close()
+        self._file = None
+        chunk = self.chunks[self._index]
+        if self._left or extra:
+            raise BadArchive(f"chunk {chunk.name} changed size while it was read",
+                             code="chunk_size", details={"chunk": chunk.name})
+        if self._hash.hexdigest() != chunk.sha256:
+            raise BadArchive(f"chunk {chunk.name} has sha256 {self._hash.hexdigest()}, the "
+                             f"table of contents says {chunk.sha256}: it is damaged or was "
+                             "altered", code="chunk_checksum", details={"chunk": chunk.name})
+
+    def read(self, n: int) -> bytes:
+        parts = []
+        while n > 0:
+            if self._file is None or not self._left:
+                if not self._next_chunk():
+                    break
+                continue
+            data = self._file.read(min(n, self._left))
+            if not data:
+                raise BadArchive(f"chunk {self.chunks[self._index].name} ended early",
+                                 code="chunk_size")
+            self._hash.update(data)
+            self._left -= len(data)
+            n -= len(data)
+            parts.append(data)
+        data = b"".join(parts) if len(parts) != 1 else parts[0]
+        self.read_bytes += len(data)
+        return data
+
+    def finish(self) -> None:
+        """The archive's end was reached: every chunk must be read whole and be right."""
+        if self._file is not None and self._left:
+            raise BadArchive(f"chunk {self.chunks[self._index].name} holds bytes after the "
+                             "archive's end", details={"chunk": self.chunks[self._index].name})
+        self._end_chunk()
+        if self._index < len(self.chunks) - 1:
+            rest = self.chunks[self._index + 1].name
+            raise BadArchive(f"the archive ends before chunk {rest}: the chunks are out of "
+                             "order or do not belong together", details={"chunk": rest})
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class StreamSource(Source):
+    """An archive read from a stream (standard input, an upload), hashed as it goes."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self._hash = hashlib.sha256()
+        self.read_bytes = 0
+
+    def read(self, n: int) -> bytes:
+        parts, want = [], n
+        while want > 0:
+            data = self.stream.read(want)
+            if not data:
+                break
+            parts.append(data)
+            want -= len(data)
+        data = b"".join(parts)
+        self._hash.update(data)
+        self.read_bytes += len(data)
+        return data
+
+    def mark(self) -> tuple[int, str]:
+        """(bytes read, their sha256) so far."""
+        return self.read_bytes, self._hash.hexdigest()
+
+    def close(self) -> None:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
