@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
+from typing import Sequence
 
 from pallet.errors import Invalid
 
@@ -30,3 +32,20 @@ def validate_relative_path(path: str, *, what: str = "relative_path") -> str:
         if len(segment.encode("utf-8")) > MAX_SEGMENT_LENGTH:
             raise refuse(f"a segment is longer than {MAX_SEGMENT_LENGTH} bytes")
     return path
+
+
+def allowed_path(path: Path | str, allowed_dirs: Sequence[Path], *, setting: str) -> Path:
+    """`path` with every link resolved, if it lies inside one of `allowed_dirs` (resolved
+    too); else Invalid naming the setting that lists them."""
+    path = Path(path)
+    if not path.is_absolute():
+        raise Invalid(f"{path} is not an absolute path", details={"path": str(path)})
+    resolved = path.resolve()
+    for allowed in allowed_dirs:
+        base = Path(allowed).resolve()
+        if resolved == base or resolved.is_relative_to(base):
+            return resolved
+    where = ", ".join(str(d) for d in allowed_dirs) or "none are configured"
+    kind = setting.split("_")[1]  # allowed_import_dirs: "import"
+    raise Invalid(f"{path} is not inside an allowed {kind} directory ({setting}: {where}); "
+                  "links are followed before this check", details={"path": str(path)})

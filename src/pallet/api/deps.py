@@ -52,6 +52,8 @@ def require(permission: str) -> Callable[..., Principal]:
 Reader = Annotated[Principal, Depends(require("read"))]
 Writer = Annotated[Principal, Depends(require("write"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+Exporting = Annotated[Principal, Depends(require("export"))]
+Importing = Annotated[Principal, Depends(require("import"))]
 
 
 def dispatch(runtime: Runtime, principal: Principal, fn: Callable, *,

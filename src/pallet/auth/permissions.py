@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 READ, WRITE, ADMIN = "read", "write", "admin"
+# Moving content across servers is a permission of its own, apart from writing and admin.
+EXPORT, IMPORT = "export", "import"
 
 ROLES: dict[str, frozenset[str]] = {
-    "admin": frozenset({READ, WRITE, ADMIN}),
+    "admin": frozenset({READ, WRITE, ADMIN, EXPORT, IMPORT}),
     "viewer": frozenset({READ}),
+    "exporter": frozenset({READ, EXPORT}),
+    "importer": frozenset({READ, IMPORT}),
 }
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from itertools import groupby
+from typing import Any, Iterator
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -13,6 +14,7 @@ from pallet.artifacts.models import Artifact
 from pallet.content.identity import identity_digest
 from pallet.content.models import Content, ContentArtifact
 from pallet.errors import Invalid, NotFound, validation_problems
+from pallet.plugin import PublishedFile, PublishedUnit
 from pallet.plugins import Registry
 from pallet.repositories.models import Repository, RepositoryContent
 from pallet.repositories.versions import get_version, present_at
@@ -100,3 +102,21 @@ def list_content(session: Session, *, type: str | None = None,
     count = session.scalar(select(func.count()).select_from(query.subquery()))
     items = session.scalars(query.order_by(Content.id).limit(limit).offset(offset)).all()
     return count, list(items)
+
+
+def stream_units(session: Session, content_ids) -> Iterator[PublishedUnit]:
+    """The units whose ids a SELECT gives, with their files, streamed in content order
+    (bounded memory at any size)."""
+    ca = ContentArtifact
+    members = content_ids.subquery()
+    rows = session.execute(
+        select(Content.id, Content.type, Content.data, ca.relative_path, ca.sha256, ca.size)
+        .join(members, members.c[0] == Content.id)
+        .outerjoin(ca, ca.content_id == Content.id)  # a unit may have no files
+        .order_by(Content.id, ca.relative_path)
+        .execution_options(yield_per=10_000))
+    for _, group in groupby(rows, key=lambda row: row[0]):
+        group = list(group)
+        yield PublishedUnit(type=group[0][1], fields=group[0][2],
+                            files=tuple(PublishedFile(r[3], r[4], r[5]) for r in group
+                                        if r[3] is not None))

@@ -7,10 +7,12 @@ from pallet.distributions.models import Distribution, ServingGeneration
 from pallet.publications.models import Publication, PublishedMetadata
 from pallet.remotes.models import Remote, RemoteArtifact
 from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
+from pallet.transfer.models import Export, Exporter, Import, Importer, SigningKey
 from pallet.tasks.models import DispatchLock, Task, TaskGroup, TaskLock, Worker
 from pallet.uploads.models import Upload, UploadChunk
 
 __all__ = ["Artifact", "ApiToken", "User", "Content", "ContentArtifact", "Repository",
            "RepositoryContent", "RepositoryVersion", "DispatchLock", "Task", "TaskGroup",
            "TaskLock", "Worker", "Upload", "UploadChunk", "Distribution", "ServingGeneration",
-           "Publication", "PublishedMetadata", "Remote", "RemoteArtifact"]
+           "Publication", "PublishedMetadata", "Remote", "RemoteArtifact", "SigningKey",
+           "Exporter", "Export", "Importer", "Import"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from itertools import groupby
 from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import ValidationError
@@ -17,12 +16,12 @@ from sqlalchemy.orm import Session
 from pallet.artifacts.models import Artifact
 from pallet.artifacts.service import record_artifact
 from pallet.artifacts.storage import ArtifactStorage, Writer
-from pallet.content.models import Content, ContentArtifact
+from pallet.content.service import stream_units
 from pallet.distributions.models import Distribution
 from pallet.distributions.service import serving_changed
 from pallet.errors import Conflict, Invalid, NotFound, validation_problems
 from pallet.paths import validate_relative_path
-from pallet.plugin import PublishedFile, PublishedUnit, PublishOptions, RepositoryType
+from pallet.plugin import PublishedUnit, PublishOptions, RepositoryType
 from pallet.plugins import Registry
 from pallet.publications.models import Publication, PublishedMetadata
 from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
@@ -152,19 +151,8 @@ def autopublish(session: Session, plugins: Registry, storage: ArtifactStorage,
 def published_units(session: Session, repository: Repository, number: int
                     ) -> Iterator[PublishedUnit]:
     """The units of a version with their files, streamed in content order."""
-    ca = ContentArtifact
-    members = select(RC.content_id).where(RC.repository_id == repository.id,
-                                          present_at(RC, number)).subquery()
-    rows = session.execute(
-        select(Content.id, Content.type, Content.data, ca.relative_path, ca.sha256, ca.size)
-        .join(members, members.c.content_id == Content.id)
-        .join(ca, ca.content_id == Content.id)
-        .order_by(Content.id, ca.relative_path)
-        .execution_options(yield_per=10_000))
-    for _, group in groupby(rows, key=lambda row: row[0]):
-        group = list(group)
-        yield PublishedUnit(type=group[0][1], fields=group[0][2],
-                            files=tuple(PublishedFile(r[3], r[4], r[5]) for r in group))
+    return stream_units(session, select(RC.content_id).where(RC.repository_id == repository.id,
+                                                             present_at(RC, number)))
 
 
 def get_publication(session: Session, publication_id: int) -> Publication:

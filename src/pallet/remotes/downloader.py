@@ -40,6 +40,7 @@ import aiohttp
 
 import pallet
 from pallet.artifacts.storage import ArtifactStorage, DigestMismatch, Writer
+from pallet.paths import allowed_path
 from pallet.errors import Invalid, PalletError
 from pallet.plugin import RemoteFile
 from pallet.settings import Settings
@@ -174,14 +175,10 @@ def local_path(url: str, allowed_dirs: Sequence[Path]) -> Path:
     path = Path(unquote(parts.path))
     if not path.is_absolute():
         raise Invalid(f"{url} does not hold an absolute path", details={"url": url})
-    resolved = path.resolve()
-    for allowed in allowed_dirs:
-        base = Path(allowed).resolve()
-        if resolved == base or resolved.is_relative_to(base):
-            return resolved
-    where = ", ".join(str(d) for d in allowed_dirs) or "none are configured"
-    raise Invalid(f"{url} is not inside an allowed import directory (allowed_import_dirs: "
-                  f"{where}); links are followed before this check", details={"url": url})
+    try:
+        return allowed_path(path, allowed_dirs, setting="allowed_import_dirs")
+    except Invalid as exc:
+        raise Invalid(f"{url}: {exc.message}", details={"url": url}) from None
 
 
 # -- the downloader -----------------------------------------------------------------------

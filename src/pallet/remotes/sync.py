@@ -31,11 +31,11 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pallet.artifacts.models import Artifact
 from pallet.content.identity import identity_digest
-from pallet.content.models import Content, ContentArtifact
+from pallet.content.bulk import (NewUnit, chunks, find_artifacts, record_artifacts,
+                                 record_units)
+from pallet.content.models import ContentArtifact
 from pallet.content.service import validate_unit
-from pallet.db.base import utcnow
 from pallet.db.bulk import insert_rows
 from pallet.errors import Canceled, Invalid, NotFound, PalletError
 from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType
@@ -52,7 +52,6 @@ from pallet.settings import Settings
 
 BATCH = 2000
 PENDING_BATCHES = 3  # batches read ahead of the one being written
-QUERY_CHUNK = 900  # values per IN (...) list: below SQLite's parameter limit
 WRITE_ATTEMPTS = 3  # a batch write retried after losing a race with another sync
 REPORTED_FAILURES = 10
 TICK_SECONDS = 0.25
@@ -323,10 +322,7 @@ class _Sync:
         self.units += len(batch.units)
         files = {file.sha256: file for unit in batch.units for _, file in unit.files}
         with self.runtime.db.read() as session:
-            for chunk in _chunks(files):
-                batch.artifacts.update((sha, (id_, size)) for sha, id_, size in session.execute(
-                    select(Artifact.sha256, Artifact.id, Artifact.size)
-                    .where(Artifact.sha256.in_(chunk))))
+            batch.artifacts.update(find_artifacts(session, files))
         if self.immediate:
             storage = self.runtime.storage
             for sha256, file in files.items():
@@ -359,64 +355,18 @@ class _Sync:
     def _record_artifacts(self, session: Session, batch: _Batch) -> dict[str, tuple[int, int]]:
         """sha256 -> (artifact id, size) for every file of the batch that has its bytes."""
         artifacts = dict(batch.artifacts)
-        new = set(batch.stored) - set(artifacts)
-        for chunk in _chunks(new):  # recorded since the batch was planned?
-            artifacts.update((sha, (id_, size)) for sha, id_, size in session.execute(
-                select(Artifact.sha256, Artifact.id, Artifact.size)
-                .where(Artifact.sha256.in_(chunk))))
-        now = utcnow()
-        rows = [(sha, batch.stored[sha], now) for sha in sorted(new - set(artifacts))]
-        insert_rows(session, Artifact.__table__, ("sha256", "size", "created_at"), rows)
-        for chunk in _chunks([row[0] for row in rows]):
-            artifacts.update((sha, (id_, size)) for sha, id_, size in session.execute(
-                select(Artifact.sha256, Artifact.id, Artifact.size)
-                .where(Artifact.sha256.in_(chunk))))
+        artifacts.update(record_artifacts(session, {sha: size for sha, size in
+                                                    batch.stored.items() if sha not in artifacts}))
         return artifacts
 
     def _record_content(self, session: Session, batch: _Batch,
                         artifacts: dict[str, tuple[int, int]]) -> dict[str, int]:
         """digest -> content id for the batch's units, creating the new ones with their
         content artifacts, and linking stored bytes to existing units that lacked them."""
-        units = {unit.digest: unit for unit in batch.units}
-        ids = self._content_ids(session, units)
-        existing = list(ids.values())
-        new = [unit for digest, unit in units.items() if digest not in ids]
-        now = utcnow()
-        if new:
-            session.execute(Content.__table__.insert(),
-                            [{"type": u.type, "digest": u.digest, "data": u.data,
-                              "created_at": now} for u in new])
-            ids.update(self._content_ids(session, {u.digest: u for u in new}))
-        rows = []
-        for unit in new:
-            for path, file in unit.files:
-                artifact_id, size = artifacts.get(file.sha256, (None, file.size))
-                rows.append((ids[unit.digest], path, file.sha256, size, artifact_id))
-        insert_rows(session, CA.__table__,
-                    ("content_id", "relative_path", "sha256", "size", "artifact_id"), rows)
-        self._link(session, existing, artifacts)
-        return ids
-
-    def _content_ids(self, session: Session, units: dict[str, _Unit]) -> dict[str, int]:
-        ids: dict[str, int] = {}
-        for chunk in _chunks(units):
-            ids.update(session.execute(select(Content.digest, Content.id)
-                                       .where(Content.digest.in_(chunk))).all())
-        return ids
-
-    def _link(self, session: Session, content_ids: list[int],
-              artifacts: dict[str, tuple[int, int]]) -> None:
-        """Existing units' files whose bytes were missing (on-demand) and are stored now."""
-        links = []
-        for chunk in _chunks(content_ids):
-            for ca_id, sha256 in session.execute(select(CA.id, CA.sha256).where(
-                    CA.content_id.in_(chunk), CA.artifact_id.is_(None))):
-                if sha256 in artifacts:
-                    links.append({"ca_id": ca_id, "artifact_id": artifacts[sha256][0]})
-        if links:
-            table = CA.__table__
-            session.execute(table.update().where(table.c.id == bindparam("ca_id"))
-                            .values(artifact_id=bindparam("artifact_id")), links)
+        return record_units(session, (NewUnit(u.type, u.digest, u.data,
+                                              tuple((path, f.sha256, f.size)
+                                                    for path, f in u.files))
+                                      for u in batch.units), artifacts)
 
     def _record_remote_files(self, session: Session, batch: _Batch,
                              ids: dict[str, int]) -> None:
@@ -425,14 +375,14 @@ class _Sync:
         wanted: dict[tuple[int, str], RemoteFile] = {
             (ids[unit.digest], path): file for unit in batch.units for path, file in unit.files}
         by_key: dict[int, RemoteFile] = {}
-        for chunk in _chunks(sorted({content_id for content_id, _ in wanted})):
+        for chunk in chunks(sorted({content_id for content_id, _ in wanted})):
             for ca_id, content_id, path in session.execute(
                     select(CA.id, CA.content_id, CA.relative_path)
                     .where(CA.content_id.in_(chunk))):
                 if (content_id, path) in wanted:
                     by_key[ca_id] = wanted[(content_id, path)]
         known: dict[int, tuple[int, str, int | None]] = {}
-        for chunk in _chunks(sorted(by_key)):
+        for chunk in chunks(sorted(by_key)):
             known.update((ca_id, (ra_id, url, size)) for ra_id, ca_id, url, size in
                          session.execute(select(RA.id, RA.content_artifact_id, RA.url, RA.size)
                                          .where(RA.remote_id == self.remote_id,
@@ -450,12 +400,6 @@ class _Sync:
             session.execute(table.update().where(table.c.id == bindparam("ra_id"))
                             .values(url=bindparam("url"), size=bindparam("size"),
                                     failed_at=None), moved)
-
-
-def _chunks(values: Iterable) -> Iterator[list]:
-    iterator = iter(values)
-    while chunk := list(itertools.islice(iterator, QUERY_CHUNK)):
-        yield chunk
 
 
 def _first(errors: BaseExceptionGroup) -> BaseException:

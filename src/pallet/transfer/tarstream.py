@@ -11,7 +11,7 @@ against the archive's grammar (`pallet.transfer.layout`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import Callable
 
 from pallet.errors import Invalid
 

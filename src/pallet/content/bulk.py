@@ -1,0 +1,106 @@
+"""Recording many units and artifacts at once, as sync and import do: set-at-a-time
+statements over batches of a few thousand, within the caller's transaction."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from pallet.artifacts.models import Artifact
+from pallet.content.models import Content, ContentArtifact
+from pallet.db.base import utcnow
+from pallet.db.bulk import insert_rows
+
+QUERY_CHUNK = 900  # values per IN (...) list: below SQLite's parameter limit
+CA = ContentArtifact
+
+
+@dataclass(frozen=True)
+class NewUnit:
+    """A unit to record: its type, identity digest, fields, and files (path, sha256, size)."""
+
+    type: str
+    digest: str
+    data: dict[str, Any]
+    files: tuple[tuple[str, str, int | None], ...]
+
+
+def chunks(values: Iterable) -> Iterator[list]:
+    iterator = iter(values)
+    while chunk := list(itertools.islice(iterator, QUERY_CHUNK)):
+        yield chunk
+
+
+def find_artifacts(session: Session, shas: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """sha256 -> (artifact id, size) for those of `shas` that are recorded."""
+    found: dict[str, tuple[int, int]] = {}
+    for chunk in chunks(shas):
+        found.update((sha, (id_, size)) for sha, id_, size in session.execute(
+            select(Artifact.sha256, Artifact.id, Artifact.size)
+            .where(Artifact.sha256.in_(chunk))))
+    return found
+
+
+def record_artifacts(session: Session, stored: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Rows for verified bytes in the store ({sha256: size}), created where missing;
+    returns sha256 -> (artifact id, size) for all of them."""
+    artifacts = find_artifacts(session, stored)
+    now = utcnow()
+    rows = [(sha, stored[sha], now) for sha in sorted(set(stored) - set(artifacts))]
+    insert_rows(session, Artifact.__table__, ("sha256", "size", "created_at"), rows)
+    artifacts.update(find_artifacts(session, [row[0] for row in rows]))
+    return artifacts
+
+
+def find_content(session: Session, digests: Iterable[str]) -> dict[str, int]:
+    """identity digest -> content id for those of `digests` that exist."""
+    ids: dict[str, int] = {}
+    for chunk in chunks(digests):
+        ids.update(session.execute(select(Content.digest, Content.id)
+                                   .where(Content.digest.in_(chunk))).all())
+    return ids
+
+
+def record_units(session: Session, units: Iterable[NewUnit],
+                 artifacts: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """digest -> content id for `units`: the new ones created with their files (linked to
+    `artifacts` where the bytes are there, else waiting for them), and stored bytes linked
+    to existing units that lacked them."""
+    units = {unit.digest: unit for unit in units}
+    ids = find_content(session, units)
+    existing = list(ids.values())
+    new = [unit for digest, unit in units.items() if digest not in ids]
+    if new:
+        now = utcnow()
+        session.execute(Content.__table__.insert(),
+                        [{"type": u.type, "digest": u.digest, "data": u.data,
+                          "created_at": now} for u in new])
+        ids.update(find_content(session, [u.digest for u in new]))
+    rows = []
+    for unit in new:
+        for path, sha256, size in unit.files:
+            artifact_id, size = artifacts.get(sha256, (None, size))
+            rows.append((ids[unit.digest], path, sha256, size, artifact_id))
+    insert_rows(session, CA.__table__,
+                ("content_id", "relative_path", "sha256", "size", "artifact_id"), rows)
+    link_artifacts(session, existing, artifacts)
+    return ids
+
+
+def link_artifacts(session: Session, content_ids: list[int],
+                   artifacts: dict[str, tuple[int, int]]) -> None:
+    """Existing units' files whose bytes were missing (on-demand) and are stored now."""
+    links = []
+    for chunk in chunks(content_ids):
+        for ca_id, sha256 in session.execute(select(CA.id, CA.sha256).where(
+                CA.content_id.in_(chunk), CA.artifact_id.is_(None))):
+            if sha256 in artifacts:
+                links.append({"ca_id": ca_id, "artifact_id": artifacts[sha256][0]})
+    if links:
+        table = CA.__table__
+        session.execute(table.update().where(table.c.id == bindparam("ca_id"))
+                        .values(artifact_id=bindparam("artifact_id")), links)
