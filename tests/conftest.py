@@ -31,8 +31,7 @@ def _postgres_url() -> str | None:
     return os.environ.get("PALLET_TEST_DATABASE_URL") or None
 
 
-@pytest.fixture(scope="session")
-def database_template(tmp_path_factory):
+def _template(tmp_path_factory):
     """A migrated database: a SQLite file to copy, or a PostgreSQL URL to empty per test."""
     server = _postgres_url()
     if server is None:
@@ -56,11 +55,10 @@ def database_template(tmp_path_factory):
     admin.dispose()
 
 
-@pytest.fixture
-def database_url(database_template, tmp_path) -> str:
-    kind, where = database_template
+def _fresh(template, tmp_path: Path, name: str) -> str:
+    kind, where = template
     if kind == "sqlite":
-        copy = tmp_path / "pallet.db"
+        copy = tmp_path / name
         shutil.copy(where, copy)
         return f"sqlite:///{copy}"
     db = Database(where)
@@ -71,6 +69,27 @@ def database_url(database_template, tmp_path) -> str:
         connection.execute(text(f"TRUNCATE {doomed} RESTART IDENTITY CASCADE"))
     db.dispose()
     return where
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory):
+    yield from _template(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def other_database_template(tmp_path_factory):
+    """A second server's database, for tests of two servers (export and import)."""
+    yield from _template(tmp_path_factory)
+
+
+@pytest.fixture
+def database_url(database_template, tmp_path) -> str:
+    return _fresh(database_template, tmp_path, "pallet.db")
+
+
+@pytest.fixture
+def other_database_url(other_database_template, tmp_path) -> str:
+    return _fresh(other_database_template, tmp_path, "other.db")
 
 
 def make_settings(tmp_path: Path, database_url: str, **overrides) -> Settings:

@@ -46,6 +46,16 @@ class Database:
             yield session
 
     @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read session whose statements all see one snapshot of the database (SQLite's
+        read transactions always do; PostgreSQL needs REPEATABLE READ), for long reads such
+        as an export."""
+        with self._reader() as session:
+            if not self.is_sqlite:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """A session whose transaction commits when the block ends without error."""
         with self._writer() as session:

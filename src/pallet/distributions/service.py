@@ -62,7 +62,7 @@ def create_distribution(session: Session, *, name: str, base_path: str,
     base_path = validate_base_path(base_path)
     serving_changed(session)  # first: on PostgreSQL its row lock serializes the checks below
     _check_name_free(session, name)
-    _check_no_overlap(session, base_path)
+    check_no_overlap(session, base_path)
     distribution = Distribution(name=name, base_path=base_path, hidden=hidden)
     _set_target(distribution, target)
     session.add(distribution)
@@ -105,7 +105,7 @@ def update_distribution(session: Session, distribution: Distribution, *,
     if base_path is not None:
         base_path = validate_base_path(base_path)
         if base_path != distribution.base_path:
-            _check_no_overlap(session, base_path, exclude_id=distribution.id)
+            check_no_overlap(session, base_path, exclude_id=distribution.id)
             distribution.base_path = base_path
     if target is not None:
         _set_target(distribution, target)
@@ -127,7 +127,7 @@ def segment_prefixes(base_path: str) -> list[str]:
     return ["/".join(segments[:i]) for i in range(1, len(segments) + 1)]
 
 
-def _check_no_overlap(session: Session, base_path: str, exclude_id: int | None = None) -> None:
+def check_no_overlap(session: Session, base_path: str, exclude_id: int | None = None) -> None:
     """Two indexed look-ups, never a scan of every distribution: the base paths that are
     `base_path` or one of its segment prefixes, and those under `base_path/`."""
     others = Distribution.id != exclude_id if exclude_id is not None else true()

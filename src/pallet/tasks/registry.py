@@ -10,7 +10,8 @@ TASKS: dict[str, Callable] = {}
 
 # Modules whose task functions a worker must know.
 TASK_MODULES = ("pallet.repositories.tasks", "pallet.uploads.tasks", "pallet.remotes.tasks",
-                "pallet.publications.tasks", "pallet.orphans.tasks")
+                "pallet.publications.tasks", "pallet.orphans.tasks",
+                "pallet.transfer.tasks")
 
 
 def task_function(name: str) -> Callable[[Callable], Callable]:

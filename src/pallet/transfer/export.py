@@ -122,8 +122,9 @@ def header(session: Session, selections: list[Selection], *, exporter: str) -> d
         if s.base is not None:
             entry.update(base_version=s.base.number, base_digest=s.base.digest)
         repositories.append(entry)
-    totals = session.execute(select(func.count(), func.coalesce(func.sum(Artifact.size), 0))
-                             .select_from(artifacts_query(selections).subquery())).one()
+    carried = artifacts_query(selections).subquery()
+    totals = session.execute(select(func.count(), func.coalesce(func.sum(carried.c.size), 0))
+                             ).one()
     return {"format": layout.FORMAT, "format_version": layout.FORMAT_VERSION,
             "export_id": uuid.uuid4().hex, "created_at": utcnow().isoformat(),
             "exporter": exporter, "incremental": any(s.base for s in selections),

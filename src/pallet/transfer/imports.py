@@ -1,0 +1,375 @@
+"""Importing an archive: everything verified before any repository changes.
+
+One pass over the archive, in its order: the header (format version, mapping, destination
+types, base digests), then the artifacts (each one re-hashed as it is stored: only verified
+bytes enter the store, under their digest, invisible until referenced), then the units
+(validated by their type, recorded as content that no version holds yet), then the end
+(every chunk's checksum, the table of contents, its signature). Only then one transaction
+makes every destination's new version, checks that each has the exported content digest,
+publishes and distributes, or does nothing at all. A check (dry run) walks the same path,
+writes nothing, and reports the plan the import would carry out.
+
+Artifacts and content recorded before a failure are in no version: orphan cleanup may take
+them later, and running the import again reuses them. The task holds the shared orphans lock,
+so cleanup never removes them while the import runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pallet.content.bulk import (NewUnit, find_artifacts, find_content, record_artifacts,
+                                 record_units)
+from pallet.content.identity import identity_digest
+from pallet.content.service import validate_unit
+from pallet.errors import Conflict, Invalid, NotFound, PalletError
+from pallet.plugins import Registry
+from pallet.publications.service import autopublish, publish
+from pallet.repositories import service as repositories
+from pallet.repositories.models import Repository
+from pallet.repositories.versions import create_version, latest_version
+from pallet.runtime import Runtime
+from pallet.transfer import layout, signing
+from pallet.transfer.distribute import check_distributions, distribute
+from pallet.transfer.models import Import, Importer
+from pallet.transfer.reader import ArchiveReader, UnitsMember
+from pallet.transfer.tarstream import BadArchive
+
+STORE_BATCH = 2000  # artifacts recorded per short write transaction
+SMALL = 1 << 20  # artifacts up to this size are read whole and stored in one write
+BLOCK = 1 << 20
+Progress = Callable[[str, int, int | None], None]
+
+
+class OutOfSpace(PalletError):
+    status, code = 507, "out_of_space"
+
+
+@dataclass
+class Target:
+    """A repository of the archive and the destination it goes to."""
+
+    entry: layout.RepositoryEntry
+    destination: str
+    repository_id: int | None  # None: the import creates it
+    current_version: int | None = None
+    current_digest: str | None = None
+    next_version: int = 1
+    created_version: int | None = None  # once applied
+    add_ids: array = field(default_factory=lambda: array("q"))
+    remove_ids: array = field(default_factory=lambda: array("q"))
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current_digest == self.entry.digest
+
+    def plan(self) -> dict[str, Any]:
+        entry = self.entry
+        return {"source": entry.name, "destination": self.destination,
+                "create_repository": self.repository_id is None,
+                "current_version": self.current_version,
+                "current_digest": self.current_digest,
+                "base_digest": entry.base_digest, "target_digest": entry.digest,
+                "source_version": entry.version,
+                "version": None if self.up_to_date else (self.created_version
+                                                          or self.next_version),
+                "up_to_date": self.up_to_date,
+                "units_added": 0 if self.up_to_date else entry.added,
+                "units_removed": 0 if self.up_to_date else entry.removed}
+
+
+def resolve_targets(session: Session, plugins: Registry, importer: Importer,
+                    header: layout.Header) -> list[Target]:
+    """Where each repository of the archive goes, refused unless the import can apply."""
+    targets, seen = [], set()
+    for entry in header.repositories:
+        destination = importer.mapping.get(entry.name, entry.name)
+        repositories.validate_name(destination)
+        if destination in seen:
+            raise Invalid(f"two repositories of the archive map onto {destination!r}",
+                          details={"destination": destination})
+        seen.add(destination)
+        if entry.type not in plugins.repository_types:
+            raise Invalid(f"repository {entry.name} is of type {entry.type!r}, which this "
+                          "server does not know (its plugin is not installed)",
+                          details={"type": entry.type})
+        repository = session.scalar(select(Repository).where(Repository.name == destination))
+        if repository is None:
+            if not importer.create_repositories:
+                raise NotFound(f"repository {destination!r}, the destination of {entry.name}, "
+                               "does not exist: create it, map it elsewhere, or let the "
+                               "importer create missing repositories",
+                               details={"destination": destination})
+            if entry.base_digest is not None:
+                raise Conflict(f"the archive holds the changes of {entry.name} since version "
+                               f"{entry.base_version}, but {destination!r} does not exist "
+                               "here: import a full export first", code="wrong_base",
+                               details={"destination": destination,
+                                        "base_digest": entry.base_digest})
+            targets.append(Target(entry, destination, None))
+            if importer.distributions:
+                check_distributions(session, entry)
+            continue
+        if repository.type != entry.type:
+            raise Invalid(f"repository {entry.name} is a {entry.type} repository; its "
+                          f"destination {destination!r} is a {repository.type} repository",
+                          code="wrong_type", details={"destination": destination})
+        latest = latest_version(session, repository)
+        target = Target(entry, destination, repository.id, latest.number, latest.digest,
+                        repository.next_version)
+        if (not target.up_to_date and entry.base_digest is not None
+                and latest.digest != entry.base_digest):
+            raise Conflict(f"the archive's changes of {entry.name} apply onto a version with "
+                           f"content digest {entry.base_digest}, but {destination!r} version "
+                           f"{latest.number} has content digest {latest.digest}",
+                           code="wrong_base",
+                           details={"destination": destination, "base_digest":
+                                    entry.base_digest, "destination_digest": latest.digest})
+        if importer.distributions:
+            check_distributions(session, entry)
+        targets.append(target)
+    return targets
+
+
+class ArchiveImport:
+    """One walk over an archive: a check (`dry_run`) or the import itself."""
+
+    def __init__(self, runtime: Runtime, importer: Importer, reader: ArchiveReader, *,
+                 source: str, dry_run: bool, progress: Progress) -> None:
+        self.runtime, self.importer, self.reader = runtime, importer, reader
+        self.source, self.dry_run, self.progress = source, dry_run, progress
+        self.storage = runtime.storage
+        self.bytes_to_write = self.bytes_written = self.artifacts_present = 0
+        self.in_archive: set[str] = set()  # a check remembers what the archive brings
+        self._pending: dict[str, int] = {}
+        self._budget: int | None = None
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        streamed = self.reader.toc is None
+        if not streamed:  # chunk files: their table of contents is checked before reading
+            signed_by = self._verify(self.reader.toc)
+        header = self.reader.header()
+        with self.runtime.db.read() as session:
+            self.targets = resolve_targets(session, self.runtime.plugins, self.importer,
+                                           header)
+        self._artifacts(header)
+        for member in self.reader.repository_units():
+            self._units(member)
+        toc = self.reader.finish()
+        if streamed:  # a stream's table of contents is its last member
+            signed_by = self._verify(toc)
+        if self.dry_run:
+            return self._plan(header, signed_by)
+        with self.runtime.db.write() as session:
+            self._apply(session)
+            plan = self._plan(header, signed_by)
+            record = Import(importer_id=self.importer.id, export_uuid=header.export_id,
+                            source=self.source, incremental=header.incremental,
+                            signed_by=signed_by, plan=plan, bytes_written=self.bytes_written,
+                            duration_seconds=time.monotonic() - started)
+            session.add(record)
+            session.flush()
+            plan["import"] = record.id
+        return plan
+
+    def _verify(self, toc: dict[str, Any]) -> str | None:
+        return signing.verify(toc, self.importer.trusted_keys or [],
+                              required=self.importer.require_signature)
+
+    # -- artifacts ----------------------------------------------------------------------------
+
+    def _artifacts(self, header: layout.Header) -> None:
+        done = 0
+        self.progress("artifacts", 0, header.artifact_bytes)
+        for member in self.reader.artifacts():
+            if self.storage.exists(member.sha256):
+                self.artifacts_present += 1
+                if not self.dry_run:
+                    self._pending[member.sha256] = member.size
+            else:
+                self.bytes_to_write += member.size
+                if self.dry_run:
+                    self._rehash(member)
+                else:
+                    self._store(member)
+            if self.dry_run:
+                self.in_archive.add(member.sha256)
+            elif len(self._pending) >= STORE_BATCH:
+                self._record_pending()
+            done += member.size
+            self.progress("artifacts", done, header.artifact_bytes)
+        if not self.dry_run:
+            self._record_pending()
+
+    def _rehash(self, member) -> None:
+        digest = hashlib.sha256()
+        while block := member.read(BLOCK):
+            digest.update(block)
+        if digest.hexdigest() != member.sha256:
+            raise BadArchive(f"artifact {member.sha256} holds bytes with sha256 "
+                             f"{digest.hexdigest()}: the archive is damaged",
+                             code="digest_mismatch", details={"artifact": member.sha256})
+
+    def _store(self, member) -> None:
+        self._make_room(member.size)
+        try:
+            if member.size <= SMALL:
+                self.storage.put_bytes(member.read(member.size), member.sha256, durable=False)
+            else:
+                with self.storage.writer() as writer:
+                    while block := member.read(BLOCK):
+                        writer.write(block)
+                    writer.commit(member.sha256)
+        except PalletError as exc:
+            if exc.code == "digest_mismatch":
+                raise BadArchive(f"artifact {member.sha256} of the archive is damaged: "
+                                 f"{exc.message}", code="digest_mismatch",
+                                 details={"artifact": member.sha256}) from None
+            raise
+        except OSError as exc:
+            raise OutOfSpace(f"storing artifact {member.sha256} failed: "
+                             f"{exc.strerror or exc}; nothing was imported",
+                             details={"artifact": member.sha256}) from None
+        self.bytes_written += member.size
+        self._pending[member.sha256] = member.size
+
+    def _make_room(self, size: int) -> None:
+        """Stop before the disk fills: keep the configured reserve free."""
+        if self._budget is None or self._budget < size:
+            free = shutil.disk_usage(self.storage.root).free
+            self._budget = free - self.runtime.settings.import_reserve_bytes
+            if self._budget < size:
+                raise OutOfSpace(
+                    f"the artifact store has {free} bytes free; storing the next artifact "
+                    f"({size} bytes) would leave less than the reserve of "
+                    f"{self.runtime.settings.import_reserve_bytes} (import_reserve_bytes). "
+                    "Nothing was imported; free space and run the import again (what it "
+                    "stored so far is reused)", details={"free": free, "needed": size})
+        self._budget -= size
+
+    def _record_pending(self) -> None:
+        if not self._pending:
+            return
+        self.storage.flush()  # durable before recorded
+        with self.runtime.db.write() as session:
+            record_artifacts(session, self._pending)
+        self._pending = {}
+
+    # -- units --------------------------------------------------------------------------------
+
+    def _units(self, member: UnitsMember) -> None:
+        target = self.targets[member.index]
+        self.progress(f"units of {target.destination}", 0, None)
+        if target.up_to_date:
+            return  # the destination holds this version already: nothing to record
+        if member.kind == "removed":
+            with self.runtime.db.read() as session:
+                ids = find_content(session, member.lines)
+            missing = len(set(member.lines) - set(ids))
+            if missing:
+                raise Conflict(f"the archive removes {missing} unit(s) from {target.destination} "
+                               "that this server does not hold", code="wrong_base")
+            target.remove_ids.extend(ids.values())
+            return
+        units = [self._unit(target, unit, member, number)
+                 for number, unit in enumerate(member.lines, start=1)]
+        shas = {sha for unit in units for _, sha, _ in unit.files}
+        if self.dry_run:
+            with self.runtime.db.read() as session:
+                known = set(find_artifacts(session, shas))
+            self._require(shas - known - self.in_archive, target)
+            return
+        with self.runtime.db.write() as session:
+            artifacts = find_artifacts(session, shas)
+            self._require(shas - set(artifacts), target)
+            ids = record_units(session, units, artifacts)
+        target.add_ids.extend(ids[unit.digest] for unit in units)
+
+    def _unit(self, target: Target, unit: dict[str, Any], member: UnitsMember,
+              number: int) -> NewUnit:
+        plugins = self.runtime.plugins
+        where = f"repository {target.entry.name}, unit {number} of its member {member.index}"
+        if unit["type"] not in plugins.repository_type(target.entry.type).content_types:
+            raise BadArchive(f"{where}: a {target.entry.type} repository cannot hold content "
+                             f"of type {unit['type']!r}")
+        try:
+            content_type, model = validate_unit(plugins, unit["type"], unit["fields"])
+        except Invalid as exc:
+            raise BadArchive(f"{where}: {exc.message}", details=exc.details) from None
+        files = {path: sha.lower() for path, sha in content_type.artifacts(model).items()}
+        if files != {path: str(sha).lower() for path, sha in unit["artifacts"].items()}:
+            raise BadArchive(f"{where}: its files do not match its fields")
+        key = {name: getattr(model, name) for name in content_type.key_fields}
+        return NewUnit(unit["type"], identity_digest(unit["type"], key),
+                       model.model_dump(mode="json"),
+                       tuple((path, files[path], None) for path in sorted(files)))
+
+    def _require(self, missing: set[str], target: Target) -> None:
+        if missing:
+            example = sorted(missing)[0]
+            raise Invalid(f"{len(missing)} file(s) of {target.entry.name} are neither in the "
+                          f"archive nor stored here (e.g. sha256 {example}): the export "
+                          "expected this server to hold its base", code="missing_artifacts",
+                          details={"missing": sorted(missing)[:20]})
+
+    # -- the plan and the one transaction -----------------------------------------------------
+
+    def _plan(self, header: layout.Header, signed_by: str | None) -> dict[str, Any]:
+        free = shutil.disk_usage(self.storage.root).free
+        plan = {"export_id": header.export_id, "exporter": header.exporter,
+                "format_version": header.format_version, "incremental": header.incremental,
+                "signed_by": signed_by, "dry_run": self.dry_run,
+                "repositories": [target.plan() for target in self.targets],
+                "artifacts": header.artifacts, "artifact_bytes": header.artifact_bytes,
+                "artifacts_present": self.artifacts_present,
+                "bytes_to_write": self.bytes_to_write, "free_bytes": free}
+        if self.dry_run:
+            reserve = self.runtime.settings.import_reserve_bytes
+            if self.bytes_to_write > free - reserve:
+                raise OutOfSpace(f"the import would write {self.bytes_to_write} bytes; the "
+                                 f"artifact store has {free} free and keeps a reserve of "
+                                 f"{reserve} (import_reserve_bytes)", details=plan)
+        return plan
+
+    def _apply(self, session: Session) -> None:
+        plugins, storage = self.runtime.plugins, self.runtime.storage
+        for target in self.targets:
+            entry = target.entry
+            if target.repository_id is None:
+                repository = repositories.create_repository(
+                    session, plugins, name=target.destination, type=entry.type,
+                    description=entry.description, autopublish=entry.autopublish,
+                    publish_options=entry.publish_options)
+            else:
+                repository = session.get(Repository, target.repository_id)
+                if repository is None or latest_version(session, repository).digest \
+                        != target.current_digest:
+                    raise Conflict(f"repository {target.destination!r} changed while the "
+                                   "archive was read; run the import again")
+            version = None
+            if not target.up_to_date:
+                version = create_version(session, plugins, repository,
+                                         add=target.add_ids, remove=target.remove_ids,
+                                         remove_all=entry.base_digest is None)
+                result = version or latest_version(session, repository)
+                if result.digest != entry.digest:
+                    raise Conflict(f"importing {entry.name} into {target.destination!r} gave "
+                                   f"content digest {result.digest}, not the exported "
+                                   f"{entry.digest}; nothing was imported",
+                                   code="digest_mismatch")
+                autopublish(session, plugins, storage, repository, version)
+                target.created_version = version.number if version else None
+            newest = version or latest_version(session, repository)
+            for options in entry.publications:  # the source's, so the same paths are served
+                publish(session, plugins, storage, repository, newest, options)
+            if self.importer.distributions:
+                distribute(session, repository, entry)

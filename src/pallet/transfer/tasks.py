@@ -1,0 +1,207 @@
+"""Tasks of the air-gap transfer: export, and import or its check.
+
+An export holds its exporter exclusively and each exported repository shared (no version
+can be deleted under it), and reads in one snapshot. An import holds every destination
+exclusively and the orphans lock shared; its check holds nothing, as it writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from sqlalchemy import select
+
+from pallet.errors import Invalid, NotFound
+from pallet.paths import allowed_path
+from pallet.repositories.models import Repository, RepositoryVersion
+from pallet.repositories.versions import get_version, latest_version
+from pallet.runtime import Runtime
+from pallet.tasks.registry import task_function
+from pallet.transfer import export as exporting, service
+from pallet.transfer.chunks import FileSink
+from pallet.transfer.imports import ArchiveImport
+from pallet.transfer.models import Export, Exporter, Importer
+from pallet.transfer.reader import ArchiveReader, open_files, open_stream
+from pallet.transfer.writer import write_toc_file
+from pallet.uploads.service import upload_path
+
+TOC_SUFFIX = ".toc.json"
+
+
+# -- export ---------------------------------------------------------------------------------
+
+def selections(session, exporter: Exporter, *, incremental: bool,
+               versions: dict[str, int], start_versions: dict[str, int]
+               ) -> list[exporting.Selection]:
+    """The versions an export writes, and where an incremental one starts."""
+    names = service.repository_names(session, exporter.repository_ids)
+    unknown = sorted((set(versions) | set(start_versions)) - set(names))
+    if unknown:
+        raise Invalid(f"exporter {exporter.name!r} does not export {', '.join(unknown)}",
+                      details={"repositories": unknown})
+    previous = service.last_export(session, exporter)
+    bases = {entry["repository_id"]: entry["version"]
+             for entry in (previous.versions if previous else [])}
+    chosen = []
+    for repository_id, name in zip(exporter.repository_ids, names):
+        repository = session.get(Repository, repository_id)
+        if repository is None:
+            raise NotFound(f"repository {name} of exporter {exporter.name!r} was deleted; "
+                           "update the exporter", details={"repository_id": repository_id})
+        version = (get_version(session, repository, versions[name]) if name in versions
+                   else latest_version(session, repository))
+        base = None
+        if name in start_versions:
+            base = get_version(session, repository, start_versions[name])
+        elif incremental:
+            if repository_id not in bases:
+                raise Invalid(f"repository {name} was not in exporter {exporter.name!r}'s "
+                              "last export: export it in full, or give its start version",
+                              details={"repository": name})
+            base = session.scalar(select(RepositoryVersion).where(
+                RepositoryVersion.repository_id == repository_id,
+                RepositoryVersion.number == bases[repository_id]))
+            if base is None:
+                raise Invalid(f"version {bases[repository_id]} of {name}, where the last "
+                              "export ended, was deleted: export in full, or give a start "
+                              "version", details={"repository": name})
+        chosen.append(exporting.Selection(repository, version, base))
+    return chosen
+
+
+@task_function("transfer.export")
+def export(runtime: Runtime, task, *, exporter_id: int, incremental: bool = False,
+           versions: dict[str, int] | None = None, start_versions: dict[str, int] | None = None,
+           chunk_size: int | None = None, single_file: bool = False) -> None:
+    started = time.monotonic()
+    with runtime.db.snapshot() as session:
+        exporter = session.get(Exporter, exporter_id)
+        if exporter is None:
+            raise NotFound("the exporter was deleted before the task ran")
+        chosen = selections(session, exporter, incremental=incremental,
+                            versions=versions or {}, start_versions=start_versions or {})
+        exporting.check_downloaded(session, chosen)
+        directory = service.check_export_dir(runtime.settings, exporter.path)
+        directory.mkdir(parents=True, exist_ok=True)
+        key = session.get(service.SigningKey, exporter.signing_key_id) \
+            if exporter.signing_key_id else None
+        document = exporting.header(session, chosen, exporter=exporter.name)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        base = f"{exporter.name}-{stamp}-{document['export_id'][:8]}"
+        size = None if single_file else (chunk_size or exporter.chunk_size)
+        sink = FileSink(directory, f"{base}.tar", size)
+        try:
+            chunks, toc = exporting.write_archive(
+                session, runtime.storage, chosen, document, sink,
+                private_key=key.private_key if key else None, progress=task.progress)
+            write_toc_file(directory / f"{base}{TOC_SUFFIX}", toc)
+        except BaseException:
+            sink.abort()
+            raise
+    try:
+        with runtime.db.write() as session:
+            record = Export(
+                exporter_id=exporter_id, export_uuid=document["export_id"],
+                incremental=document["incremental"], directory=str(directory),
+                toc_file=f"{base}{TOC_SUFFIX}", chunks=[c.as_dict() for c in chunks],
+                versions=[{"repository_id": s.repository.id, "name": s.repository.name,
+                           "version": s.version.number, "digest": s.version.digest,
+                           "base_version": s.base.number if s.base else None}
+                          for s in chosen],
+                summary=document, signed_by=key.key_id if key else None,
+                artifacts=document["artifacts"], bytes=sum(c.size for c in chunks),
+                duration_seconds=time.monotonic() - started)
+            session.add(record)
+            session.flush()
+    except BaseException:
+        (directory / f"{base}{TOC_SUFFIX}").unlink(missing_ok=True)
+        sink.abort()
+        raise
+    task.created(f"/api/v1/exports/{record.id}")
+    task.result = {"export": record.id, "toc": str(directory / record.toc_file),
+                   "chunks": len(chunks), "bytes": record.bytes,
+                   "artifacts": record.artifacts, "incremental": record.incremental}
+
+
+# -- import ---------------------------------------------------------------------------------
+
+@contextmanager
+def open_archive(runtime: Runtime, *, path: str | None = None, upload_id: int | None = None
+                 ) -> Iterator[tuple[ArchiveReader, str]]:
+    """A reader of the archive at `path` (a table of contents, or a single-stream archive,
+    under the allowed import directories) or in upload `upload_id`; and a label for it."""
+    if (path is None) == (upload_id is None):
+        raise Invalid("name the archive by its path or by an upload, not both",
+                      details={"field": "path"})
+    if upload_id is not None:
+        file = upload_path(runtime.settings, upload_id)
+        label = f"upload {upload_id}"
+    else:
+        file = allowed_path(path, runtime.settings.allowed_import_dirs,
+                            setting="allowed_import_dirs")
+        label = str(file)
+    if path is not None and file.name.endswith(TOC_SUFFIX):
+        reader, _ = open_files(file)
+        try:
+            yield reader, label
+        finally:
+            reader.source.close()
+        return
+    try:
+        stream = open(file, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"there is no archive at {label}", details={"path": label}) from None
+    except OSError as exc:
+        raise Invalid(f"cannot read {label}: {exc.strerror}") from None
+    with stream:
+        yield open_stream(stream), label
+
+
+def destinations(runtime: Runtime, importer: Importer, *, path: str | None = None,
+                 upload_id: int | None = None) -> list[str]:
+    """The repository names an archive would import into (read from its header only)."""
+    with open_archive(runtime, path=path, upload_id=upload_id) as (reader, _):
+        header = reader.header()
+    return [importer.mapping.get(entry.name, entry.name) for entry in header.repositories]
+
+
+def import_locks(runtime: Runtime, names: list[str]) -> list[str]:
+    with runtime.db.read() as session:
+        ids = dict(session.execute(select(Repository.name, Repository.id)
+                                   .where(Repository.name.in_(names))).all())
+    return [f"repository:{ids[name]}" if name in ids else f"repository-name:{name}"
+            for name in names]
+
+
+def _run(runtime: Runtime, task, importer_id: int, path: str | None, upload_id: int | None,
+         dry_run: bool) -> dict[str, Any]:
+    with runtime.db.read() as session:
+        importer = session.get(Importer, importer_id)
+        if importer is None:
+            raise NotFound("the importer was deleted before the task ran")
+    with open_archive(runtime, path=path, upload_id=upload_id) as (reader, label):
+        return ArchiveImport(runtime, importer, reader, source=label, dry_run=dry_run,
+                             progress=task.progress).run()
+
+
+@task_function("transfer.check")
+def check(runtime: Runtime, task, *, importer_id: int, path: str | None = None,
+          upload_id: int | None = None) -> None:
+    """Validate an archive against this server and report the import's plan."""
+    task.result = _run(runtime, task, importer_id, path, upload_id, dry_run=True)
+
+
+@task_function("transfer.import")
+def import_archive(runtime: Runtime, task, *, importer_id: int, path: str | None = None,
+                   upload_id: int | None = None) -> None:
+    plan = _run(runtime, task, importer_id, path, upload_id, dry_run=False)
+    for repository in plan["repositories"]:
+        if repository.get("version") is not None and not repository["up_to_date"]:
+            task.created(f"/api/v1/repositories/{repository['destination']}/versions/"
+                         f"{repository['version']}")
+    task.created(f"/api/v1/imports/{plan['import']}")
+    task.result = plan
+

@@ -1,0 +1,303 @@
+"""Export on one server, import on another (two databases, two data directories): exact
+copies, full and incremental, checked before acting, and refusals that change nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import make_settings
+from factories import make_files, store_bytes
+from pallet.artifacts.models import Artifact
+from pallet.content.models import ContentArtifact
+from pallet.content.service import create_content
+from pallet.distributions.service import create_distribution, Target as Serving
+from pallet.errors import PalletError
+from pallet.publications.service import publish
+from pallet.repositories import service as repositories
+from pallet.repositories.versions import create_version, latest_version
+from pallet.runtime import Runtime
+from pallet.tasks.worker import TaskContext
+from pallet.transfer import service, tasks
+from pallet.transfer.export import Selection, header, write_archive
+from pallet.transfer.chunks import StreamSink
+
+
+@pytest.fixture
+def source(tmp_path, database_url):
+    settings = make_settings(tmp_path / "source", database_url,
+                             allowed_export_dirs=[tmp_path / "exports"])
+    (tmp_path / "exports").mkdir()
+    runtime = Runtime.create(settings)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def destination(tmp_path, other_database_url):
+    settings = make_settings(tmp_path / "destination", other_database_url,
+                             allowed_import_dirs=[tmp_path / "exports"],
+                             import_reserve_bytes=0)
+    runtime = Runtime.create(settings)
+    yield runtime
+    runtime.close()
+
+
+def run(fn, runtime, **kwargs):
+    task = TaskContext(0)
+    fn(runtime, task, **kwargs)
+    return task.result
+
+
+def repository(runtime, name, ids=(), remove=()):
+    with runtime.db.write() as session:
+        try:
+            repo = repositories.get_repository(session, name)
+        except PalletError:
+            repo = repositories.create_repository(session, runtime.plugins, name=name,
+                                                  type="file")
+        if ids or remove:
+            create_version(session, runtime.plugins, repo, add=ids, remove=remove)
+        return repo.id
+
+
+def digest(runtime, name):
+    with runtime.db.read() as session:
+        return latest_version(session, repositories.get_repository(session, name)).digest
+
+
+def versions(runtime, name):
+    with runtime.db.read() as session:
+        repo = repositories.get_repository(session, name)
+        return latest_version(session, repo).number
+
+
+def exporter(runtime, tmp_path, names, **options):
+    with runtime.db.write() as session:
+        return service.create_exporter(session, runtime.settings, name="ex",
+                                       path=str(tmp_path / "exports"), repositories=names,
+                                       **options).id
+
+
+def importer(runtime, **options):
+    options.setdefault("create_repositories", True)
+    with runtime.db.write() as session:
+        return service.create_importer(session, name="im", **options).id
+
+
+def toc_path(result) -> str:
+    return result["toc"]
+
+
+def test_full_round_trip_is_exact_and_says_so(source, destination, tmp_path):
+    ids = make_files(source, 30, "a")
+    shared = ids[:5]  # both repositories hold these: their artifacts travel once
+    repository(source, "web", ids)
+    repository(source, "tools", shared + make_files(source, 3, "t"))
+    exporter_id = exporter(source, tmp_path, ["web", "tools"], chunk_size=1 << 20)
+    result = run(tasks.export, source, exporter_id=exporter_id)
+    assert result["artifacts"] == 33
+    importer_id = importer(destination)
+
+    plan = run(tasks.check, destination, importer_id=importer_id, path=toc_path(result))
+    assert [(r["destination"], r["create_repository"], r["version"], r["units_added"])
+            for r in plan["repositories"]] == [("web", True, 1, 30), ("tools", True, 1, 8)]
+    assert plan["bytes_to_write"] > 0 and plan["dry_run"]
+    with destination.db.read() as session:  # the check changed nothing
+        assert session.scalar(select(func.count()).select_from(Artifact)) == 0
+
+    done = run(tasks.import_archive, destination, importer_id=importer_id,
+               path=toc_path(result))
+    for name in ("web", "tools"):
+        assert digest(destination, name) == digest(source, name)
+    assert [r["target_digest"] for r in done["repositories"]] == \
+        [digest(source, "web"), digest(source, "tools")]
+    assert done["bytes_to_write"] == plan["bytes_to_write"]
+    for sha in _shas(source):  # every byte arrived, verified
+        assert destination.storage.hash_stored(sha) == sha
+
+    again = run(tasks.import_archive, destination, importer_id=importer_id,
+                path=toc_path(result))
+    assert all(r["up_to_date"] and r["version"] is None for r in again["repositories"])
+    assert again["bytes_to_write"] == 0 and versions(destination, "web") == 1
+
+
+def _shas(runtime):
+    with runtime.db.read() as session:
+        return list(session.scalars(select(Artifact.sha256)))
+
+
+def test_incremental_chain_ends_identical(source, destination, tmp_path):
+    ids = make_files(source, 40, "a")
+    repository(source, "web", ids)
+    exporter_id = exporter(source, tmp_path, ["web"])
+    importer_id = importer(destination)
+    full = run(tasks.export, source, exporter_id=exporter_id)
+    run(tasks.import_archive, destination, importer_id=importer_id, path=toc_path(full))
+
+    for step in range(2):
+        repository(source, "web", make_files(source, 4, f"new{step}"), remove=ids[step::10])
+        delta = run(tasks.export, source, exporter_id=exporter_id, incremental=True)
+        assert delta["incremental"] and delta["artifacts"] == 4  # only the new bytes travel
+        plan = run(tasks.check, destination, importer_id=importer_id, path=toc_path(delta))
+        assert plan["repositories"][0]["units_added"] == 4
+        assert plan["repositories"][0]["units_removed"] == 4
+        run(tasks.import_archive, destination, importer_id=importer_id, path=toc_path(delta))
+        assert digest(destination, "web") == digest(source, "web")
+
+
+def test_incremental_onto_the_wrong_base_names_both_digests(source, destination, tmp_path):
+    ids = make_files(source, 10, "a")
+    repository(source, "web", ids)
+    exporter_id = exporter(source, tmp_path, ["web"])
+    importer_id = importer(destination)
+    run(tasks.import_archive, destination, importer_id=importer_id,
+        path=toc_path(run(tasks.export, source, exporter_id=exporter_id)))
+    repository(destination, "web", remove=ids[:1])  # the destination drifted
+    before = digest(destination, "web")
+    repository(source, "web", remove=ids[5:6])
+    delta = run(tasks.export, source, exporter_id=exporter_id, incremental=True)
+    with pytest.raises(PalletError) as refused:
+        run(tasks.import_archive, destination, importer_id=importer_id, path=toc_path(delta))
+    assert refused.value.code == "wrong_base"
+    assert before in refused.value.message and refused.value.details["base_digest"] in \
+        refused.value.message
+    assert digest(destination, "web") == before
+
+
+def test_a_damaged_chunk_changes_nothing_and_a_rerun_reuses_what_was_stored(
+        source, destination, tmp_path):
+    blobs = [os.urandom(300_000) for _ in range(12)]
+    units = []
+    for i, data in enumerate(blobs):
+        sha = store_bytes(source, data)
+        with source.db.write() as session:
+            units.append(create_content(session, source.plugins, type="file",
+                                        fields={"relative_path": f"big/{i}", "sha256": sha}
+                                        )[0].id)
+    repository(source, "web", units)
+    result = run(tasks.export, source, exporter_id=exporter(source, tmp_path, ["web"],
+                                                            chunk_size=1 << 20))
+    toc = json.loads(Path(result["toc"]).read_text())
+    last = Path(result["toc"]).parent / toc["chunks"][-1]["name"]
+    good = last.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0xFF
+    last.write_bytes(bytes(damaged))
+    importer_id = importer(destination)
+    with pytest.raises(PalletError, match="damaged|altered"):
+        run(tasks.import_archive, destination, importer_id=importer_id, path=result["toc"])
+    with destination.db.read() as session:
+        with pytest.raises(PalletError):
+            repositories.get_repository(session, "web")
+    last.write_bytes(good)
+    done = run(tasks.import_archive, destination, importer_id=importer_id, path=result["toc"])
+    assert digest(destination, "web") == digest(source, "web")
+    assert done["artifacts_present"] > 0  # stored by the failed attempt, not written again
+
+
+def test_signatures(source, destination, tmp_path):
+    repository(source, "web", make_files(source, 3))
+    with source.db.write() as session:
+        key = service.create_key(session, name="release")
+        public = key.public_key
+    exporter_id = exporter(source, tmp_path, ["web"])
+    unsigned = run(tasks.export, source, exporter_id=exporter_id)
+    with source.db.write() as session:
+        service.update_exporter(session, source.settings,
+                                service.get_exporter(session, "ex"), {"signing_key": "release"})
+    signed = run(tasks.export, source, exporter_id=exporter_id)
+    importer_id = importer(destination, trusted_keys=[public], require_signature=True)
+    with pytest.raises(PalletError, match="not signed"):
+        run(tasks.check, destination, importer_id=importer_id, path=unsigned["toc"])
+    plan = run(tasks.import_archive, destination, importer_id=importer_id, path=signed["toc"])
+    assert plan["signed_by"] == key.key_id
+
+    toc = json.loads(Path(signed["toc"]).read_text())
+    toc["summary"]["repositories"][0]["digest"] = "0" * 64
+    Path(signed["toc"]).write_text(json.dumps(toc))
+    with pytest.raises(PalletError, match="altered after signing"):
+        run(tasks.check, destination, importer_id=importer_id, path=signed["toc"])
+
+
+def test_mapping_onto_a_missing_repository_is_refused(source, destination, tmp_path):
+    repository(source, "web", make_files(source, 2))
+    result = run(tasks.export, source, exporter_id=exporter(source, tmp_path, ["web"]))
+    importer_id = importer(destination, mapping={"web": "other"}, create_repositories=False)
+    with pytest.raises(PalletError, match="'other'.*does not exist"):
+        run(tasks.check, destination, importer_id=importer_id, path=result["toc"])
+
+
+def test_on_demand_content_fails_the_export_up_front(source, tmp_path):
+    ids = make_files(source, 2)
+    with source.db.write() as session:
+        session.execute(ContentArtifact.__table__.update()
+                        .where(ContentArtifact.content_id == ids[0]).values(artifact_id=None))
+    repository(source, "web", ids)
+    with pytest.raises(PalletError, match="never downloaded") as refused:
+        run(tasks.export, source, exporter_id=exporter(source, tmp_path, ["web"]))
+    assert refused.value.details["missing"][0]["relative_path"] == "f/0.txt"
+    assert list((tmp_path / "exports").iterdir()) == []
+
+
+def test_running_out_of_space_changes_nothing(source, destination, tmp_path):
+    repository(source, "web", make_files(source, 5))
+    result = run(tasks.export, source, exporter_id=exporter(source, tmp_path, ["web"]))
+    destination.settings.import_reserve_bytes = 1 << 62
+    importer_id = importer(destination)
+    with pytest.raises(PalletError, match="reserve") as refused:
+        run(tasks.import_archive, destination, importer_id=importer_id, path=result["toc"])
+    assert refused.value.code == "out_of_space"
+    with destination.db.read() as session:
+        assert repositories.list_repositories(session)[0] == 0
+
+
+def test_a_single_stream_archive_imports(source, destination, tmp_path):
+    ids = make_files(source, 6)
+    repository(source, "web", ids)
+    target = tmp_path / "exports" / "web.tar"
+    with source.db.snapshot() as session, open(target, "wb") as out:
+        repo = repositories.get_repository(session, "web")
+        chosen = [Selection(repo, latest_version(session, repo))]
+        write_archive(session, source.storage, chosen, header(session, chosen, exporter="x"),
+                      StreamSink(out))
+    importer_id = importer(destination)
+    run(tasks.import_archive, destination, importer_id=importer_id, path=str(target))
+    assert digest(destination, "web") == digest(source, "web")
+
+
+def test_publications_and_distributions_travel(source, destination, tmp_path):
+    repository(source, "web", make_files(source, 3))
+    with source.db.write() as session:
+        repo = repositories.get_repository(session, "web")
+        publish(session, source.plugins, source.storage, repo, latest_version(session, repo))
+        create_distribution(session, name="web", base_path="pub/web",
+                            target=Serving(repository_id=repo.id))
+    result = run(tasks.export, source, exporter_id=exporter(source, tmp_path, ["web"]))
+    run(tasks.import_archive, destination, importer_id=importer(destination),
+        path=result["toc"])
+    from pallet.distributions.service import get_distribution
+    from pallet.publications.service import latest_publication
+    with destination.db.read() as session:
+        repo = repositories.get_repository(session, "web")
+        assert get_distribution(session, "web").repository_id == repo.id
+        publication = latest_publication(session, repo.id)
+        assert publication.version_id == latest_version(session, repo).id
+        assert [f.relative_path for f in publication.metadata_files] == ["PULP_MANIFEST"]
+
+
+def test_mapping_onto_a_repository_of_another_type_is_refused(source, destination, tmp_path):
+    from pallet.plugin import Plugin, RepositoryType
+    destination.plugins.add(Plugin(name="notes", repository_types=(
+        RepositoryType(name="notes", content_types=("file",)),)))
+    with destination.db.write() as session:
+        repositories.create_repository(session, destination.plugins, name="web", type="notes")
+    repository(source, "web", make_files(source, 2))
+    result = run(tasks.export, source, exporter_id=exporter(source, tmp_path, ["web"]))
+    with pytest.raises(PalletError, match="is a notes repository") as refused:
+        run(tasks.check, destination, importer_id=importer(destination), path=result["toc"])
+    assert refused.value.code == "wrong_type"
