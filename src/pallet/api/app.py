@@ -27,6 +27,7 @@ from pallet.repositories.api import router as repositories_router
 from pallet.runtime import Runtime
 from pallet.tasks.api import router as tasks_router
 from pallet.tasks.models import Worker
+from pallet.transfer.api import router as transfer_router
 from pallet.uploads.api import router as uploads_router
 
 API = "/api/v1"
@@ -56,7 +57,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     api = APIRouter(prefix=API)
     for router in (repositories_router, remotes_router, publications_router,
                    distributions_router, content_router, artifacts_router, uploads_router,
-                   orphans_router, tasks_router, auth_router):
+                   orphans_router, transfer_router, tasks_router, auth_router):
         api.include_router(router)
     api.add_api_route("/status", status, methods=["GET"], response_model=StatusRead,
                       tags=["status"], summary="Status (no authentication needed)")

@@ -1,0 +1,331 @@
+"""Routes of the air-gap transfer: signing keys (admin), exporters and exports (the export
+permission), importers and imports (the import permission)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Iterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from pallet.api.deps import Admin, Exporting, Importing, RuntimeDep, dispatch
+from pallet.api.pagination import Paging, page
+from pallet.api.schemas import Page
+from pallet.orphans.service import LOCK as ORPHANS_LOCK
+from pallet.tasks.schemas import TaskRead
+from pallet.transfer import export as exporting, service, tasks
+from pallet.transfer.chunks import StreamSink
+from pallet.transfer.models import Export, Exporter, Importer, SigningKey
+from pallet.transfer.schemas import (ExporterCreate, ExporterRead, ExporterUpdate, ExportRead,
+                                     ExportRequest, ImporterCreate, ImporterRead,
+                                     ImporterUpdate, ImportRead, ImportRequest,
+                                     SigningKeyCreate, SigningKeyRead, export_read,
+                                     exporter_read, import_read, importer_read, key_read)
+
+router = APIRouter(tags=["transfer"])
+ACCEPTED = {202: {"model": TaskRead, "description": "Queued as a task."}}
+
+
+# -- signing keys ---------------------------------------------------------------------------
+
+@router.post("/signing-keys", status_code=201, response_model=SigningKeyRead)
+def create_key(body: SigningKeyCreate, runtime: RuntimeDep, _: Admin):
+    with runtime.db.write() as session:
+        return key_read(service.create_key(session, name=body.name))
+
+
+@router.get("/signing-keys", response_model=Page[SigningKeyRead])
+def list_keys(request: Request, runtime: RuntimeDep, _: Admin, paging: Paging):
+    with runtime.db.read() as session:
+        count, items = service.list_keys(session, limit=paging.limit, offset=paging.offset)
+        return page(request, paging, count, items, key_read)
+
+
+@router.get("/signing-keys/{name}", response_model=SigningKeyRead)
+def show_key(name: str, runtime: RuntimeDep, _: Admin):
+    with runtime.db.read() as session:
+        return key_read(service.get_key(session, name))
+
+
+@router.delete("/signing-keys/{name}", status_code=204)
+def delete_key(name: str, runtime: RuntimeDep, _: Admin) -> None:
+    with runtime.db.write() as session:
+        service.delete_key(session, service.get_key(session, name))
+
+
+# -- exporters ------------------------------------------------------------------------------
+
+def _exporter_read(session, exporter: Exporter) -> ExporterRead:
+    key = session.get(SigningKey, exporter.signing_key_id) if exporter.signing_key_id else None
+    last = service.last_export(session, exporter)
+    return exporter_read(exporter, service.repository_names(session, exporter.repository_ids),
+                         key.name if key else None, last.id if last else None)
+
+
+@router.post("/exporters", status_code=201, response_model=ExporterRead)
+def create_exporter(body: ExporterCreate, runtime: RuntimeDep, _: Exporting):
+    with runtime.db.write() as session:
+        exporter = service.create_exporter(session, runtime.settings, **body.model_dump())
+        return _exporter_read(session, exporter)
+
+
+@router.get("/exporters", response_model=Page[ExporterRead])
+def list_exporters(request: Request, runtime: RuntimeDep, _: Exporting, paging: Paging):
+    with runtime.db.read() as session:
+        count, items = service.list_exporters(session, limit=paging.limit, offset=paging.offset)
+        return page(request, paging, count, items, lambda e: _exporter_read(session, e))
+
+
+@router.get("/exporters/{name}", response_model=ExporterRead)
+def show_exporter(name: str, runtime: RuntimeDep, _: Exporting):
+    with runtime.db.read() as session:
+        return _exporter_read(session, service.get_exporter(session, name))
+
+
+@router.patch("/exporters/{name}", response_model=ExporterRead)
+def update_exporter(name: str, body: ExporterUpdate, runtime: RuntimeDep, _: Exporting):
+    with runtime.db.write() as session:
+        exporter = service.get_exporter(session, name)
+        service.update_exporter(session, runtime.settings, exporter,
+                                body.model_dump(exclude_unset=True))
+        return _exporter_read(session, exporter)
+
+
+@router.delete("/exporters/{name}", status_code=204)
+def delete_exporter(name: str, runtime: RuntimeDep, _: Exporting) -> None:
+    with runtime.db.write() as session:
+        service.delete_exporter(session, service.get_exporter(session, name))
+
+
+@router.post("/exporters/{name}/export", status_code=202, response_model=TaskRead,
+             responses=ACCEPTED)
+def run_export(name: str, body: ExportRequest, runtime: RuntimeDep, principal: Exporting):
+    """Write an export into the exporter's directory: chunk files and a table of contents."""
+    with runtime.db.read() as session:
+        exporter = service.get_exporter(session, name)
+        service.check_export_dir(runtime.settings, exporter.path)
+        repositories = [f"repository:{i}" for i in exporter.repository_ids]
+    return dispatch(runtime, principal, tasks.export, exclusive=[f"exporter:{exporter.id}"],
+                    shared=repositories, exporter_id=exporter.id, **body.model_dump())
+
+
+@router.get("/exporters/{name}/stream", response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-tar": {}},
+                             "description": "The archive as one stream, its table of "
+                                            "contents last."}})
+def stream_export(name: str, runtime: RuntimeDep, _: Exporting, incremental: bool = False):
+    """Export as a single stream, straight to the client (nothing is written on the server);
+    recorded like any export once the last byte is out."""
+    with runtime.db.read() as session:
+        exporter = service.get_exporter(session, name)
+    pipe = _Pipe()
+    thread = threading.Thread(target=_produce, args=(runtime, exporter.id, incremental, pipe),
+                              name=f"export-stream-{name}", daemon=True)
+    thread.start()
+    first = pipe.get()
+    if isinstance(first, BaseException):
+        raise first
+    return StreamingResponse(pipe.drain(first), media_type="application/x-tar",
+                             headers={"Content-Disposition":
+                                      f'attachment; filename="{name}.tar"'})
+
+
+class _Pipe:
+    """Bytes from the exporting thread to the response, a bounded queue between them."""
+
+    def __init__(self) -> None:
+        self.items: queue.Queue = queue.Queue(maxsize=16)
+        self.closed = threading.Event()
+        self._buffer: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:  # the sink's stream
+        if self.closed.is_set():
+            raise ConnectionError("the client went away")
+        self._buffer.append(bytes(data))
+        self._size += len(data)
+        if self._size >= 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.put(b"".join(self._buffer))
+            self._buffer, self._size = [], 0
+
+    def put(self, item) -> None:
+        while not self.closed.is_set():
+            try:
+                self.items.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def get(self):
+        return self.items.get()
+
+    def drain(self, first) -> Iterator[bytes]:
+        try:
+            item = first
+            while item is not None:
+                if isinstance(item, BaseException):
+                    return  # the stream ends short: the importer sees it truncated
+                yield item
+                item = self.items.get()
+        finally:
+            self.closed.set()
+
+
+def _produce(runtime, exporter_id: int, incremental: bool, pipe: _Pipe) -> None:
+    started = time.monotonic()
+    try:
+        with runtime.db.snapshot() as session:
+            exporter = session.get(Exporter, exporter_id)
+            chosen = tasks.selections(session, exporter, incremental=incremental, versions={},
+                                      start_versions={})
+            exporting.check_downloaded(session, chosen)
+            key = session.get(SigningKey, exporter.signing_key_id) \
+                if exporter.signing_key_id else None
+            document = exporting.header(session, chosen, exporter=exporter.name)
+            pipe.put(b"")  # ready: the response may start
+            chunks, _ = exporting.write_archive(session, runtime.storage, chosen, document,
+                                                StreamSink(pipe),
+                                                private_key=key.private_key if key else None)
+            pipe.flush()
+        with runtime.db.write() as session:
+            session.add(Export(
+                exporter_id=exporter_id, export_uuid=document["export_id"],
+                incremental=document["incremental"], directory=None, toc_file=None,
+                chunks=[c.as_dict() for c in chunks],
+                versions=[{"repository_id": s.repository.id, "name": s.repository.name,
+                           "version": s.version.number, "digest": s.version.digest,
+                           "base_version": s.base.number if s.base else None} for s in chosen],
+                summary=document, signed_by=key.key_id if key else None,
+                artifacts=document["artifacts"], bytes=chunks[0].size,
+                duration_seconds=time.monotonic() - started))
+        pipe.put(None)
+    except BaseException as exc:  # reported before the first byte, or ends the stream short
+        pipe.put(exc)
+
+
+# -- exports --------------------------------------------------------------------------------
+
+def _export_read(session, export: Export) -> ExportRead:
+    exporter = session.get(Exporter, export.exporter_id) if export.exporter_id else None
+    return export_read(export, exporter.name if exporter else None)
+
+
+@router.get("/exports", response_model=Page[ExportRead])
+def list_exports(request: Request, runtime: RuntimeDep, _: Exporting, paging: Paging,
+                 exporter: str | None = None):
+    with runtime.db.read() as session:
+        owner = service.get_exporter(session, exporter) if exporter else None
+        count, items = service.list_exports(session, exporter=owner, limit=paging.limit,
+                                            offset=paging.offset)
+        return page(request, paging, count, items, lambda e: _export_read(session, e))
+
+
+@router.get("/exports/{export_id}", response_model=ExportRead)
+def show_export(export_id: int, runtime: RuntimeDep, _: Exporting):
+    with runtime.db.read() as session:
+        return _export_read(session, service.get_export(session, export_id))
+
+
+@router.delete("/exports/{export_id}", status_code=204)
+def delete_export(export_id: int, runtime: RuntimeDep, _: Exporting) -> None:
+    """Forget an export and delete its files (an incremental then starts from the one
+    before it)."""
+    with runtime.db.write() as session:
+        files = service.delete_export(session, service.get_export(session, export_id))
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
+# -- importers and imports ------------------------------------------------------------------
+
+@router.post("/importers", status_code=201, response_model=ImporterRead)
+def create_importer(body: ImporterCreate, runtime: RuntimeDep, _: Importing):
+    with runtime.db.write() as session:
+        return importer_read(service.create_importer(session, **body.model_dump()))
+
+
+@router.get("/importers", response_model=Page[ImporterRead])
+def list_importers(request: Request, runtime: RuntimeDep, _: Importing, paging: Paging):
+    with runtime.db.read() as session:
+        count, items = service.list_importers(session, limit=paging.limit, offset=paging.offset)
+        return page(request, paging, count, items, importer_read)
+
+
+@router.get("/importers/{name}", response_model=ImporterRead)
+def show_importer(name: str, runtime: RuntimeDep, _: Importing):
+    with runtime.db.read() as session:
+        return importer_read(service.get_importer(session, name))
+
+
+@router.patch("/importers/{name}", response_model=ImporterRead)
+def update_importer(name: str, body: ImporterUpdate, runtime: RuntimeDep, _: Importing):
+    with runtime.db.write() as session:
+        importer = service.get_importer(session, name)
+        return importer_read(service.update_importer(session, importer,
+                                                     body.model_dump(exclude_unset=True)))
+
+
+@router.delete("/importers/{name}", status_code=204)
+def delete_importer(name: str, runtime: RuntimeDep, _: Importing) -> None:
+    with runtime.db.write() as session:
+        service.delete_importer(session, service.get_importer(session, name))
+
+
+def _importer(runtime, name: str) -> Importer:
+    with runtime.db.read() as session:
+        return service.get_importer(session, name)
+
+
+@router.post("/importers/{name}/check", status_code=202, response_model=TaskRead,
+             responses=ACCEPTED)
+def check_import(name: str, body: ImportRequest, runtime: RuntimeDep, principal: Importing):
+    """Validate an archive against this server, change nothing, and report the plan (the
+    task's result)."""
+    importer = _importer(runtime, name)
+    tasks.destinations(runtime, importer, path=body.path, upload_id=body.upload)
+    return dispatch(runtime, principal, tasks.check, importer_id=importer.id,
+                    path=body.path, upload_id=body.upload)
+
+
+@router.post("/importers/{name}/import", status_code=202, response_model=TaskRead,
+             responses=ACCEPTED)
+def run_import(name: str, body: ImportRequest, runtime: RuntimeDep, principal: Importing):
+    """Import an archive: every destination changes, or none does."""
+    importer = _importer(runtime, name)
+    names = tasks.destinations(runtime, importer, path=body.path, upload_id=body.upload)
+    # The upload is the archive: never committed or deleted while the import reads it.
+    own = [f"upload:{body.upload}"] if body.upload is not None else []
+    return dispatch(runtime, principal, tasks.import_archive,
+                    exclusive=[f"importer:{importer.id}", *own,
+                               *tasks.import_locks(runtime, names)],
+                    shared=[ORPHANS_LOCK], importer_id=importer.id, path=body.path,
+                    upload_id=body.upload)
+
+
+def _import_read(session, record) -> ImportRead:
+    importer = session.get(Importer, record.importer_id) if record.importer_id else None
+    return import_read(record, importer.name if importer else None)
+
+
+@router.get("/imports", response_model=Page[ImportRead])
+def list_imports(request: Request, runtime: RuntimeDep, _: Importing, paging: Paging,
+                 importer: str | None = None):
+    with runtime.db.read() as session:
+        owner = service.get_importer(session, importer) if importer else None
+        count, items = service.list_imports(session, importer=owner, limit=paging.limit,
+                                            offset=paging.offset)
+        return page(request, paging, count, items, lambda r: _import_read(session, r))
+
+
+@router.get("/imports/{import_id}", response_model=ImportRead)
+def show_import(import_id: int, runtime: RuntimeDep, _: Importing):
+    with runtime.db.read() as session:
+        return _import_read(session, service.get_import(session, import_id))
+
