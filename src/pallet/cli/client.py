@@ -11,6 +11,7 @@ root command group turns it into one line on stderr and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import sys
@@ -18,7 +19,7 @@ import tomllib
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Iterator, Mapping
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -150,6 +151,22 @@ class Client:
         if response.is_success:
             return response.json() if response.content else None
         raise self._error(response)
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives (`iter_bytes()`)."""
+        try:
+            with self._http.stream(method, self.url(path), **kwargs) as response:
+                if not response.is_success:
+                    response.read()
+                    raise self._error(response)
+                yield response
+        except httpx.TimeoutException as exc:
+            raise ClientError(f"the Pallet server at {self.config.url} did not answer in "
+                              f"time ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise ClientError(f"the transfer from the Pallet server at {self.config.url} "
+                              f"failed: {exc or type(exc).__name__}") from None
 
     def _error(self, response: httpx.Response) -> ClientError:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from pallet.cli import (admin, content, distribution, orphan, publication, remote, repository,
-                        status, task, token, upload, user, version)
+                        status, task, token, transfer, upload, user, version)
 from pallet.cli.client import ClientGroup, options
 
 app = typer.Typer(name="pallet", cls=ClientGroup, no_args_is_help=True, add_completion=False,
@@ -22,6 +22,11 @@ app.add_typer(content.app, name="content")
 app.add_typer(content.artifact_app, name="artifact")
 app.add_typer(upload.app, name="upload")
 app.add_typer(orphan.app, name="orphan")
+app.add_typer(transfer.exporter_app, name="exporter")
+app.add_typer(transfer.export_app, name="export")
+app.add_typer(transfer.importer_app, name="importer")
+app.add_typer(transfer.import_app, name="import")
+app.add_typer(transfer.key_app, name="signing-key")
 app.add_typer(task.app, name="task")
 app.add_typer(user.app, name="user")
 app.add_typer(token.app, name="token")
