@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,31 @@ from typing import BinaryIO, Sequence
 from pallet.transfer.tarstream import BadArchive
 
 READ_BLOCK = 1 << 20
+BUFFER = 1 << 20  # small writes are gathered into blocks of this size
+
+
+class ParallelSha256:
+    """A sha256 computed on a thread of its own, so hashing overlaps the reading and
+    writing (hashlib releases the GIL on large updates). Data given must not change."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
+
+    def update(self, data) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        return self._hash.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -60,8 +87,9 @@ class FileSink(Sink):
         self.chunks: list[Chunk] = []
         self.paths: list[Path] = []
         self._fd: int | None = None
-        self._hash = hashlib.sha256()
+        self._hash: ParallelSha256 | None = None
         self._in_chunk = 0
+        self._buffer = bytearray()
 
     def _name(self) -> str:
         return self.base if self.chunk_size is None else f"{self.base}.{len(self.chunks):04d}"
@@ -71,7 +99,7 @@ class FileSink(Sink):
         # O_EXCL: never overwrite a file that is there already (an older export, a link).
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.paths.append(path)
-        self._hash, self._in_chunk = hashlib.sha256(), 0
+        self._hash, self._in_chunk = ParallelSha256(), 0
 
     def _close_chunk(self) -> None:
         os.fsync(self._fd)
@@ -80,6 +108,19 @@ class FileSink(Sink):
         self.chunks.append(Chunk(self.paths[-1].name, self._in_chunk, self._hash.hexdigest()))
 
     def write(self, data: bytes) -> None:
+        if len(data) >= BUFFER and not self._buffer:
+            self._put(data)
+            return
+        self._buffer += data
+        if len(self._buffer) >= BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            self._put(data)
+
+    def _put(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             if self._fd is None:
@@ -98,6 +139,7 @@ class FileSink(Sink):
                 self._close_chunk()
 
     def close(self) -> list[Chunk]:
+        self._flush()
         if self._fd is None and not self.chunks:
             self._open()  # an empty archive is still one file
         if self._fd is not None:
@@ -106,9 +148,12 @@ class FileSink(Sink):
         return list(self.chunks)
 
     def abort(self) -> None:
+        self._buffer = bytearray()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._hash is not None:
+            self._hash.hexdigest()  # let its thread end
         for path in self.paths:
             path.unlink(missing_ok=True)
 
@@ -158,8 +203,9 @@ class ChunkSource(Source):
         self.check_present()
         self._index = -1
         self._file: BinaryIO | None = None
-        self._left = 0
-        self._hash = hashlib.sha256()
+        self._left = 0  # bytes of the current chunk file not yet read
+        self._hash: ParallelSha256 | None = None
+        self._block, self._offset = b"", 0
         self.read_bytes = 0
 
     def check_present(self) -> None:
@@ -183,9 +229,9 @@ class ChunkSource(Source):
         self._index += 1
         if self._index >= len(self.chunks):
             return False
-        self._file = open(self.paths[self._index], "rb")
+        self._file = open(self.paths[self._index], "rb", buffering=0)
         self._left = self.chunks[self._index].size
-        self._hash = hashlib.sha256()
+        self._hash = ParallelSha256()
         return True
 
     def _end_chunk(self) -> None:
@@ -198,24 +244,36 @@ class ChunkSource(Source):
         if self._left or extra:
             raise BadArchive(f"chunk {chunk.name} changed size while it was read",
                              code="chunk_size", details={"chunk": chunk.name})
-        if self._hash.hexdigest() != chunk.sha256:
-            raise BadArchive(f"chunk {chunk.name} has sha256 {self._hash.hexdigest()}, the "
-                             f"table of contents says {chunk.sha256}: it is damaged or was "
-                             "altered", code="chunk_checksum", details={"chunk": chunk.name})
+        actual = self._hash.hexdigest()
+        if actual != chunk.sha256:
+            raise BadArchive(f"chunk {chunk.name} has sha256 {actual}, the table of contents "
+                             f"says {chunk.sha256}: it is damaged or was altered",
+                             code="chunk_checksum", details={"chunk": chunk.name})
+
+    def _refill(self) -> bool:
+        """The next block of the archive into the buffer; False at its end."""
+        while self._file is None or not self._left:
+            if not self._next_chunk():
+                return False
+        block = self._file.read(min(READ_BLOCK, self._left))
+        if not block:
+            raise BadArchive(f"chunk {self.chunks[self._index].name} ended early",
+                             code="chunk_size")
+        self._hash.update(block)
+        self._left -= len(block)
+        self._block, self._offset = block, 0
+        return True
 
     def read(self, n: int) -> bytes:
         parts = []
         while n > 0:
-            if self._file is None or not self._left:
-                if not self._next_chunk():
-                    break
-                continue
-            data = self._file.read(min(n, self._left))
-            if not data:
-                raise BadArchive(f"chunk {self.chunks[self._index].name} ended early",
-                                 code="chunk_size")
-            self._hash.update(data)
-            self._left -= len(data)
+            if self._offset == len(self._block) and not self._refill():
+                break
+            if self._offset == 0 and n >= len(self._block):
+                data = self._block  # a whole block: no copy
+            else:
+                data = self._block[self._offset:self._offset + n]
+            self._offset += len(data)
             n -= len(data)
             parts.append(data)
         data = b"".join(parts) if len(parts) != 1 else parts[0]
@@ -224,9 +282,10 @@ class ChunkSource(Source):
 
     def finish(self) -> None:
         """The archive's end was reached: every chunk must be read whole and be right."""
-        if self._file is not None and self._left:
-            raise BadArchive(f"chunk {self.chunks[self._index].name} holds bytes after the "
-                             "archive's end", details={"chunk": self.chunks[self._index].name})
+        if self._offset < len(self._block) or (self._file is not None and self._left):
+            name = self.chunks[self._index].name
+            raise BadArchive(f"chunk {name} holds bytes after the archive's end",
+                             details={"chunk": name})
         self._end_chunk()
         if self._index < len(self.chunks) - 1:
             rest = self.chunks[self._index + 1].name
@@ -237,6 +296,8 @@ class ChunkSource(Source):
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._hash is not None:
+            self._hash.hexdigest()  # let its thread end
 
 
 class StreamSource(Source):
