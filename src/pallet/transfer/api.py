@@ -195,16 +195,8 @@ def _produce(runtime, exporter_id: int, incremental: bool, pipe: _Pipe) -> None:
                                                 private_key=key.private_key if key else None)
             pipe.flush()
         with runtime.db.write() as session:
-            session.add(Export(
-                exporter_id=exporter_id, export_uuid=document["export_id"],
-                incremental=document["incremental"], directory=None, toc_file=None,
-                chunks=[c.as_dict() for c in chunks],
-                versions=[{"repository_id": s.repository.id, "name": s.repository.name,
-                           "version": s.version.number, "digest": s.version.digest,
-                           "base_version": s.base.number if s.base else None} for s in chosen],
-                summary=document, signed_by=key.key_id if key else None,
-                artifacts=document["artifacts"], bytes=chunks[0].size,
-                duration_seconds=time.monotonic() - started))
+            tasks.record_export(session, exporter_id, chosen, document, chunks, key,
+                                time.monotonic() - started)
         pipe.put(None)
     except BaseException as exc:  # reported before the first byte, or ends the stream short
         pipe.put(exc)

@@ -103,19 +103,9 @@ def export(runtime: Runtime, task, *, exporter_id: int, incremental: bool = Fals
             raise
     try:
         with runtime.db.write() as session:
-            record = Export(
-                exporter_id=exporter_id, export_uuid=document["export_id"],
-                incremental=document["incremental"], directory=str(directory),
-                toc_file=f"{base}{TOC_SUFFIX}", chunks=[c.as_dict() for c in chunks],
-                versions=[{"repository_id": s.repository.id, "name": s.repository.name,
-                           "version": s.version.number, "digest": s.version.digest,
-                           "base_version": s.base.number if s.base else None}
-                          for s in chosen],
-                summary=document, signed_by=key.key_id if key else None,
-                artifacts=document["artifacts"], bytes=sum(c.size for c in chunks),
-                duration_seconds=time.monotonic() - started)
-            session.add(record)
-            session.flush()
+            record = record_export(session, exporter_id, chosen, document, chunks, key,
+                                   time.monotonic() - started, directory=str(directory),
+                                   toc_file=f"{base}{TOC_SUFFIX}")
     except BaseException:
         (directory / f"{base}{TOC_SUFFIX}").unlink(missing_ok=True)
         sink.abort()
@@ -124,6 +114,25 @@ def export(runtime: Runtime, task, *, exporter_id: int, incremental: bool = Fals
     task.result = {"export": record.id, "toc": str(directory / record.toc_file),
                    "chunks": len(chunks), "bytes": record.bytes,
                    "artifacts": record.artifacts, "incremental": record.incremental}
+
+
+def record_export(session, exporter_id: int, chosen: list[exporting.Selection],
+                  document: dict[str, Any], chunks: list, key, seconds: float, *,
+                  directory: str | None = None, toc_file: str | None = None) -> Export:
+    """The export's row: its pieces, what it holds, and where the next incremental starts."""
+    record = Export(
+        exporter_id=exporter_id, export_uuid=document["export_id"],
+        incremental=document["incremental"], directory=directory, toc_file=toc_file,
+        chunks=[c.as_dict() for c in chunks],
+        versions=[{"repository_id": s.repository.id, "name": s.repository.name,
+                   "version": s.version.number, "digest": s.version.digest,
+                   "base_version": s.base.number if s.base else None} for s in chosen],
+        summary=document, signed_by=key.key_id if key else None,
+        artifacts=document["artifacts"], bytes=sum(c.size for c in chunks),
+        duration_seconds=seconds)
+    session.add(record)
+    session.flush()
+    return record
 
 
 # -- import ---------------------------------------------------------------------------------
