@@ -131,7 +131,8 @@ def read_password(value: str | None) -> str:
 
 @admin_app.command("create-user")
 def create_user(username: str,
-                role: list[str] = typer.Option(["viewer"], help="admin or viewer; repeatable."),
+                role: list[str] = typer.Option(["viewer"], help="admin, viewer, exporter "
+                                                                "or importer; repeatable."),
                 password: str = typer.Option(None, help="Else PALLET_NEW_PASSWORD or a prompt.")
                 ) -> None:
     """Create a user."""

@@ -10,11 +10,12 @@ from pallet.cli.admin import read_password
 from pallet.cli.client import Limit, Offset, connect, path
 from pallet.cli.output import JsonFlag, deleted, fail, show_page, show_record
 
-app = typer.Typer(help="Users and their roles (admin or viewer).", no_args_is_help=True)
+app = typer.Typer(help="Users and their roles (admin, viewer, exporter, importer).",
+                  no_args_is_help=True)
 
 Username = Annotated[str, typer.Argument(help="The user's name.")]
 Roles = Annotated[list[str] | None, typer.Option(
-    "--role", help="admin or viewer; repeatable.")]
+    "--role", help="admin, viewer, exporter or importer; repeatable.")]
 Password = Annotated[str | None, typer.Option(
     help="The password (at least 8 characters); else PALLET_NEW_PASSWORD or a prompt.")]
 
@@ -46,7 +47,8 @@ def show(username: Username, as_json: JsonFlag = False) -> None:
 @app.command("update")
 def update(username: Username,
            role: Annotated[list[str] | None, typer.Option(
-               "--role", help="Replace the user's roles: admin or viewer; repeatable.")] = None,
+               "--role", help="Replace the user's roles: admin, viewer, exporter or "
+                              "importer; repeatable.")] = None,
            password: Annotated[str | None, typer.Option(help="A new password.")] = None,
            ask_password: Annotated[bool, typer.Option(
                "--ask-password", help="Set a new password, from PALLET_NEW_PASSWORD or a "
