@@ -301,3 +301,56 @@ def test_mapping_onto_a_repository_of_another_type_is_refused(source, destinatio
     with pytest.raises(PalletError, match="is a notes repository") as refused:
         run(tasks.check, destination, importer_id=importer(destination), path=result["toc"])
     assert refused.value.code == "wrong_type"
+
+
+def _publish(runtime, name):
+    with runtime.db.write() as session:
+        repo = repositories.get_repository(session, name)
+        return publish(session, runtime.plugins, runtime.storage, repo,
+                       latest_version(session, repo))[0].id
+
+
+def test_a_plain_tree_syncs_into_another_pallet_full_then_incremental(source, destination,
+                                                                      tmp_path):
+    from pallet.remotes.service import create_remote
+    from pallet.remotes.sync import sync_repository
+
+    ids = make_files(source, 12, "docs")
+    repository(source, "web", ids)
+    tree = tmp_path / "exports" / "tree"
+    result = run(tasks.export_tree, source, publication_id=_publish(source, "web"),
+                 path=str(tree), method="copy")
+    assert result["files"] == 12 and (tree / "PULP_MANIFEST").is_file()
+    assert (tree / "docs" / "0.txt").read_bytes() == b"docs-0"
+
+    repository(destination, "mirror")
+    with destination.db.write() as session:
+        remote_id = create_remote(session, destination.plugins, destination.settings,
+                                  name="tree", url=(tree / "PULP_MANIFEST").as_uri(),
+                                  mirror=True).id
+        mirror_id = repositories.get_repository(session, "mirror").id
+    run(sync_repository, destination, repository_id=mirror_id, remote_id=remote_id)
+    assert digest(destination, "mirror") == digest(source, "web")
+
+    start = versions(source, "web")
+    repository(source, "web", make_files(source, 2, "more"), remove=ids[:3])
+    delta = run(tasks.export_tree, source, publication_id=_publish(source, "web"),
+                path=str(tree), method="hardlink", start_version=start)
+    assert (delta["files"], delta["removed"]) == (2, 3)
+    assert not (tree / "docs" / "0.txt").exists()
+    assert os.stat(tree / "more" / "0.txt").st_nlink == 2  # linked to the store's copy
+    run(sync_repository, destination, repository_id=mirror_id, remote_id=remote_id)
+    assert digest(destination, "mirror") == digest(source, "web")
+
+
+def test_a_plain_tree_never_writes_through_a_link_out_of_it(source, tmp_path):
+    repository(source, "web", make_files(source, 2, "docs"))
+    tree = tmp_path / "exports" / "tree"
+    tree.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tree / "docs").symlink_to(outside)
+    with pytest.raises(PalletError, match="outside"):
+        run(tasks.export_tree, source, publication_id=_publish(source, "web"),
+            path=str(tree), method="symlink")
+    assert list(outside.iterdir()) == []

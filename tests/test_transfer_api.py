@@ -112,3 +112,18 @@ def test_paths_outside_the_allowed_directories_are_refused(client, web, tmp_path
     client.post("/api/v1/importers", json={"name": "im"})
     answer = client.post("/api/v1/importers/im/check", json={"path": "/etc/passwd"})
     assert answer.status_code == 400 and "allowed import director" in answer.text
+
+
+def test_a_publication_written_as_a_plain_tree(client, web, tmp_path):
+    task = completed(client, client.post("/api/v1/publications", json={"repository": "web"}))
+    publication = task["result"]["publication"]
+    outside = client.post(f"/api/v1/publications/{publication}/tree",
+                          json={"path": str(tmp_path), "method": "copy"})
+    assert outside.status_code == 400
+    done = completed(client, client.post(f"/api/v1/publications/{publication}/tree",
+                                         json={"path": str(tmp_path / "exports" / "site"),
+                                               "method": "symlink"}))
+    assert done["result"]["files"] == 8
+    manifest = (tmp_path / "exports" / "site" / "PULP_MANIFEST").read_text()
+    assert len(manifest.splitlines()) == 8
+    assert (tmp_path / "exports" / "site" / "f" / "0.txt").is_symlink()

@@ -93,3 +93,29 @@ def delete(publication_id: PublicationId, as_json: JsonFlag = False) -> None:
     href = path("publications", publication_id)
     connect().delete(href)
     deleted(f"publication {publication_id}", f"/api/v1/{href}", as_json=as_json)
+
+
+@app.command("tree")
+def tree(publication_id: PublicationId,
+         path_: Annotated[str, typer.Option(
+             "--path", help="Target directory on the server, under its allowed export "
+                            "directories.")],
+         method: Annotated[str, typer.Option(
+             help="copy, hardlink or symlink (from the artifact store).")] = "copy",
+         start_version: Annotated[int | None, typer.Option(
+             min=0, help="Only the change since this version of the repository: files "
+                         "added are written, files removed deleted.")] = None,
+         no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
+    """Write a publication as a plain directory tree that any client, or another server's
+    file:// remote, can read."""
+    api = connect()
+
+    def describe(task: dict[str, Any]) -> None:
+        result = task["result"]
+        say(f"{result['repository']} version {result['version']}: {result['files']} files "
+            f"written ({result['method']}), {result['removed']} removed, "
+            f"{result['metadata']} metadata files, in {result['path']}")
+
+    body = {"path": path_, "method": method, "start_version": start_version}
+    report(api, api.post(path("publications", publication_id, "tree"), body),
+           no_wait=no_wait, as_json=as_json, describe=describe)

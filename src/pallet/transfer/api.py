@@ -3,6 +3,7 @@ permission), importers and imports (the import permission)."""
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 import time
@@ -15,6 +16,7 @@ from pallet.api.deps import Admin, Exporting, Importing, RuntimeDep, dispatch
 from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
+from pallet.publications.service import get_publication
 from pallet.tasks.schemas import TaskRead
 from pallet.transfer import export as exporting, service, tasks
 from pallet.transfer.chunks import StreamSink
@@ -22,7 +24,8 @@ from pallet.transfer.models import Export, Exporter, Importer, SigningKey
 from pallet.transfer.schemas import (ExporterCreate, ExporterRead, ExporterUpdate, ExportRead,
                                      ExportRequest, ImporterCreate, ImporterRead,
                                      ImporterUpdate, ImportRead, ImportRequest,
-                                     SigningKeyCreate, SigningKeyRead, export_read,
+                                     SigningKeyCreate, SigningKeyRead, TreeRequest,
+                                     export_read,
                                      exporter_read, import_read, importer_read, key_read)
 
 router = APIRouter(tags=["transfer"])
@@ -200,6 +203,22 @@ def _produce(runtime, exporter_id: int, incremental: bool, pipe: _Pipe) -> None:
         pipe.put(None)
     except BaseException as exc:  # reported before the first byte, or ends the stream short
         pipe.put(exc)
+
+
+@router.post("/publications/{publication_id}/tree", status_code=202, response_model=TaskRead,
+             responses=ACCEPTED)
+def export_tree(publication_id: int, body: TreeRequest, runtime: RuntimeDep,
+                principal: Exporting):
+    """Write a publication as a plain directory tree (copy, hard link or symlink) that any
+    client, or a Pallet with a `file://` remote, can read."""
+    with runtime.db.read() as session:
+        publication = get_publication(session, publication_id)
+    target = str(service.check_export_dir(runtime.settings, body.path))
+    # One writer per target directory at a time.
+    tree_lock = f"tree:{hashlib.sha256(target.encode()).hexdigest()[:32]}"
+    return dispatch(runtime, principal, tasks.export_tree,
+                    shared=[f"repository:{publication.repository_id}"], exclusive=[tree_lock],
+                    publication_id=publication_id, **body.model_dump())
 
 
 # -- exports --------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -101,6 +101,13 @@ def export_read(export: Export, exporter: str | None) -> ExportRead:
                       signed_by=export.signed_by, artifacts=export.artifacts,
                       bytes=export.bytes, duration_seconds=export.duration_seconds,
                       created_at=export.created_at)
+
+
+class TreeRequest(Body):
+    path: str = Field(description="Target directory, under the allowed export directories.")
+    method: Literal["copy", "hardlink", "symlink"] = "copy"
+    start_version: Id | None = Field(None, description="Only the change since this version "
+                                                       "of the repository (incremental).")
 
 
 class ImporterCreate(Body):

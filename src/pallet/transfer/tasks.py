@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from pallet.errors import Invalid, NotFound
 from pallet.paths import allowed_path
+from pallet.publications.models import Publication
 from pallet.repositories.models import Repository, RepositoryVersion
 from pallet.repositories.versions import get_version, latest_version
 from pallet.runtime import Runtime
@@ -25,6 +26,7 @@ from pallet.transfer.chunks import FileSink
 from pallet.transfer.imports import ArchiveImport
 from pallet.transfer.models import Export, Exporter, Importer
 from pallet.transfer.reader import ArchiveReader, open_files, open_stream
+from pallet.transfer.tree import write_tree
 from pallet.transfer.writer import write_toc_file
 from pallet.uploads.service import upload_path
 
@@ -133,6 +135,20 @@ def record_export(session, exporter_id: int, chosen: list[exporting.Selection],
     session.add(record)
     session.flush()
     return record
+
+
+@task_function("transfer.tree")
+def export_tree(runtime: Runtime, task, *, publication_id: int, path: str,
+                method: str = "copy", start_version: int | None = None) -> None:
+    """Write a publication as a plain directory tree under the allowed export directories."""
+    with runtime.db.snapshot() as session:
+        publication = session.get(Publication, publication_id)
+        if publication is None:
+            raise NotFound("the publication was deleted before the task ran")
+        target = service.check_export_dir(runtime.settings, path)
+        task.result = write_tree(session, runtime.storage, publication, target,
+                                 method=method, start_version=start_version,
+                                 progress=task.progress)
 
 
 # -- import ---------------------------------------------------------------------------------
