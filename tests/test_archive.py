@@ -227,3 +227,46 @@ def test_big_sizes_use_base_256():
     assert block[124] == 0x80
     from pallet.transfer.tarstream import parse_header
     assert parse_header(block).size == 9 << 30
+
+
+@pytest.mark.parametrize("document", [b"[" * 100_000 + b"]" * 100_000,
+                                      b'{"a": ' + b"9" * 5000 + b"}"])
+def test_json_bombs_are_a_clear_error(document, tmp_path):
+    from pallet.transfer.tarstream import END, write_member
+    out = io.BytesIO()
+    write_member(out.write, layout.HEADER, document)
+    out.write(END)
+    with pytest.raises(BadArchive, match="not valid JSON"):
+        open_stream(io.BytesIO(out.getvalue())).header()
+    (tmp_path / "x.toc.json").write_bytes(document)
+    with pytest.raises(BadArchive, match="not a table of contents"):
+        open_files(tmp_path / "x.toc.json")
+
+
+def test_repository_indices_must_be_their_positions():
+    doc = _header_doc(BLOBS)
+    doc["repositories"][0]["index"] = 5
+    out = io.BytesIO()
+    write_archive(StreamSink(out), doc=doc)
+    with pytest.raises(BadArchive, match="numbered 0, 1, 2"):
+        open_stream(io.BytesIO(out.getvalue())).header()
+
+
+def test_a_units_member_holds_at_most_its_share_of_lines():
+    from pallet.transfer.tarstream import END, write_member
+    doc = json.dumps(_header_doc([], added=layout.UNITS_PER_MEMBER + 1, removed=0)).encode()
+    line = json.dumps(_units(1)[0]).encode() + b"\n"
+    out = io.BytesIO()
+    write_member(out.write, layout.HEADER, doc)
+    write_member(out.write, layout.units_member(0, "added", 0),
+                 line * (layout.UNITS_PER_MEMBER + 1))
+    out.write(END)
+    with pytest.raises(BadArchive, match="more than 10000 lines"):
+        read_all(open_stream(io.BytesIO(out.getvalue())))
+
+
+def test_bytes_after_the_end_of_a_stream_are_refused():
+    out = io.BytesIO()
+    write_archive(StreamSink(out))
+    with pytest.raises(BadArchive, match="after the archive's end"):
+        read_all(open_stream(io.BytesIO(out.getvalue() + b"extra")))

@@ -22,7 +22,7 @@ from pallet.repositories import service as repositories
 from pallet.repositories.versions import create_version, latest_version
 from pallet.runtime import Runtime
 from pallet.tasks.worker import TaskContext
-from pallet.transfer import service, tasks
+from pallet.transfer import service, signing, tasks
 from pallet.transfer.export import Selection, header, write_archive
 from pallet.transfer.chunks import StreamSink
 
@@ -354,3 +354,78 @@ def test_a_plain_tree_never_writes_through_a_link_out_of_it(source, tmp_path):
         run(tasks.export_tree, source, publication_id=_publish(source, "web"),
             path=str(tree), method="symlink")
     assert list(outside.iterdir()) == []
+
+
+def _stream_archive(runtime, tmp_path, name="web.tar", mutate=None):
+    """A single-stream archive of `web` written by hand; `mutate(document)` alters its header."""
+    target = tmp_path / "exports" / name
+    with runtime.db.snapshot() as session, open(target, "wb") as out:
+        repo = repositories.get_repository(session, "web")
+        chosen = [Selection(repo, latest_version(session, repo))]
+        document = header(session, chosen, exporter="x")
+        if mutate:
+            mutate(document)
+        write_archive(session, runtime.storage, chosen, document, StreamSink(out))
+    return str(target)
+
+
+def test_an_unsigned_stream_stores_nothing_where_a_signature_is_required(
+        source, destination, tmp_path):
+    repository(source, "web", make_files(source, 3))
+    path = _stream_archive(source, tmp_path)
+    _, public = signing.generate()
+    importer_id = importer(destination, trusted_keys=[public], require_signature=True)
+    with pytest.raises(PalletError, match="not signed"):
+        run(tasks.import_archive, destination, importer_id=importer_id, path=path)
+    with destination.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Artifact)) == 0
+    assert not any(p.is_file() for p in destination.storage.root.rglob("*") if
+                   ".tmp" not in p.parts)
+
+
+def test_a_check_refuses_publish_options_the_import_would_refuse(source, destination,
+                                                                 tmp_path):
+    repository(source, "web", make_files(source, 2))
+    path = _stream_archive(source, tmp_path, mutate=lambda d: d["repositories"][0].update(
+        publications=[{"manifest": "../evil"}]))
+    with pytest.raises(PalletError, match="publish options"):
+        run(tasks.check, destination, importer_id=importer(destination), path=path)
+
+
+def test_an_archive_cannot_take_over_a_distribution_serving_something_else(
+        source, destination, tmp_path):
+    repository(source, "web", make_files(source, 2))
+    repository(destination, "other", make_files(destination, 1))
+    with destination.db.write() as session:
+        other = repositories.get_repository(session, "other")
+        create_distribution(session, name="prod", base_path="prod",
+                            target=Serving(repository_id=other.id))
+    path = _stream_archive(source, tmp_path, mutate=lambda d: d["repositories"][0].update(
+        distributions=[{"name": "prod", "base_path": "prod"}]))
+    with pytest.raises(PalletError, match="serves another repository"):
+        run(tasks.check, destination, importer_id=importer(destination), path=path)
+
+
+def test_a_present_artifact_with_another_size_in_the_archive_is_refused(
+        source, destination, tmp_path):
+    data = b"verified bytes" * 100
+    sha = store_bytes(source, data)
+    with source.db.write() as session:
+        unit = create_content(session, source.plugins, type="file",
+                              fields={"relative_path": "a", "sha256": sha})[0].id
+    repository(source, "web", [unit])
+    path = _stream_archive(source, tmp_path)
+    with destination.storage.writer() as writer:  # stored here already, without a row
+        writer.write(data)
+        writer.commit(sha)
+    raw = bytearray(Path(path).read_bytes())
+    # Shrink the artifact member's recorded size: its header is the second 512-byte block
+    # after the header member.
+    from pallet.transfer.tarstream import BLOCK, header as tar_header
+    start = raw.index(f"artifacts/{sha}".encode())
+    raw[start:start + BLOCK] = tar_header(f"artifacts/{sha}", 1)
+    Path(path).write_bytes(bytes(raw))
+    with pytest.raises(PalletError, match="have 1400"):
+        run(tasks.import_archive, destination, importer_id=importer(destination), path=path)
+    with destination.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Artifact)) == 0

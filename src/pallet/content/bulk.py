@@ -51,7 +51,8 @@ def record_artifacts(session: Session, stored: dict[str, int]) -> dict[str, tupl
     artifacts = find_artifacts(session, stored)
     now = utcnow()
     rows = [(sha, stored[sha], now) for sha in sorted(set(stored) - set(artifacts))]
-    insert_rows(session, Artifact.__table__, ("sha256", "size", "created_at"), rows)
+    insert_rows(session, Artifact.__table__, ("sha256", "size", "created_at"), rows,
+                skip_existing=True)  # a concurrent sync or import may record the same
     artifacts.update(find_artifacts(session, [row[0] for row in rows]))
     return artifacts
 
@@ -76,9 +77,8 @@ def record_units(session: Session, units: Iterable[NewUnit],
     new = [unit for digest, unit in units.items() if digest not in ids]
     if new:
         now = utcnow()
-        session.execute(Content.__table__.insert(),
-                        [{"type": u.type, "digest": u.digest, "data": u.data,
-                          "created_at": now} for u in new])
+        insert_rows(session, Content.__table__, ("type", "digest", "data", "created_at"),
+                    ((u.type, u.digest, u.data, now) for u in new), skip_existing=True)
         ids.update(find_content(session, [u.digest for u in new]))
     rows = []
     for unit in new:
@@ -86,7 +86,8 @@ def record_units(session: Session, units: Iterable[NewUnit],
             artifact_id, size = artifacts.get(sha256, (None, size))
             rows.append((ids[unit.digest], path, sha256, size, artifact_id))
     insert_rows(session, CA.__table__,
-                ("content_id", "relative_path", "sha256", "size", "artifact_id"), rows)
+                ("content_id", "relative_path", "sha256", "size", "artifact_id"), rows,
+                skip_existing=True)  # a unit created concurrently has its files already
     link_artifacts(session, existing, artifacts)
     return ids
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import BigInteger, Table, any_, bindparam
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, insert as postgresql_insert
 from sqlalchemy.orm import Session
 
 SQLITE_BATCH = 900
@@ -44,9 +44,19 @@ def among(session: Session, column, ids: Sequence[int]):
 
 
 def insert_rows(session: Session, table: Table, columns: Sequence[str],
-                rows: Iterable[tuple]) -> None:
-    """Insert many rows of plain values into `table`, within the session's transaction."""
+                rows: Iterable[tuple], *, skip_existing: bool = False) -> None:
+    """Insert many rows of plain values into `table`, within the session's transaction.
+    With `skip_existing`, a row that a unique constraint says exists already (perhaps just
+    inserted by a concurrent transaction) is left out instead of failing the statement."""
     connection = session.connection()
+    if skip_existing:
+        if _is_postgres(session):
+            statement = postgresql_insert(table).on_conflict_do_nothing()
+        else:
+            statement = table.insert().prefix_with("OR IGNORE")
+        for batch in batched(rows, 10_000):
+            connection.execute(statement, [dict(zip(columns, row)) for row in batch])
+        return
     if _is_postgres(session):
         with connection.connection.driver_connection.cursor() as cursor, \
                 cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:

@@ -3,6 +3,7 @@ permission), importers and imports (the import permission)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import threading
@@ -29,6 +30,7 @@ from pallet.transfer.schemas import (ExporterCreate, ExporterRead, ExporterUpdat
                                      exporter_read, import_read, importer_read, key_read)
 
 router = APIRouter(tags=["transfer"])
+STALLED_SECONDS = 300  # a streamed export whose client reads nothing for this long stops
 ACCEPTED = {202: {"model": TaskRead, "description": "Queued as a task."}}
 
 
@@ -159,12 +161,15 @@ class _Pipe:
             self._buffer, self._size = [], 0
 
     def put(self, item) -> None:
+        deadline = time.monotonic() + STALLED_SECONDS
         while not self.closed.is_set():
             try:
                 self.items.put(item, timeout=0.5)
                 return
             except queue.Full:
-                continue
+                if time.monotonic() > deadline:  # nobody reads any more: give up
+                    self.closed.set()
+        raise ConnectionError("the client stopped reading the export")
 
     def get(self):
         return self.items.get()
@@ -174,7 +179,9 @@ class _Pipe:
             item = first
             while item is not None:
                 if isinstance(item, BaseException):
-                    return  # the stream ends short: the importer sees it truncated
+                    # Abort the response: the client sees a broken transfer, never a
+                    # complete-looking one (and an importer would find it truncated).
+                    raise ConnectionAbortedError("the export failed while streaming") from item
                 yield item
                 item = self.items.get()
         finally:
@@ -202,7 +209,8 @@ def _produce(runtime, exporter_id: int, incremental: bool, pipe: _Pipe) -> None:
                                 time.monotonic() - started)
         pipe.put(None)
     except BaseException as exc:  # reported before the first byte, or ends the stream short
-        pipe.put(exc)
+        with contextlib.suppress(ConnectionError):  # unless nobody listens any more
+            pipe.put(exc)
 
 
 @router.post("/publications/{publication_id}/tree", status_code=202, response_model=TaskRead,
@@ -317,7 +325,7 @@ def run_import(name: str, body: ImportRequest, runtime: RuntimeDep, principal: I
                     exclusive=[f"importer:{importer.id}", *own,
                                *tasks.import_locks(runtime, names)],
                     shared=[ORPHANS_LOCK], importer_id=importer.id, path=body.path,
-                    upload_id=body.upload)
+                    upload_id=body.upload, destinations=names)
 
 
 def _import_read(session, record) -> ImportRead:

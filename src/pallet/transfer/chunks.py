@@ -321,6 +321,10 @@ class StreamSource(Source):
         self.read_bytes += len(data)
         return data
 
+    def finish(self) -> None:
+        if self.stream.read(1):
+            raise BadArchive("the stream holds bytes after the archive's end")
+
     def mark(self) -> tuple[int, str]:
         """(bytes read, their sha256) so far."""
         return self.read_bytes, self._hash.hexdigest()

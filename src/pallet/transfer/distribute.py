@@ -15,16 +15,56 @@ from sqlalchemy.orm import Session
 from pallet.distributions import service
 from pallet.distributions.models import Distribution
 from pallet.repositories.models import Repository
-from pallet.transfer.layout import RepositoryEntry
+from pallet.errors import Conflict
+from pallet.publications.models import Publication
+from pallet.repositories.models import RepositoryVersion
+from pallet.transfer.layout import Header, RepositoryEntry
+from pallet.transfer.tarstream import BadArchive
 
 
-def check_distributions(session: Session, entry: RepositoryEntry) -> None:
-    """Invalid if a distribution of `entry` could not be created or moved here."""
+def check_distributions(session: Session, entry: RepositoryEntry,
+                        destination_id: int | None) -> None:
+    """Invalid if a distribution of `entry` could not be created or moved here: its base path
+    overlaps another's, or a distribution of that name serves something else."""
     for wanted in entry.distributions:
         base_path = service.validate_base_path(wanted.base_path)
         existing = session.scalar(select(Distribution).where(Distribution.name == wanted.name))
+        if existing is not None and _serves_other(session, existing, destination_id):
+            raise Conflict(f"distribution {wanted.name!r} here serves another repository; the "
+                           f"archive's distribution of that name cannot take it over (rename "
+                           "or delete it, or import without distributions)",
+                           details={"distribution": wanted.name})
         service.check_no_overlap(session, base_path,
                                  exclude_id=existing.id if existing is not None else None)
+
+
+def _serves_other(session: Session, distribution: Distribution,
+                  destination_id: int | None) -> bool:
+    if distribution.repository_id is not None:
+        served = distribution.repository_id
+    elif distribution.publication_id is not None:
+        served = session.get(Publication, distribution.publication_id).repository_id
+    elif distribution.repository_version_id is not None:
+        served = session.get(RepositoryVersion, distribution.repository_version_id).repository_id
+    else:
+        return False  # serves nothing: free to take
+    return served != destination_id
+
+
+def check_archive_distributions(header: Header) -> None:
+    """The archive's own distributions must not overlap one another."""
+    seen: dict[str, str] = {}
+    for entry in header.repositories:
+        for wanted in entry.distributions:
+            base_path = service.validate_base_path(wanted.base_path)
+            for prefix in service.segment_prefixes(base_path):
+                if prefix in seen:
+                    raise BadArchive(f"the archive's distributions {seen[prefix]!r} and "
+                                     f"{wanted.name!r} have overlapping base paths")
+            if any(other.startswith(base_path + "/") for other in seen):
+                raise BadArchive(f"the archive's distribution {wanted.name!r} overlaps another "
+                                 "of its distributions")
+            seen[base_path] = wanted.name
 
 
 def distribute(session: Session, repository: Repository, entry: RepositoryEntry) -> None:

@@ -16,13 +16,16 @@ so cleanup never removes them while the import runs.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 import time
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -38,7 +41,8 @@ from pallet.repositories.models import Repository
 from pallet.repositories.versions import create_version, latest_version
 from pallet.runtime import Runtime
 from pallet.transfer import layout, signing
-from pallet.transfer.distribute import check_distributions, distribute
+from pallet.transfer.distribute import (check_archive_distributions, check_distributions,
+                                       distribute)
 from pallet.transfer.models import Import, Importer
 from pallet.transfer.reader import ArchiveReader, UnitsMember
 from pallet.transfer.tarstream import BadArchive
@@ -115,8 +119,9 @@ def resolve_targets(session: Session, plugins: Registry, importer: Importer,
                                details={"destination": destination,
                                         "base_digest": entry.base_digest})
             targets.append(Target(entry, destination, None))
+            _check_publishing(plugins, entry)
             if importer.distributions:
-                check_distributions(session, entry)
+                check_distributions(session, entry, None)
             continue
         if repository.type != entry.type:
             raise Invalid(f"repository {entry.name} is a {entry.type} repository; its "
@@ -133,10 +138,30 @@ def resolve_targets(session: Session, plugins: Registry, importer: Importer,
                            code="wrong_base",
                            details={"destination": destination, "base_digest":
                                     entry.base_digest, "destination_digest": latest.digest})
+        _check_publishing(plugins, entry)
         if importer.distributions:
-            check_distributions(session, entry)
+            check_distributions(session, entry, repository.id)
         targets.append(target)
+    if importer.distributions:
+        check_archive_distributions(header)
     return targets
+
+
+def _check_publishing(plugins: Registry, entry: layout.RepositoryEntry) -> None:
+    """The publications the import would make must be valid here, as the check promises."""
+    repository_type = plugins.repository_type(entry.type)
+    wanted = list(entry.publications)
+    if entry.autopublish:
+        wanted.append(entry.publish_options)
+    if wanted and repository_type.publish is None:
+        raise Invalid(f"repository {entry.name} brings publications, but {entry.type} "
+                      "repositories have none here")
+    for options in wanted:
+        try:
+            repository_type.publish_options.model_validate(options)
+        except (ValidationError, Invalid) as exc:
+            raise BadArchive(f"repository {entry.name} brings publish options this server "
+                             f"refuses: {str(exc)[:300]}") from None
 
 
 class ArchiveImport:
@@ -193,6 +218,7 @@ class ArchiveImport:
         for member in self.reader.artifacts():
             if self.storage.exists(member.sha256):
                 self.artifacts_present += 1
+                self._check_present_size(member)
                 if not self.dry_run:
                     self._pending[member.sha256] = member.size
             else:
@@ -209,6 +235,17 @@ class ArchiveImport:
             self.progress("artifacts", done, header.artifact_bytes)
         if not self.dry_run:
             self._record_pending()
+
+    def _check_present_size(self, member) -> None:
+        """Bytes already stored were verified; the archive's member must have their size
+        (the size recorded is the member's)."""
+        with self.storage.open(member.sha256) as stored:
+            size = stored.seek(0, os.SEEK_END)
+        if size != member.size:
+            raise BadArchive(f"artifact {member.sha256} has {member.size} bytes in the archive, "
+                             f"but the verified bytes with that digest here have {size}: the "
+                             "archive is damaged", code="digest_mismatch",
+                             details={"artifact": member.sha256})
 
     def _rehash(self, member) -> None:
         digest = hashlib.sha256()
@@ -236,9 +273,10 @@ class ArchiveImport:
                                  details={"artifact": member.sha256}) from None
             raise
         except OSError as exc:
-            raise OutOfSpace(f"storing artifact {member.sha256} failed: "
-                             f"{exc.strerror or exc}; nothing was imported",
-                             details={"artifact": member.sha256}) from None
+            kind = OutOfSpace if exc.errno in (errno.ENOSPC, errno.EDQUOT) else PalletError
+            raise kind(f"storing artifact {member.sha256} failed: {exc.strerror or exc}; "
+                       "nothing was imported", code=None if kind is OutOfSpace else
+                       "storage_failed", details={"artifact": member.sha256}) from None
         self.bytes_written += member.size
         self._pending[member.sha256] = member.size
 

@@ -29,8 +29,8 @@ def read_toc_file(path: Path) -> dict[str, Any]:
         document = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise BadArchive(f"there is no table of contents at {path}", code="not_found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadArchive(f"{path.name} is not a table of contents: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # JSON errors are ValueErrors
+        raise BadArchive(f"{path.name} is not a table of contents: {str(exc)[:200]}") from None
     return document
 
 
@@ -85,6 +85,9 @@ class ArchiveReader:
         document = _json(self.tar.read_all(layout.MAX_METADATA_MEMBER), layout.HEADER)
         self._header = layout.parse(layout.Header, document, "header")
         self._header_document = document
+        if [entry.index for entry in self._header.repositories] != \
+                list(range(len(self._header.repositories))):
+            raise BadArchive("the header's repositories must be numbered 0, 1, 2… in order")
         if self.toc is not None and self.toc.get("summary") != document:
             raise BadArchive("the archive's header differs from the summary in its table of "
                              "contents: they do not belong together, or one was altered")
@@ -198,8 +201,9 @@ def _stranger(member: Member) -> BadArchive:
 def _json(data: bytes, what: str) -> Any:
     try:
         return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadArchive(f"{what} is not valid JSON: {exc}", details={"member": what}) from None
+    except (ValueError, RecursionError) as exc:  # bad JSON, huge numbers, deep nesting
+        raise BadArchive(f"{what} is not valid JSON: {str(exc)[:200]}",
+                         details={"member": what}) from None
 
 
 def _lines(data: bytes, name: str, kind: str) -> list:
@@ -209,6 +213,9 @@ def _lines(data: bytes, name: str, kind: str) -> list:
         raise BadArchive(f"{name} is not UTF-8 text", details={"member": name}) from None
     if text and not text.endswith("\n"):
         raise BadArchive(f"{name} does not end with a newline: it is truncated",
+                         details={"member": name})
+    if text.count("\n") > layout.UNITS_PER_MEMBER:
+        raise BadArchive(f"{name} holds more than {layout.UNITS_PER_MEMBER} lines",
                          details={"member": name})
     lines = text.split("\n")[:-1]
     if kind == "removed":
@@ -221,7 +228,7 @@ def _lines(data: bytes, name: str, kind: str) -> list:
     for number, line in enumerate(lines, start=1):
         try:
             unit = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             unit = None
         if not (isinstance(unit, dict) and set(unit) == {"type", "fields", "artifacts"}
                 and isinstance(unit["type"], str) and isinstance(unit["fields"], dict)

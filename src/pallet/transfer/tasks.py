@@ -28,7 +28,7 @@ from pallet.transfer.models import Export, Exporter, Importer
 from pallet.transfer.reader import ArchiveReader, open_files, open_stream
 from pallet.transfer.tree import write_tree
 from pallet.transfer.writer import write_toc_file
-from pallet.uploads.service import upload_path
+from pallet.uploads.service import check_complete, get_upload, upload_path
 
 TOC_SUFFIX = ".toc.json"
 
@@ -162,6 +162,8 @@ def open_archive(runtime: Runtime, *, path: str | None = None, upload_id: int | 
         raise Invalid("name the archive by its path or by an upload, not both",
                       details={"field": "path"})
     if upload_id is not None:
+        with runtime.db.read() as session:
+            check_complete(session, get_upload(session, upload_id))
         file = upload_path(runtime.settings, upload_id)
         label = f"upload {upload_id}"
     else:
@@ -202,11 +204,19 @@ def import_locks(runtime: Runtime, names: list[str]) -> list[str]:
 
 
 def _run(runtime: Runtime, task, importer_id: int, path: str | None, upload_id: int | None,
-         dry_run: bool) -> dict[str, Any]:
+         dry_run: bool, destinations_locked: list[str] | None = None) -> dict[str, Any]:
     with runtime.db.read() as session:
         importer = session.get(Importer, importer_id)
         if importer is None:
             raise NotFound("the importer was deleted before the task ran")
+    if destinations_locked is not None and destinations(
+            runtime, importer, path=path, upload_id=upload_id) != destinations_locked:
+        raise Invalid("the importer's mapping changed after the import was queued; run it "
+                      "again", details={"locked": destinations_locked})
+    streamed = path is None or not path.endswith(TOC_SUFFIX)
+    if not dry_run and streamed and (importer.require_signature or importer.trusted_keys):
+        # A stream's signature comes last: verify the whole archive before storing a byte.
+        _run(runtime, task, importer_id, path, upload_id, dry_run=True)
     with open_archive(runtime, path=path, upload_id=upload_id) as (reader, label):
         return ArchiveImport(runtime, importer, reader, source=label, dry_run=dry_run,
                              progress=task.progress).run()
@@ -221,8 +231,11 @@ def check(runtime: Runtime, task, *, importer_id: int, path: str | None = None,
 
 @task_function("transfer.import")
 def import_archive(runtime: Runtime, task, *, importer_id: int, path: str | None = None,
-                   upload_id: int | None = None) -> None:
-    plan = _run(runtime, task, importer_id, path, upload_id, dry_run=False)
+                   upload_id: int | None = None, destinations: list[str] | None = None
+                   ) -> None:
+    """Import an archive. `destinations`: the repositories the task locked when queued."""
+    plan = _run(runtime, task, importer_id, path, upload_id, dry_run=False,
+                destinations_locked=destinations)
     for repository in plan["repositories"]:
         if repository.get("version") is not None and not repository["up_to_date"]:
             task.created(f"/api/v1/repositories/{repository['destination']}/versions/"

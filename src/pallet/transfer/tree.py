@@ -80,12 +80,18 @@ class _Placer:
         self.removed = 0
 
     def _inside(self, relative_path: str) -> Path:
-        path = self.root / relative_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.parent.resolve().is_relative_to(self.root):
-            raise Invalid(f"{relative_path} would be written outside {self.root} (a link in "
-                          "the tree points elsewhere)", details={"relative_path": relative_path})
-        return path
+        """The path of `relative_path` in the tree, its folders made one at a time, each
+        checked first: a link in the tree never leads a write (or a folder) elsewhere."""
+        folder = self.root
+        for part in relative_path.split("/")[:-1]:
+            folder = folder / part
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise Invalid(f"{relative_path} would be written outside {self.root} ("
+                              f"{folder} is a link or a file)",
+                              details={"relative_path": relative_path})
+            if not folder.exists():
+                folder.mkdir()
+        return folder / relative_path.rsplit("/", 1)[-1]
 
     def file(self, sha256: str, relative_path: str, method: str | None = None) -> None:
         path = self._inside(relative_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any, BinaryIO, Callable, Iterable
@@ -100,7 +101,9 @@ def _check_size(sha256: str, expected: int, actual: int) -> None:
 def write_toc_file(path: os.PathLike, toc: dict[str, Any]) -> None:
     """The table of contents beside the chunks, written whole or not at all."""
     temporary = f"{os.fspath(path)}.tmp"
-    with open(temporary, "wb") as out:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)  # never write through whatever was there, a link included
+    with open(temporary, "xb") as out:
         out.write(json.dumps(toc, indent=1, sort_keys=True).encode())
         out.flush()
         os.fsync(out.fileno())
