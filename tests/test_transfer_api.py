@@ -127,3 +127,33 @@ def test_a_publication_written_as_a_plain_tree(client, web, tmp_path):
     manifest = (tmp_path / "exports" / "site" / "PULP_MANIFEST").read_text()
     assert len(manifest.splitlines()) == 8
     assert (tmp_path / "exports" / "site" / "f" / "0.txt").is_symlink()
+
+
+def test_an_archive_streamed_in_the_request_body_imports(client, runtime, web, tmp_path):
+    client.post("/api/v1/exporters", json={"name": "ex", "path": str(tmp_path / "exports"),
+                                           "repositories": ["web"]})
+    data = client.get("/api/v1/exporters/ex/stream").content
+    client.post("/api/v1/importers", json={"name": "im", "mapping": {"web": "copy"},
+                                           "create_repositories": True})
+    answer = client.post("/api/v1/importers/im/import-stream", content=data,
+                         headers={"Content-Type": "application/x-tar"})
+    assert answer.status_code == 200, answer.text
+    task = answer.json()
+    assert task["state"] == "completed", task["error"]
+    assert task["name"] == "transfer.import"
+    assert version(client, "copy")["digest"] == version(client, "web")["digest"]
+
+    cut = client.post("/api/v1/importers/im/import-stream", content=data[: len(data) // 2])
+    assert cut.json()["state"] == "failed" and "truncated" in cut.json()["error"]["message"]
+
+
+def test_a_waiting_task_bound_to_a_vanished_worker_is_failed(runtime):
+    from pallet.tasks.service import enqueue, get_task
+    from pallet.tasks.worker import reap_dead_workers
+    with runtime.db.write() as session:
+        task_id = enqueue(session, "transfer.import", exclusive=["repository:1"],
+                          bound_to="request@gone:1:abc", importer_id=1).id
+    reap_dead_workers(runtime)
+    with runtime.db.read() as session:
+        task = get_task(session, task_id)
+        assert task.state == "failed" and task.error["code"] == "worker_lost"

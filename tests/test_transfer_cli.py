@@ -117,3 +117,16 @@ def test_export_carry_check_import(servers, tmp_path):
     assert digest(down, "web") == digest(up, "web")
     imports = json.loads(pallet(down, "import", "list", "--json").stdout)
     assert [i["incremental"] for i in imports["results"]] == [True, False]
+
+    # And through a pipe, as `pallet exporter stream … -o - | ssh … pallet importer run … -`.
+    (tmp_path / "piped.txt").write_text("through a pipe\n")
+    pallet(up, "upload", "file", str(tmp_path / "piped.txt"), "--repository", "web")
+    pallet(down, "importer", "create", "from-pipe")
+    cli = f"{sys.executable} -m pallet.cli.main"
+    piped = subprocess.run(
+        f"{cli} --url {up} exporter stream carry --incremental -o - | "
+        f"{cli} --url {down} importer run from-pipe -", shell=True, capture_output=True,
+        text=True, timeout=120,
+        env=dict(os.environ, PALLET_USERNAME="admin", PALLET_PASSWORD=PASSWORD))
+    assert piped.returncode == 0, piped.stderr
+    assert digest(down, "web") == digest(up, "web")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import httpx
 import typer
 
 from pallet.cli.client import Client, ClientError, Limit, Offset, connect, path
@@ -422,11 +423,28 @@ def check_import(name: Name, server_path: ServerPath = None, file: LocalFile = N
 @importer_app.command("run")
 def run_import(name: Name, server_path: ServerPath = None, file: LocalFile = None,
                no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
-    """Import an archive: every destination gets its new version, or none does."""
+    """Import an archive: every destination gets its new version, or none does. A path of
+    `-` streams the archive from standard input (`pallet exporter stream NAME -o - | ssh
+    host pallet importer run NAME -`)."""
     api = connect()
+    if server_path == "-":
+        if file is not None:
+            fail("give - or --file, not both")
+        task = api.request("POST", path("importers", name, "import-stream"),
+                           content=_stdin_blocks(),
+                           headers={"Content-Type": "application/x-tar"},
+                           timeout=httpx.Timeout(None, connect=10.0))
+        report(api, task, no_wait=False, as_json=as_json,
+               describe=describe_plan)
+        return
     body = _source(api, server_path, file)
     report(api, api.post(path("importers", name, "import"), body), no_wait=no_wait,
            as_json=as_json, describe=describe_plan)
+
+
+def _stdin_blocks():
+    while block := sys.stdin.buffer.read(MiB):
+        yield block
 
 
 # -- imports --------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ class Task(Base):
     group_id: Mapped[int | None] = mapped_column(ForeignKey("task_group.id", ondelete="SET NULL"),
                                                  index=True)
     worker: Mapped[str | None] = mapped_column(String(255), index=True)
+    # Only this worker may run it: a task fed by the request that queued it (a stream).
+    bound_to: Mapped[str | None] = mapped_column(String(255))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -21,8 +21,9 @@ def has_waiting(db: Database) -> bool:
         return session.scalar(select(Task.id).where(Task.state == WAITING).limit(1)) is not None
 
 
-def claim_next(db: Database, worker: str) -> int | None:
-    """Mark the first runnable task as running by `worker` and return its id."""
+def claim_next(db: Database, worker: str, only: int | None = None) -> int | None:
+    """Mark the first runnable task as running by `worker` and return its id (with `only`,
+    that task or none). A task bound to another worker is left to it."""
     if not has_waiting(db):
         return None
     with db.write() as session:
@@ -36,8 +37,11 @@ def claim_next(db: Database, worker: str) -> int | None:
             .outerjoin(TaskLock, TaskLock.task_id == Task.id)
             .where(Task.state.in_(UNFINISHED)).order_by(Task.id)).all()
         for task_id in runnable(_queued(rows)):
+            if only is not None and task_id != only:
+                continue
             claimed = session.execute(
-                update(Task).where(Task.id == task_id, Task.state == WAITING)
+                update(Task).where(Task.id == task_id, Task.state == WAITING,
+                                   Task.bound_to.is_(None) | (Task.bound_to == worker))
                 .values(state=RUNNING, worker=worker, started_at=utcnow())).rowcount
             if claimed:
                 return task_id

@@ -17,11 +17,13 @@ from pallet.tasks.models import (CANCELED, FAILED, FINISHED, RUNNING, UNFINISHED
 
 def enqueue(session: Session, fn: Callable | str, *, exclusive: list[str] | tuple = (),
             shared: list[str] | tuple = (), group_id: int | None = None,
-            created_by: str | None = None, **kwargs: Any) -> Task:
-    """Queue `fn(runtime, task, **kwargs)` to run once its locks allow."""
+            created_by: str | None = None, bound_to: str | None = None,
+            **kwargs: Any) -> Task:
+    """Queue `fn(runtime, task, **kwargs)` to run once its locks allow; with `bound_to`,
+    only that worker may run it."""
     name = fn if isinstance(fn, str) else fn.task_name
     task = Task(name=name, state=WAITING, args=kwargs, group_id=group_id,
-                created_by=created_by, progress=[], created_resources=[])
+                created_by=created_by, progress=[], created_resources=[], bound_to=bound_to)
     task.locks = [TaskLock(resource=lock.resource, exclusive=lock.exclusive)
                   for lock in make_locks(exclusive, shared)]
     session.add(task)
@@ -88,9 +90,15 @@ def purge_tasks(session: Session, *, finished_before: datetime,
 
 def fail_lost_tasks(session: Session, dead_workers: list[str], message: str) -> int:
     """Fail running tasks of dead workers, and of workers no longer registered at all."""
+    error = {"code": "worker_lost", "message": message, "details": {}}
     result = session.execute(
         update(Task).where(Task.state == RUNNING,
                            Task.worker.in_(dead_workers) | Task.worker.not_in(select(Worker.name)))
-        .values(state=FAILED, finished_at=utcnow(),
-                error={"code": "worker_lost", "message": message, "details": {}}))
-    return result.rowcount or 0
+        .values(state=FAILED, finished_at=utcnow(), error=error))
+    # A task bound to a worker that is gone would wait, and block its resources, forever.
+    bound = session.execute(
+        update(Task).where(Task.state == WAITING, Task.bound_to.is_not(None),
+                           Task.bound_to.in_(dead_workers)
+                           | Task.bound_to.not_in(select(Worker.name)))
+        .values(state=FAILED, finished_at=utcnow(), error=error))
+    return (result.rowcount or 0) + (bound.rowcount or 0)

@@ -3,6 +3,7 @@ permission), importers and imports (the import permission)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import queue
@@ -11,6 +12,7 @@ import time
 from typing import Iterator
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from pallet.api.deps import Admin, Exporting, Importing, RuntimeDep, dispatch
@@ -18,7 +20,8 @@ from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.publications.service import get_publication
-from pallet.tasks.schemas import TaskRead
+from pallet.tasks.schemas import TaskRead, task_read
+from pallet.tasks.service import get_task
 from pallet.transfer import export as exporting, service, tasks
 from pallet.transfer.chunks import StreamSink
 from pallet.transfer.models import Export, Exporter, Importer, SigningKey
@@ -326,6 +329,69 @@ def run_import(name: str, body: ImportRequest, runtime: RuntimeDep, principal: I
                                *tasks.import_locks(runtime, names)],
                     shared=[ORPHANS_LOCK], importer_id=importer.id, path=body.path,
                     upload_id=body.upload, destinations=names)
+
+
+@router.post("/importers/{name}/import-stream", response_model=TaskRead,
+             openapi_extra={"requestBody": {"content": {"application/x-tar": {}}}})
+async def import_stream(name: str, request: Request, runtime: RuntimeDep,
+                        principal: Importing):
+    """Import the archive sent as the request body (a single stream, as `GET
+    /exporters/{name}/stream` sends it), read as it arrives and never stored whole. Runs as a
+    task bound to this request; answers the finished task."""
+    importer = await run_in_threadpool(_importer, runtime, name)
+    body = _RequestBody(request, asyncio.get_running_loop())
+    pump = asyncio.create_task(body.pump())
+    try:
+        task_id = await run_in_threadpool(tasks.import_stream, runtime, importer, body,
+                                          created_by=principal.username)
+    finally:
+        pump.cancel()
+
+    def read() -> TaskRead:
+        with runtime.db.read() as session:
+            return task_read(get_task(session, task_id))
+    return await run_in_threadpool(read)
+
+
+class _RequestBody:
+    """A request's body as a blocking stream for a worker thread: the event loop fills a
+    small queue, the thread drains it."""
+
+    def __init__(self, request: Request, loop: asyncio.AbstractEventLoop) -> None:
+        self.request, self.loop = request, loop
+        self.blocks: asyncio.Queue = asyncio.Queue(maxsize=16)
+        self._pending = b""
+        self._ended = self._closed = False
+
+    async def pump(self) -> None:
+        try:
+            async for block in self.request.stream():
+                if block:
+                    await self.blocks.put(block)
+        finally:  # the body ended, or the client went away: the reader sees the end
+            self._closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self.blocks.put_nowait(b"")
+
+    def read(self, n: int = -1) -> bytes:
+        waited = 0.0
+        while not self._pending and not self._ended:
+            future = asyncio.run_coroutine_threadsafe(self.blocks.get(), self.loop)
+            try:
+                block = future.result(timeout=1.0)
+            except TimeoutError:
+                future.cancel()
+                waited += 1.0
+                if self._closed or waited > STALLED_SECONDS:
+                    block = b""  # an archive cut short: the reader says it is truncated
+                else:
+                    continue
+            self._ended = not block
+            self._pending = block
+        if n < 0:
+            n = len(self._pending)
+        data, self._pending = self._pending[:n], self._pending[n:]
+        return data
 
 
 def _import_read(session, record) -> ImportRead:

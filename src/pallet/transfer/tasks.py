@@ -7,10 +7,11 @@ exclusively and the orphans lock shared; its check holds nothing, as it writes n
 
 from __future__ import annotations
 
+import io
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from sqlalchemy import select
 
@@ -19,7 +20,9 @@ from pallet.paths import allowed_path
 from pallet.publications.models import Publication
 from pallet.repositories.models import Repository, RepositoryVersion
 from pallet.repositories.versions import get_version, latest_version
+from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.runtime import Runtime
+from pallet.tasks.bound import run_bound
 from pallet.tasks.registry import task_function
 from pallet.transfer import export as exporting, service
 from pallet.transfer.chunks import FileSink
@@ -154,10 +157,14 @@ def export_tree(runtime: Runtime, task, *, publication_id: int, path: str,
 # -- import ---------------------------------------------------------------------------------
 
 @contextmanager
-def open_archive(runtime: Runtime, *, path: str | None = None, upload_id: int | None = None
-                 ) -> Iterator[tuple[ArchiveReader, str]]:
+def open_archive(runtime: Runtime, *, path: str | None = None, upload_id: int | None = None,
+                 stream: BinaryIO | None = None) -> Iterator[tuple[ArchiveReader, str]]:
     """A reader of the archive at `path` (a table of contents, or a single-stream archive,
-    under the allowed import directories) or in upload `upload_id`; and a label for it."""
+    under the allowed import directories), in upload `upload_id`, or in `stream` (a
+    request's body); and a label for it."""
+    if stream is not None:
+        yield open_stream(stream), "a stream"
+        return
     if (path is None) == (upload_id is None):
         raise Invalid("name the archive by its path or by an upload, not both",
                       details={"field": "path"})
@@ -204,22 +211,81 @@ def import_locks(runtime: Runtime, names: list[str]) -> list[str]:
 
 
 def _run(runtime: Runtime, task, importer_id: int, path: str | None, upload_id: int | None,
-         dry_run: bool, destinations_locked: list[str] | None = None) -> dict[str, Any]:
+         dry_run: bool, destinations_locked: list[str] | None = None,
+         stream: BinaryIO | None = None) -> dict[str, Any]:
     with runtime.db.read() as session:
         importer = session.get(Importer, importer_id)
         if importer is None:
             raise NotFound("the importer was deleted before the task ran")
-    if destinations_locked is not None and destinations(
+    if stream is None and destinations_locked is not None and destinations(
             runtime, importer, path=path, upload_id=upload_id) != destinations_locked:
         raise Invalid("the importer's mapping changed after the import was queued; run it "
                       "again", details={"locked": destinations_locked})
     streamed = path is None or not path.endswith(TOC_SUFFIX)
     if not dry_run and streamed and (importer.require_signature or importer.trusted_keys):
+        if stream is not None:
+            raise Invalid(f"importer {importer.name!r} trusts signing keys, and a piped "
+                          "stream cannot be verified before it is stored: import from files "
+                          "or an upload", code="signature")
         # A stream's signature comes last: verify the whole archive before storing a byte.
         _run(runtime, task, importer_id, path, upload_id, dry_run=True)
-    with open_archive(runtime, path=path, upload_id=upload_id) as (reader, label):
+    with open_archive(runtime, path=path, upload_id=upload_id, stream=stream) as (reader,
+                                                                                  label):
         return ArchiveImport(runtime, importer, reader, source=label, dry_run=dry_run,
                              progress=task.progress).run()
+
+
+# The bodies of requests running a bound import, by task id (this process only).
+STREAMS: dict[int, BinaryIO] = {}
+
+
+class _Replay(io.RawIOBase):
+    """Bytes already read (to learn the header), then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            data, self.head = self.head[:n], self.head[n:]
+            return data
+        return self.rest.read(n)
+
+
+class _Recording:
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.seen = stream, bytearray()
+
+    def read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        self.seen += data
+        return data
+
+
+def import_stream(runtime: Runtime, importer: Importer, body: BinaryIO, *,
+                  created_by: str | None) -> int:
+    """Import the archive `body` (a request's) as a task this thread runs; its id."""
+    recording = _Recording(body)
+    header = open_stream(recording).header()
+    names = [importer.mapping.get(entry.name, entry.name) for entry in header.repositories]
+    replay = _Replay(bytes(recording.seen), body)
+    started: list[int] = []
+
+    def hand_over(task_id: int) -> None:
+        started.append(task_id)
+        STREAMS[task_id] = replay
+
+    try:
+        return run_bound(runtime, import_archive,
+                         exclusive=[f"importer:{importer.id}", *import_locks(runtime, names)],
+                         shared=[ORPHANS_LOCK], created_by=created_by, before_run=hand_over,
+                         importer_id=importer.id, destinations=names, stream=True)
+    finally:
+        for task_id in started:
+            STREAMS.pop(task_id, None)
 
 
 @task_function("transfer.check")
@@ -231,11 +297,15 @@ def check(runtime: Runtime, task, *, importer_id: int, path: str | None = None,
 
 @task_function("transfer.import")
 def import_archive(runtime: Runtime, task, *, importer_id: int, path: str | None = None,
-                   upload_id: int | None = None, destinations: list[str] | None = None
-                   ) -> None:
-    """Import an archive. `destinations`: the repositories the task locked when queued."""
+                   upload_id: int | None = None, destinations: list[str] | None = None,
+                   stream: bool = False) -> None:
+    """Import an archive. `destinations`: the repositories the task locked when queued;
+    `stream`: the archive is the body of the request running this (bound) task."""
+    body = STREAMS.pop(task.id) if stream else None
     plan = _run(runtime, task, importer_id, path, upload_id, dry_run=False,
-                destinations_locked=destinations)
+                destinations_locked=destinations, stream=body)
+    if body is not None and body.read(1):
+        raise Invalid("the request holds bytes after the archive's end")
     for repository in plan["repositories"]:
         if repository.get("version") is not None and not repository["up_to_date"]:
             task.created(f"/api/v1/repositories/{repository['destination']}/versions/"
