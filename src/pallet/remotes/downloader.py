@@ -43,6 +43,7 @@ from pallet.artifacts.storage import ArtifactStorage, DigestMismatch, Writer
 from pallet.paths import allowed_path
 from pallet.errors import Invalid, PalletError
 from pallet.plugin import RemoteFile
+from pallet.remotes.small_files import SmallFiles
 from pallet.settings import Settings
 
 __all__ = ["DigestMismatch", "DownloadError", "Downloader", "RemoteConfig", "local_path",
@@ -201,6 +202,7 @@ class Downloader:
         # Commits (fsync) and local reads block: they run here, not on the event loop.
         self._pool = ThreadPoolExecutor(max(2, min(config.download_concurrency, 16)),
                                         thread_name_prefix="download")
+        self._small_files = SmallFiles(storage)
 
     async def __aenter__(self) -> "Downloader":
         config = self.config
@@ -225,6 +227,7 @@ class Downloader:
     async def __aexit__(self, *exc_info) -> None:
         if self._session is not None:
             await self._session.close()
+        self._small_files.close()
         self._pool.shutdown(wait=True)
 
     # -- public -------------------------------------------------------------------------------
@@ -273,11 +276,16 @@ class Downloader:
         return await self._retrying(file.url, attempt)
 
     async def _download_small(self, file: RemoteFile) -> tuple[str, int]:
-        """A small file is read into memory and hashed, written and committed in one call
-        on the pool: the event loop only moves bytes, which matters for many small files."""
+        """A small file is read into memory, then hashed, written and committed by the
+        small-file thread, in groups: the event loop only moves bytes, which matters for
+        many small files. Not yet durable: the caller flushes the storage before it records
+        them (the sync does, once per batch)."""
         data = await self._small_body(file)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._store, file, data)
+        try:
+            return file.sha256.lower(), await self._small_files.store(data, file.sha256)
+        except DigestMismatch as exc:
+            _check_digest(file, exc.details["actual"])  # the same error, naming the URL
+            raise
 
     async def _small_body(self, file: RemoteFile) -> bytes:
         if urlsplit(file.url).scheme.lower() == "file":
@@ -296,16 +304,6 @@ class Downloader:
         if len(data) != file.size:
             raise _size_mismatch(file, f"{len(data)} bytes, not the {file.size} announced")
         return data
-
-    def _store(self, file: RemoteFile, data: bytes) -> tuple[str, int]:
-        """Small bytes into the store, not yet durable: the caller flushes the storage
-        before it records them (the sync does, once per batch)."""
-        try:
-            return file.sha256.lower(), self.storage.put_bytes(data, file.sha256,
-                                                               durable=False)
-        except DigestMismatch as exc:
-            _check_digest(file, exc.details["actual"])  # the same error, naming the URL
-            raise
 
     async def stream(self, file: RemoteFile, *, store: bool) -> AsyncIterator[bytes]:
         """The bytes of one remote file, as they arrive.

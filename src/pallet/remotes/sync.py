@@ -189,12 +189,11 @@ class _Sync:
     async def _produce(self, units: Iterator[_Unit], queue: asyncio.Queue,
                        group: asyncio.TaskGroup, workers: int) -> None:
         writing = []
-        while not self.failures:
-            await self._pending.acquire()
-            batch = await asyncio.to_thread(self._plan, units)
-            if batch is None:
-                self._pending.release()
-                break
+        # The next batch is read while this one's files are queued: reading it only once
+        # the queue ran dry would leave the workers idle meanwhile.
+        planned = group.create_task(self._plan_next(units))
+        while (batch := await planned) is not None and not self.failures:
+            planned = group.create_task(self._plan_next(units))
             for job in self._claim(batch):
                 await queue.put(job)
             writing.append(group.create_task(self._finish(batch)))
@@ -203,6 +202,13 @@ class _Sync:
             await queue.put(None)
         await asyncio.gather(*writing)
         self._done.set()
+
+    async def _plan_next(self, units: Iterator[_Unit]) -> _Batch | None:
+        await self._pending.acquire()
+        batch = await asyncio.to_thread(self._plan, units)
+        if batch is None:
+            self._pending.release()
+        return batch
 
     def _claim(self, batch: _Batch) -> list[tuple[RemoteFile, asyncio.Future]]:
         """Downloads of the batch's files nobody fetches yet; it waits for the others."""
