@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
+import re
 import threading
 import tempfile
 from abc import ABC, abstractmethod
@@ -21,6 +22,7 @@ from typing import BinaryIO, Callable
 from pallet.errors import Invalid
 
 READ_BLOCK = 1 << 20
+_SHA256 = re.compile("[0-9a-f]{64}")
 
 
 class DigestMismatch(Invalid):
@@ -120,15 +122,18 @@ class LocalStorage(ArtifactStorage):
         self._root, self._tmp = str(self.root), str(self.tmp)
 
     def path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        return Path(self._location(sha256))
+
+    def _location(self, sha256: str) -> str:
+        if _SHA256.fullmatch(sha256) is None:
             raise Invalid(f"{sha256!r} is not a sha256 digest")
-        return self.root / sha256[:2] / sha256[2:4] / sha256
+        return f"{self._root}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
     def writer(self) -> Writer:
         return _LocalWriter(self)
 
     def exists(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
+        return os.path.isfile(self._location(sha256))  # asked per file by a sync: no Path
 
     def open(self, sha256: str) -> BinaryIO:
         return open(self.path(sha256), "rb")

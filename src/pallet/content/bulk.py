@@ -1,19 +1,27 @@
 """Recording many units and artifacts at once, as sync and import do: set-at-a-time
-statements over batches of a few thousand, within the caller's transaction."""
+statements over batches of a few thousand, within the caller's transaction.
+
+Look-ups by sha256 or digest take a whole batch as one array parameter on PostgreSQL
+(`= ANY(%s)`: one short statement, parsed once) and `IN (?, …)` lists below SQLite's
+parameter limit there. Rows go in through `insert_values`: COPY on PostgreSQL, the driver's
+own executemany on SQLite (SQLAlchemy's per-row parameter handling cost more than SQLite
+took to store the rows).
+"""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import String, Table, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pallet.artifacts.models import Artifact
 from pallet.content.models import Content, ContentArtifact
 from pallet.db.base import utcnow
-from pallet.db.bulk import insert_rows
+from pallet.db.bulk import batch_size, insert_rows
 
 QUERY_CHUNK = 900  # values per IN (...) list: below SQLite's parameter limit
 CA = ContentArtifact
@@ -35,13 +43,61 @@ def chunks(values: Iterable) -> Iterator[list]:
         yield chunk
 
 
+def text_batches(session: Session, values: Iterable[str]) -> Iterator[list[str]]:
+    """`values` in batches for `among_text`: a whole sync batch at once on PostgreSQL."""
+    iterator = iter(values)
+    size = batch_size(session)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def among_text(session: Session, column, values: Sequence[str]):
+    """SQL condition: the text `column` is one of `values` (one batch of `text_batches`)."""
+    if _is_postgres(session):
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return column.in_(list(values))
+
+
+def insert_values(session: Session, table: Table, columns: Sequence[str],
+                  rows: Iterable[tuple], *, skip_existing: bool = False) -> None:
+    """Insert many rows of values into `table` within the session's transaction, each value
+    converted as its column's type does (JSON, timestamps). With `skip_existing`, rows a
+    unique constraint says exist (perhaps committed meanwhile by a concurrent sync or
+    import) are left out instead of failing the transaction."""
+    if _is_postgres(session):
+        if skip_existing:  # COPY cannot skip: INSERT … ON CONFLICT DO NOTHING
+            insert_rows(session, table, columns, rows, skip_existing=True)
+        else:
+            insert_rows(session, table, columns, _bound(session, table, columns, rows))
+        return
+    verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
+    sql = (f"{verb} INTO {table.name} ({', '.join(columns)}) "
+           f"VALUES ({', '.join('?' * len(columns))})")
+    cursor = session.connection().connection.driver_connection.cursor()
+    try:
+        cursor.executemany(sql, _bound(session, table, columns, rows))
+    finally:
+        cursor.close()
+
+
+def _bound(session: Session, table: Table, columns: Sequence[str],
+           rows: Iterable[tuple]) -> Iterator[tuple]:
+    dialect = session.get_bind().dialect
+    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                  for name in columns]
+    if not any(processors):
+        return iter(rows)
+    return (tuple(value if process is None else process(value)
+                  for process, value in zip(processors, row)) for row in rows)
+
+
 def find_artifacts(session: Session, shas: Iterable[str]) -> dict[str, tuple[int, int]]:
     """sha256 -> (artifact id, size) for those of `shas` that are recorded."""
     found: dict[str, tuple[int, int]] = {}
-    for chunk in chunks(shas):
+    for batch in text_batches(session, shas):
         found.update((sha, (id_, size)) for sha, id_, size in session.execute(
             select(Artifact.sha256, Artifact.id, Artifact.size)
-            .where(Artifact.sha256.in_(chunk))))
+            .where(among_text(session, Artifact.sha256, batch))))
     return found
 
 
@@ -51,8 +107,8 @@ def record_artifacts(session: Session, stored: dict[str, int]) -> dict[str, tupl
     artifacts = find_artifacts(session, stored)
     now = utcnow()
     rows = [(sha, stored[sha], now) for sha in sorted(set(stored) - set(artifacts))]
-    insert_rows(session, Artifact.__table__, ("sha256", "size", "created_at"), rows,
-                skip_existing=True)  # a concurrent sync or import may record the same
+    insert_values(session, Artifact.__table__, ("sha256", "size", "created_at"), rows,
+                  skip_existing=True)  # a concurrent sync or import may record the same
     artifacts.update(find_artifacts(session, [row[0] for row in rows]))
     return artifacts
 
@@ -60,9 +116,9 @@ def record_artifacts(session: Session, stored: dict[str, int]) -> dict[str, tupl
 def find_content(session: Session, digests: Iterable[str]) -> dict[str, int]:
     """identity digest -> content id for those of `digests` that exist."""
     ids: dict[str, int] = {}
-    for chunk in chunks(digests):
+    for batch in text_batches(session, digests):
         ids.update(session.execute(select(Content.digest, Content.id)
-                                   .where(Content.digest.in_(chunk))).all())
+                                   .where(among_text(session, Content.digest, batch))).all())
     return ids
 
 
@@ -77,17 +133,17 @@ def record_units(session: Session, units: Iterable[NewUnit],
     new = [unit for digest, unit in units.items() if digest not in ids]
     if new:
         now = utcnow()
-        insert_rows(session, Content.__table__, ("type", "digest", "data", "created_at"),
-                    ((u.type, u.digest, u.data, now) for u in new), skip_existing=True)
+        insert_values(session, Content.__table__, ("type", "digest", "data", "created_at"),
+                      [(u.type, u.digest, u.data, now) for u in new], skip_existing=True)
         ids.update(find_content(session, [u.digest for u in new]))
     rows = []
     for unit in new:
         for path, sha256, size in unit.files:
             artifact_id, size = artifacts.get(sha256, (None, size))
             rows.append((ids[unit.digest], path, sha256, size, artifact_id))
-    insert_rows(session, CA.__table__,
-                ("content_id", "relative_path", "sha256", "size", "artifact_id"), rows,
-                skip_existing=True)  # a unit created concurrently has its files already
+    insert_values(session, CA.__table__,
+                  ("content_id", "relative_path", "sha256", "size", "artifact_id"), rows,
+                  skip_existing=True)  # a unit created concurrently has its files already
     link_artifacts(session, existing, artifacts)
     return ids
 
@@ -105,3 +161,7 @@ def link_artifacts(session: Session, content_ids: list[int],
         table = CA.__table__
         session.execute(table.update().where(table.c.id == bindparam("ca_id"))
                         .values(artifact_id=bindparam("artifact_id")), links)
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"

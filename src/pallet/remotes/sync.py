@@ -32,11 +32,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pallet.content.identity import identity_digest
-from pallet.content.bulk import (NewUnit, chunks, find_artifacts, record_artifacts,
+from pallet.content.bulk import (NewUnit, find_artifacts, insert_values, record_artifacts,
                                  record_units)
 from pallet.content.models import ContentArtifact
 from pallet.content.service import validate_unit
-from pallet.db.bulk import insert_rows
+from pallet.db.bulk import among, id_batches
 from pallet.errors import Canceled, Invalid, NotFound, PalletError
 from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType
 from pallet.plugins import Registry
@@ -381,26 +381,26 @@ class _Sync:
         wanted: dict[tuple[int, str], RemoteFile] = {
             (ids[unit.digest], path): file for unit in batch.units for path, file in unit.files}
         by_key: dict[int, RemoteFile] = {}
-        for chunk in chunks(sorted({content_id for content_id, _ in wanted})):
+        for batch in id_batches(session, sorted({content_id for content_id, _ in wanted})):
             for ca_id, content_id, path in session.execute(
                     select(CA.id, CA.content_id, CA.relative_path)
-                    .where(CA.content_id.in_(chunk))):
+                    .where(among(session, CA.content_id, batch))):
                 if (content_id, path) in wanted:
                     by_key[ca_id] = wanted[(content_id, path)]
         known: dict[int, tuple[int, str, int | None]] = {}
-        for chunk in chunks(sorted(by_key)):
+        for batch in id_batches(session, sorted(by_key)):
             known.update((ca_id, (ra_id, url, size)) for ra_id, ca_id, url, size in
                          session.execute(select(RA.id, RA.content_artifact_id, RA.url, RA.size)
                                          .where(RA.remote_id == self.remote_id,
-                                                RA.content_artifact_id.in_(chunk))))
+                                                among(session, RA.content_artifact_id, batch))))
         rows, moved = [], []
         for ca_id, file in by_key.items():
             if ca_id not in known:
                 rows.append((ca_id, self.remote_id, file.url, file.sha256, file.size))
             elif known[ca_id][1:] != (file.url, file.size):
                 moved.append({"ra_id": known[ca_id][0], "url": file.url, "size": file.size})
-        insert_rows(session, RA.__table__,
-                    ("content_artifact_id", "remote_id", "url", "sha256", "size"), rows)
+        insert_values(session, RA.__table__,
+                      ("content_artifact_id", "remote_id", "url", "sha256", "size"), rows)
         if moved:  # a new place: give it a fresh chance if the old one had failed
             table = RA.__table__
             session.execute(table.update().where(table.c.id == bindparam("ra_id"))
