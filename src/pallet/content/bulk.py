@@ -1,29 +1,31 @@
 """Recording many units and artifacts at once, as sync and import do: set-at-a-time
 statements over batches of a few thousand, within the caller's transaction.
 
-Look-ups by sha256 or digest take a whole batch as one array parameter on PostgreSQL
-(`= ANY(%s)`: one short statement, parsed once) and `IN (?, …)` lists below SQLite's
-parameter limit there. Rows go in through `insert_values`: COPY on PostgreSQL, the driver's
-own executemany on SQLite (SQLAlchemy's per-row parameter handling cost more than SQLite
-took to store the rows).
+Look-ups by sha256 or digest take a whole batch as one parameter: an array on PostgreSQL
+(`= ANY(%s)`), a JSON array on SQLite (`IN (SELECT value FROM json_each(?))`), so the
+statement is short and the same every time. Rows go in through `insert_values`: COPY on
+PostgreSQL, the driver's own executemany on SQLite (SQLAlchemy's per-row parameter handling
+cost more than SQLite took to store the rows).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import String, Table, any_, bindparam, select
+from sqlalchemy import String, Table, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pallet.artifacts.models import Artifact
 from pallet.content.models import Content, ContentArtifact
 from pallet.db.base import utcnow
-from pallet.db.bulk import batch_size, insert_rows
+from pallet.db.bulk import insert_rows
 
 QUERY_CHUNK = 900  # values per IN (...) list: below SQLite's parameter limit
+TEXT_BATCH = 10_000  # values per among_text condition
 CA = ContentArtifact
 
 
@@ -43,19 +45,21 @@ def chunks(values: Iterable) -> Iterator[list]:
         yield chunk
 
 
-def text_batches(session: Session, values: Iterable[str]) -> Iterator[list[str]]:
-    """`values` in batches for `among_text`: a whole sync batch at once on PostgreSQL."""
+def text_batches(values: Iterable[str]) -> Iterator[list[str]]:
+    """`values` in batches for `among_text` (a whole sync batch is one)."""
     iterator = iter(values)
-    size = batch_size(session)
-    while batch := list(itertools.islice(iterator, size)):
+    while batch := list(itertools.islice(iterator, TEXT_BATCH)):
         yield batch
 
 
 def among_text(session: Session, column, values: Sequence[str]):
-    """SQL condition: the text `column` is one of `values` (one batch of `text_batches`)."""
+    """SQL condition: the text `column` is one of `values` (one batch of `text_batches`),
+    given as one parameter: an array on PostgreSQL, a JSON array on SQLite. The statement
+    stays the same whatever the number of values, so it is compiled and parsed once."""
     if _is_postgres(session):
         return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
-    return column.in_(list(values))
+    listed = func.json_each(bindparam(None, json.dumps(list(values)))).table_valued("value")
+    return column.in_(select(listed.c.value))
 
 
 def insert_values(session: Session, table: Table, columns: Sequence[str],
@@ -81,20 +85,26 @@ def insert_values(session: Session, table: Table, columns: Sequence[str],
 
 
 def _bound(session: Session, table: Table, columns: Sequence[str],
-           rows: Iterable[tuple]) -> Iterator[tuple]:
+           rows: Iterable[tuple]) -> Iterable[Sequence]:
     dialect = session.get_bind().dialect
-    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                  for name in columns]
-    if not any(processors):
-        return iter(rows)
-    return (tuple(value if process is None else process(value)
-                  for process, value in zip(processors, row)) for row in rows)
+    processors = [(i, process) for i, name in enumerate(columns)
+                  if (process := table.c[name].type.dialect_impl(dialect)
+                      .bind_processor(dialect)) is not None]
+    if not processors:
+        return rows
+
+    def convert(row: tuple) -> list:
+        values = list(row)
+        for i, process in processors:
+            values[i] = process(values[i])
+        return values
+    return map(convert, rows)
 
 
 def find_artifacts(session: Session, shas: Iterable[str]) -> dict[str, tuple[int, int]]:
     """sha256 -> (artifact id, size) for those of `shas` that are recorded."""
     found: dict[str, tuple[int, int]] = {}
-    for batch in text_batches(session, shas):
+    for batch in text_batches(shas):
         found.update((sha, (id_, size)) for sha, id_, size in session.execute(
             select(Artifact.sha256, Artifact.id, Artifact.size)
             .where(among_text(session, Artifact.sha256, batch))))
@@ -116,7 +126,7 @@ def record_artifacts(session: Session, stored: dict[str, int]) -> dict[str, tupl
 def find_content(session: Session, digests: Iterable[str]) -> dict[str, int]:
     """identity digest -> content id for those of `digests` that exist."""
     ids: dict[str, int] = {}
-    for batch in text_batches(session, digests):
+    for batch in text_batches(digests):
         ids.update(session.execute(select(Content.digest, Content.id)
                                    .where(among_text(session, Content.digest, batch))).all())
     return ids
