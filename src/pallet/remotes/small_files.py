@@ -29,7 +29,8 @@ class SmallFiles:
 
     def __init__(self, storage: ArtifactStorage) -> None:
         self.storage = storage
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
+        self._outgoing: list[_Item] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -42,34 +43,44 @@ class SmallFiles:
                                             daemon=True)
             self._thread.start()
         future = self._loop.create_future()
-        self._queue.put((data, sha256, future))
+        if not self._outgoing:  # handed over once the event loop is done with its events
+            self._loop.call_soon(self._hand_off)
+        self._outgoing.append((data, sha256, future))
         return future
 
     def close(self) -> None:
         """Store what is queued, then stop the thread (blocks until it has)."""
         if self._thread is not None:
+            self._hand_off()
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+
+    def _hand_off(self) -> None:
+        # One queue entry (and so at most one thread wake-up) for the files of one round of
+        # the event loop: waking the thread costs more than storing a small file.
+        if self._outgoing:
+            self._queue.put(self._outgoing)
+            self._outgoing = []
 
     # -- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            item = self._queue.get()
-            if item is None:
+            items = self._queue.get()
+            if items is None:
                 return
-            group = [item]
+            group = list(items)
             while len(group) < GROUP:
                 try:
-                    item = self._queue.get_nowait()
+                    items = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
+                if items is None:
                     stopping = True
                     break
-                group.append(item)
+                group.extend(items)
             try:
                 results = self.storage.put_many([(data, sha) for data, sha, _ in group],
                                                 durable=False)

@@ -313,12 +313,22 @@ class _Sync:
         files = []
         for path in sorted(expected):
             file = remote_unit.files[path]
-            if urlsplit(file.url).scheme.lower() not in self.url_schemes:
+            if not self._allowed_scheme(file.url):
                 raise Invalid(f"the URL {file.url[:200]!r} of {path!r} is not allowed from "
                               f"this remote (use {' or '.join(self.url_schemes)})")
-            files.append((path, dataclasses.replace(file, sha256=expected[path])))
+            if file.sha256 != expected[path]:
+                file = dataclasses.replace(file, sha256=expected[path])
+            files.append((path, file))
         return _Unit(remote_unit.type, identity_digest(remote_unit.type, key),
                      unit.model_dump(mode="json"), files)
+
+    def _allowed_scheme(self, url: str) -> bool:
+        # What precedes the first colon, when it is an allowed scheme, is what urlsplit
+        # finds too; anything else gets urlsplit's verdict (it strips spaces, for one).
+        colon = url.find(":")
+        if colon > 0 and url[:colon].lower() in self.url_schemes:
+            return True
+        return urlsplit(url).scheme.lower() in self.url_schemes
 
     def _plan(self, units: Iterator[_Unit]) -> _Batch | None:
         """The next batch: what exists, what is stored without a row, what to fetch."""

@@ -14,9 +14,10 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from pallet.content.bulk import insert_values
 from pallet.content.models import Content
 from pallet.distributions.service import serving_changed
-from pallet.db.bulk import among, batched, id_batches, insert_rows
+from pallet.db.bulk import among, batched, id_batches
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.plugins import Registry
 from pallet.repositories.contentset import Change, LtHash, carry_counts, plan_change
@@ -220,8 +221,8 @@ def _replace_all(session: Session, repository: Repository, latest: RepositoryVer
 
 def _add_members(session: Session, repository: Repository, number: int,
                  content_ids: Iterable[int]) -> None:
-    insert_rows(session, RC.__table__, ("repository_id", "content_id", "version_added"),
-                ((repository.id, content_id, number) for content_id in content_ids))
+    insert_values(session, RC.__table__, ("repository_id", "content_id", "version_added"),
+                  ((repository.id, content_id, number) for content_id in content_ids))
 
 
 def _types_of(session: Session, ids: Iterable[int]) -> Counter:
