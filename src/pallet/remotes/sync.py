@@ -391,18 +391,18 @@ class _Sync:
         wanted: dict[tuple[int, str], RemoteFile] = {
             (ids[unit.digest], path): file for unit in batch.units for path, file in unit.files}
         by_key: dict[int, RemoteFile] = {}
-        for batch in id_batches(session, sorted({content_id for content_id, _ in wanted})):
+        for chunk in id_batches(session, sorted({content_id for content_id, _ in wanted})):
             for ca_id, content_id, path in session.execute(
                     select(CA.id, CA.content_id, CA.relative_path)
-                    .where(among(session, CA.content_id, batch))):
+                    .where(among(session, CA.content_id, chunk))):
                 if (content_id, path) in wanted:
                     by_key[ca_id] = wanted[(content_id, path)]
         known: dict[int, tuple[int, str, int | None]] = {}
-        for batch in id_batches(session, sorted(by_key)):
+        for chunk in id_batches(session, sorted(by_key)):
             known.update((ca_id, (ra_id, url, size)) for ra_id, ca_id, url, size in
                          session.execute(select(RA.id, RA.content_artifact_id, RA.url, RA.size)
                                          .where(RA.remote_id == self.remote_id,
-                                                among(session, RA.content_artifact_id, batch))))
+                                                among(session, RA.content_artifact_id, chunk))))
         rows, moved = [], []
         for ca_id, file in by_key.items():
             if ca_id not in known:
