@@ -429,3 +429,32 @@ def test_a_present_artifact_with_another_size_in_the_archive_is_refused(
         run(tasks.import_archive, destination, importer_id=importer(destination), path=path)
     with destination.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Artifact)) == 0
+
+
+def test_rows_recorded_concurrently_are_skipped_not_a_failure(source):
+    """Two transactions (an import and a sync, say) record the same artifact and unit: the
+    second waits for the first and then finds the rows, instead of failing on them."""
+    import threading
+    from pallet.content.bulk import NewUnit, record_artifacts, record_units
+    from pallet.content.identity import identity_digest
+
+    sha = store_bytes(source, b"shared bytes")
+    with source.db.write() as session:  # store_bytes recorded it: start from no row
+        session.execute(Artifact.__table__.delete())
+    fields = {"relative_path": "shared", "sha256": sha}
+    unit = NewUnit("file", identity_digest("file", fields), fields, (("shared", sha, 12),))
+    seen = {}
+
+    def second():
+        with source.db.write() as session:
+            artifacts = record_artifacts(session, {sha: 12})
+            seen["second"] = (artifacts[sha][0], record_units(session, [unit], artifacts))
+
+    with source.db.write() as session:
+        artifacts = record_artifacts(session, {sha: 12})
+        ids = record_units(session, [unit], artifacts)
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(0.5)  # it waits for this transaction (PostgreSQL) or its lock (SQLite)
+    other.join(30)
+    assert seen["second"] == (artifacts[sha][0], ids)

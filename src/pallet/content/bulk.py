@@ -69,10 +69,8 @@ def insert_values(session: Session, table: Table, columns: Sequence[str],
     unique constraint says exist (perhaps committed meanwhile by a concurrent sync or
     import) are left out instead of failing the transaction."""
     if _is_postgres(session):
-        if skip_existing:  # COPY cannot skip: INSERT … ON CONFLICT DO NOTHING
-            insert_rows(session, table, columns, rows, skip_existing=True)
-        else:
-            insert_rows(session, table, columns, _bound(session, table, columns, rows))
+        insert_rows(session, table, columns, _bound(session, table, columns, rows),
+                    skip_existing=skip_existing)
         return
     verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
     sql = (f"{verb} INTO {table.name} ({', '.join(columns)}) "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import BigInteger, Table, any_, bindparam
-from sqlalchemy.dialects.postgresql import ARRAY, insert as postgresql_insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 SQLITE_BATCH = 900
@@ -47,24 +47,28 @@ def insert_rows(session: Session, table: Table, columns: Sequence[str],
                 rows: Iterable[tuple], *, skip_existing: bool = False) -> None:
     """Insert many rows of plain values into `table`, within the session's transaction.
     With `skip_existing`, a row that a unique constraint says exists already (perhaps just
-    inserted by a concurrent transaction) is left out instead of failing the statement."""
+    committed by a concurrent transaction) is left out instead of failing the statement.
+    On PostgreSQL the rows are driver-ready values (they go through COPY)."""
     connection = session.connection()
-    if skip_existing:
-        if _is_postgres(session):
-            statement = postgresql_insert(table).on_conflict_do_nothing()
-        else:
-            statement = table.insert().prefix_with("OR IGNORE")
-        for batch in batched(rows, 10_000):
-            connection.execute(statement, [dict(zip(columns, row)) for row in batch])
-        return
     if _is_postgres(session):
-        with connection.connection.driver_connection.cursor() as cursor, \
-                cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        names = ", ".join(columns)
+        target = table.name
+        with connection.connection.driver_connection.cursor() as cursor:
+            if skip_existing:  # COPY cannot skip: stage the rows, then insert what is new
+                target = f"pallet_stage_{table.name}"
+                cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {target} ON COMMIT DROP AS "
+                               f"SELECT {names} FROM {table.name} WITH NO DATA")
+                cursor.execute(f"TRUNCATE {target}")
+            with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            if skip_existing:
+                cursor.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM "
+                               f"{target} ON CONFLICT DO NOTHING")
         return
+    statement = table.insert().prefix_with("OR IGNORE") if skip_existing else table.insert()
     for batch in batched(rows, 10_000):
-        connection.execute(table.insert(), [dict(zip(columns, row)) for row in batch])
+        connection.execute(statement, [dict(zip(columns, row)) for row in batch])
 
 
 def _is_postgres(session: Session) -> bool:
