@@ -178,7 +178,7 @@ class LocalStorage(ArtifactStorage):
                 os.unlink(temporary)
             raise
         if durable:
-            _fsync_dir(Path(folder))
+            fsync_dir(Path(folder))
         return len(data)
 
     def flush(self) -> None:
@@ -218,7 +218,7 @@ class LocalStorage(ArtifactStorage):
         target = self.path(sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
 
 class _LocalWriter(Writer):
@@ -271,7 +271,8 @@ def _load_libc():
 _LIBC = _load_libc()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a file just created or renamed there) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

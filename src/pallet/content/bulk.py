@@ -3,9 +3,7 @@ statements over batches of a few thousand, within the caller's transaction.
 
 Look-ups by sha256 or digest take a whole batch as one parameter: an array on PostgreSQL
 (`= ANY(%s)`), a JSON array on SQLite (`IN (SELECT value FROM json_each(?))`), so the
-statement is short and the same every time. Rows go in through `insert_values`: COPY on
-PostgreSQL, the driver's own executemany on SQLite (SQLAlchemy's per-row parameter handling
-cost more than SQLite took to store the rows).
+statement is short and the same every time. Rows go in through `db.bulk.insert_values`.
 """
 
 from __future__ import annotations
@@ -15,14 +13,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import String, Table, any_, bindparam, func, select
+from sqlalchemy import String, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pallet.artifacts.models import Artifact
 from pallet.content.models import Content, ContentArtifact
 from pallet.db.base import utcnow
-from pallet.db.bulk import insert_rows
+from pallet.db.bulk import insert_values
 
 QUERY_CHUNK = 900  # values per IN (...) list: below SQLite's parameter limit
 TEXT_BATCH = 10_000  # values per among_text condition
@@ -60,43 +58,6 @@ def among_text(session: Session, column, values: Sequence[str]):
         return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
     listed = func.json_each(bindparam(None, json.dumps(list(values)))).table_valued("value")
     return column.in_(select(listed.c.value))
-
-
-def insert_values(session: Session, table: Table, columns: Sequence[str],
-                  rows: Iterable[tuple], *, skip_existing: bool = False) -> None:
-    """Insert many rows of values into `table` within the session's transaction, each value
-    converted as its column's type does (JSON, timestamps). With `skip_existing`, rows a
-    unique constraint says exist (perhaps committed meanwhile by a concurrent sync or
-    import) are left out instead of failing the transaction."""
-    if _is_postgres(session):
-        insert_rows(session, table, columns, _bound(session, table, columns, rows),
-                    skip_existing=skip_existing)
-        return
-    verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
-    sql = (f"{verb} INTO {table.name} ({', '.join(columns)}) "
-           f"VALUES ({', '.join('?' * len(columns))})")
-    cursor = session.connection().connection.driver_connection.cursor()
-    try:
-        cursor.executemany(sql, _bound(session, table, columns, rows))
-    finally:
-        cursor.close()
-
-
-def _bound(session: Session, table: Table, columns: Sequence[str],
-           rows: Iterable[tuple]) -> Iterable[Sequence]:
-    dialect = session.get_bind().dialect
-    processors = [(i, process) for i, name in enumerate(columns)
-                  if (process := table.c[name].type.dialect_impl(dialect)
-                      .bind_processor(dialect)) is not None]
-    if not processors:
-        return rows
-
-    def convert(row: tuple) -> list:
-        values = list(row)
-        for i, process in processors:
-            values[i] = process(values[i])
-        return values
-    return map(convert, rows)
 
 
 def find_artifacts(session: Session, shas: Iterable[str]) -> dict[str, tuple[int, int]]:

@@ -2,7 +2,9 @@
 
 SQLite takes ids as `IN (?, ?, …)` in batches below its parameter limit. PostgreSQL takes a
 whole batch as one array parameter (`= ANY(%s)`), so a statement compiles once and a batch
-can be large, and bulk rows go in through COPY.
+can be large. Bulk rows go in through `insert_values`: COPY on PostgreSQL, the driver's own
+executemany on SQLite (SQLAlchemy's per-row parameter handling cost more than SQLite took to
+store the rows).
 """
 
 from __future__ import annotations
@@ -69,6 +71,43 @@ def insert_rows(session: Session, table: Table, columns: Sequence[str],
     statement = table.insert().prefix_with("OR IGNORE") if skip_existing else table.insert()
     for batch in batched(rows, 10_000):
         connection.execute(statement, [dict(zip(columns, row)) for row in batch])
+
+
+def insert_values(session: Session, table: Table, columns: Sequence[str],
+                  rows: Iterable[tuple], *, skip_existing: bool = False) -> None:
+    """Insert many rows of values into `table` within the session's transaction, each value
+    converted as its column's type does (JSON, timestamps). With `skip_existing`, rows a
+    unique constraint says exist (perhaps committed meanwhile by a concurrent sync or
+    import) are left out instead of failing the transaction."""
+    if _is_postgres(session):
+        insert_rows(session, table, columns, _bound(session, table, columns, rows),
+                    skip_existing=skip_existing)
+        return
+    verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
+    sql = (f"{verb} INTO {table.name} ({', '.join(columns)}) "
+           f"VALUES ({', '.join('?' * len(columns))})")
+    cursor = session.connection().connection.driver_connection.cursor()
+    try:
+        cursor.executemany(sql, _bound(session, table, columns, rows))
+    finally:
+        cursor.close()
+
+
+def _bound(session: Session, table: Table, columns: Sequence[str],
+           rows: Iterable[tuple]) -> Iterable[Sequence]:
+    dialect = session.get_bind().dialect
+    processors = [(i, process) for i, name in enumerate(columns)
+                  if (process := table.c[name].type.dialect_impl(dialect)
+                      .bind_processor(dialect)) is not None]
+    if not processors:
+        return rows
+
+    def convert(row: tuple) -> list:
+        values = list(row)
+        for i, process in processors:
+            values[i] = process(values[i])
+        return values
+    return map(convert, rows)
 
 
 def _is_postgres(session: Session) -> bool:

@@ -32,11 +32,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pallet.content.identity import identity_digest
-from pallet.content.bulk import (NewUnit, find_artifacts, insert_values, record_artifacts,
-                                 record_units)
+from pallet.content.bulk import NewUnit, find_artifacts, record_artifacts, record_units
 from pallet.content.models import ContentArtifact
 from pallet.content.service import validate_unit
-from pallet.db.bulk import among, id_batches
+from pallet.db.bulk import among, id_batches, insert_values
 from pallet.errors import Canceled, Invalid, NotFound, PalletError
 from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType
 from pallet.plugins import Registry

@@ -14,10 +14,9 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from pallet.content.bulk import insert_values
 from pallet.content.models import Content
 from pallet.distributions.service import serving_changed
-from pallet.db.bulk import among, batched, id_batches
+from pallet.db.bulk import among, batched, id_batches, insert_values
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.plugins import Registry
 from pallet.repositories.contentset import Change, LtHash, carry_counts, plan_change

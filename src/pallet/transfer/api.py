@@ -196,20 +196,16 @@ def _produce(runtime, exporter_id: int, incremental: bool, pipe: _Pipe) -> None:
     try:
         with runtime.db.snapshot() as session:
             exporter = session.get(Exporter, exporter_id)
-            chosen = tasks.selections(session, exporter, incremental=incremental, versions={},
-                                      start_versions={})
-            exporting.check_downloaded(session, chosen)
-            key = session.get(SigningKey, exporter.signing_key_id) \
-                if exporter.signing_key_id else None
-            document = exporting.header(session, chosen, exporter=exporter.name)
+            prepared = tasks.prepare_export(session, exporter, incremental=incremental,
+                                            versions={}, start_versions={})
             pipe.put(b"")  # ready: the response may start
-            chunks, _ = exporting.write_archive(session, runtime.storage, chosen, document,
-                                                StreamSink(pipe),
-                                                private_key=key.private_key if key else None)
+            chunks, _ = exporting.write_archive(session, runtime.storage, prepared.chosen,
+                                                prepared.document, StreamSink(pipe),
+                                                private_key=prepared.private_key)
             pipe.flush()
         with runtime.db.write() as session:
-            tasks.record_export(session, exporter_id, chosen, document, chunks, key,
-                                time.monotonic() - started)
+            tasks.record_export(session, exporter_id, prepared.chosen, prepared.document,
+                                chunks, prepared.key, time.monotonic() - started)
         pipe.put(None)
     except BaseException as exc:  # reported before the first byte, or ends the stream short
         with contextlib.suppress(ConnectionError):  # unless nobody listens any more

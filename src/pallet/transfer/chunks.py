@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
+from pallet.artifacts.storage import fsync_dir
 from pallet.transfer.tarstream import BadArchive
 
 READ_BLOCK = 1 << 20
@@ -144,7 +145,7 @@ class FileSink(Sink):
             self._open()  # an empty archive is still one file
         if self._fd is not None:
             self._close_chunk()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return list(self.chunks)
 
     def abort(self) -> None:
@@ -182,8 +183,6 @@ class StreamSink(Sink):
 class Source(ABC):
     """An archive's bytes in order. `read(n)` returns n bytes unless the archive ends."""
 
-    read_bytes = 0
-
     @abstractmethod
     def read(self, n: int) -> bytes: ...
 
@@ -206,7 +205,6 @@ class ChunkSource(Source):
         self._left = 0  # bytes of the current chunk file not yet read
         self._hash: ParallelSha256 | None = None
         self._block, self._offset = b"", 0
-        self.read_bytes = 0
 
     def check_present(self) -> None:
         """Every chunk is there as a regular file of its expected size."""
@@ -276,9 +274,7 @@ class ChunkSource(Source):
             self._offset += len(data)
             n -= len(data)
             parts.append(data)
-        data = b"".join(parts) if len(parts) != 1 else parts[0]
-        self.read_bytes += len(data)
-        return data
+        return b"".join(parts) if len(parts) != 1 else parts[0]
 
     def finish(self) -> None:
         """The archive's end was reached: every chunk must be read whole and be right."""
@@ -331,11 +327,3 @@ class StreamSource(Source):
 
     def close(self) -> None:
         pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

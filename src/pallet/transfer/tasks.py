@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, Iterator
 
@@ -27,7 +28,7 @@ from pallet.tasks.registry import task_function
 from pallet.transfer import export as exporting, service
 from pallet.transfer.chunks import FileSink
 from pallet.transfer.imports import ArchiveImport
-from pallet.transfer.models import Export, Exporter, Importer
+from pallet.transfer.models import Export, Exporter, Importer, SigningKey
 from pallet.transfer.reader import ArchiveReader, open_files, open_stream
 from pallet.transfer.tree import write_tree
 from pallet.transfer.writer import write_toc_file
@@ -77,6 +78,29 @@ def selections(session, exporter: Exporter, *, incremental: bool,
     return chosen
 
 
+@dataclass(frozen=True)
+class PreparedExport:
+    """What an export writes, counted before its first byte: versions, key and header."""
+
+    chosen: list[exporting.Selection]
+    key: SigningKey | None
+    document: dict[str, Any]
+
+    @property
+    def private_key(self) -> str | None:
+        return self.key.private_key if self.key else None
+
+
+def prepare_export(session, exporter: Exporter, *, incremental: bool,
+                   versions: dict[str, int], start_versions: dict[str, int]) -> PreparedExport:
+    chosen = selections(session, exporter, incremental=incremental, versions=versions,
+                        start_versions=start_versions)
+    exporting.check_downloaded(session, chosen)
+    key = session.get(SigningKey, exporter.signing_key_id) if exporter.signing_key_id else None
+    return PreparedExport(chosen, key, exporting.header(session, chosen,
+                                                        exporter=exporter.name))
+
+
 @task_function("transfer.export")
 def export(runtime: Runtime, task, *, exporter_id: int, incremental: bool = False,
            versions: dict[str, int] | None = None, start_versions: dict[str, int] | None = None,
@@ -86,14 +110,11 @@ def export(runtime: Runtime, task, *, exporter_id: int, incremental: bool = Fals
         exporter = session.get(Exporter, exporter_id)
         if exporter is None:
             raise NotFound("the exporter was deleted before the task ran")
-        chosen = selections(session, exporter, incremental=incremental,
-                            versions=versions or {}, start_versions=start_versions or {})
-        exporting.check_downloaded(session, chosen)
+        prepared = prepare_export(session, exporter, incremental=incremental,
+                                  versions=versions or {}, start_versions=start_versions or {})
+        chosen, key, document = prepared.chosen, prepared.key, prepared.document
         directory = service.check_export_dir(runtime.settings, exporter.path)
         directory.mkdir(parents=True, exist_ok=True)
-        key = session.get(service.SigningKey, exporter.signing_key_id) \
-            if exporter.signing_key_id else None
-        document = exporting.header(session, chosen, exporter=exporter.name)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         base = f"{exporter.name}-{stamp}-{document['export_id'][:8]}"
         size = None if single_file else (chunk_size or exporter.chunk_size)
@@ -101,7 +122,7 @@ def export(runtime: Runtime, task, *, exporter_id: int, incremental: bool = Fals
         try:
             chunks, toc = exporting.write_archive(
                 session, runtime.storage, chosen, document, sink,
-                private_key=key.private_key if key else None, progress=task.progress)
+                private_key=prepared.private_key, progress=task.progress)
             write_toc_file(directory / f"{base}{TOC_SUFFIX}", toc)
         except BaseException:
             sink.abort()
