@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
-from pallet.artifacts.storage import fsync_dir
+from pallet.artifacts.storage import fsync_dir, start_writeback
 from pallet.transfer.tarstream import BadArchive
 
 READ_BLOCK = 1 << 20
 BUFFER = 1 << 20  # small writes are gathered into blocks of this size
+WRITEBACK = 16 << 20  # a chunk's bytes are sent on to the disk every this many
 
 
 class ParallelSha256:
@@ -100,7 +101,7 @@ class FileSink(Sink):
         # O_EXCL: never overwrite a file that is there already (an older export, a link).
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.paths.append(path)
-        self._hash, self._in_chunk = ParallelSha256(), 0
+        self._hash, self._in_chunk, self._sent = ParallelSha256(), 0, 0
 
     def _close_chunk(self) -> None:
         os.fsync(self._fd)
@@ -134,6 +135,9 @@ class FileSink(Sink):
                 piece = piece[done:]
             taken = min(room, len(view))
             self._in_chunk += taken
+            if self._in_chunk - self._sent >= WRITEBACK:
+                start_writeback(self._fd, self._sent, self._in_chunk - self._sent)
+                self._sent = self._in_chunk
             self.written += taken
             view = view[taken:]
             if self.chunk_size is not None and self._in_chunk == self.chunk_size:

@@ -28,7 +28,7 @@ from pallet.repositories.models import Repository, RepositoryVersion
 from pallet.repositories.versions import content_ids_query, diff_queries
 from pallet.transfer import layout, signing
 from pallet.transfer.chunks import Chunk, Sink
-from pallet.transfer.writer import ArchiveWriter
+from pallet.transfer.writer import SMALL, ArchiveWriter
 
 CA = ContentArtifact
 REPORTED_MISSING = 20
@@ -156,8 +156,11 @@ def write_archive(session: Session, storage: ArtifactStorage, selections: list[S
     progress("writing artifacts", 0, total)
     rows = session.execute(artifacts_query(selections).execution_options(yield_per=10_000))
     for sha256, size in rows:
-        with storage.open(sha256) as stream:
-            writer.artifact(sha256, size, stream)
+        if size <= SMALL:
+            writer.small_artifact(sha256, size, storage.read(sha256, size + 1))
+        else:
+            with storage.open(sha256) as stream:
+                writer.artifact(sha256, size, stream)
         done += size
         progress("writing artifacts", done, total)
     for index, selection in enumerate(selections):

@@ -31,27 +31,36 @@ def _octal(value: int, width: int) -> bytes:
     return f"{value:0{width - 1}o}".encode() + b"\0"
 
 
-def header(name: str, size: int, mtime: int = 0) -> bytes:
+def _template() -> tuple[bytes, int]:
+    """Every field of a member's header but its name, size and checksum, and their sum with
+    the checksum field blank (eight spaces), as the checksum is computed."""
+    block = bytearray(BLOCK)
+    block[100:108] = _octal(0o644, 8)
+    block[108:116] = _octal(0, 8)
+    block[116:124] = _octal(0, 8)
+    block[136:148] = _octal(0, 12)  # mtime 0: an archive's bytes depend on its content only
+    block[148:156] = b" " * 8
+    block[156:157] = b"0"
+    block[257:265] = b"ustar\x0000"
+    return bytes(block), sum(block)
+
+
+_TEMPLATE, _TEMPLATE_SUM = _template()
+
+
+def header(name: str, size: int) -> bytes:
     """The 512-byte ustar header of a regular file `name` (at most 100 bytes, ASCII)."""
     encoded = name.encode("ascii")
     if len(encoded) > 100:
         raise ValueError(f"tar member name too long: {name}")
     if size <= _MAX_OCTAL_SIZE:
-        size_field = _octal(size, 12)
+        size_field = b"%011o\0" % size
     else:  # base-256: high bit set, big-endian in the remaining 11 bytes
         size_field = bytes([0x80]) + size.to_bytes(11, "big")
-    block = bytearray(BLOCK)
-    block[0:len(encoded)] = encoded
-    block[100:108] = _octal(0o644, 8)
-    block[108:116] = _octal(0, 8)
-    block[116:124] = _octal(0, 8)
-    block[124:136] = size_field
-    block[136:148] = _octal(mtime, 12)
-    block[148:156] = b" " * 8
-    block[156:157] = b"0"
-    block[257:265] = b"ustar\x0000"
-    block[148:156] = f"{sum(block):06o}".encode() + b"\0 "
-    return bytes(block)
+    checksum = b"%06o\0 " % (_TEMPLATE_SUM + sum(encoded) + sum(size_field))
+    # Sliced together from the template: one header per artifact, so this is a hot path.
+    return b"".join((encoded, _TEMPLATE[len(encoded):124], size_field, _TEMPLATE[136:148],
+                     checksum, _TEMPLATE[156:]))
 
 
 def padding(size: int) -> bytes:

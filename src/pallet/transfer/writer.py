@@ -13,7 +13,7 @@ from pallet.transfer.chunks import Chunk, Sink, StreamSink
 from pallet.transfer.tarstream import END, header, padding, write_member
 
 COPY_BLOCK = 1 << 20
-SMALL = 256 << 10  # artifacts up to this size go out in one write with their header
+SMALL = 256 << 10  # artifacts up to this size are read whole: `small_artifact`
 
 
 class ArchiveWriter:
@@ -27,18 +27,23 @@ class ArchiveWriter:
     def header(self, document: dict[str, Any]) -> None:
         self.member(layout.HEADER, canonical_json(document))
 
-    def artifact(self, sha256: str, size: int, stream: BinaryIO) -> None:
-        """An artifact's bytes, exactly `size` of them, from an open stored file."""
+    def _next_artifact(self, sha256: str) -> None:
         if sha256 <= self._last_artifact:
             raise ValueError("artifacts must be written once each, by ascending sha256")
         self._last_artifact = sha256
-        head = header(layout.artifact_member(sha256), size)
-        if size <= SMALL:
-            data = stream.read(size + 1)
-            _check_size(sha256, size, len(data))
-            self.sink.write(head + data + padding(size))
-            return
-        self.sink.write(head)
+
+    def small_artifact(self, sha256: str, size: int, data: bytes) -> None:
+        """A small artifact's bytes, read whole (one byte more than `size` shows a longer
+        file): they go out in one write with their header."""
+        self._next_artifact(sha256)
+        _check_size(sha256, size, len(data))
+        self.sink.write(b"".join((header(layout.artifact_member(sha256), size), data,
+                                  padding(size))))
+
+    def artifact(self, sha256: str, size: int, stream: BinaryIO) -> None:
+        """An artifact's bytes, exactly `size` of them, from an open stored file."""
+        self._next_artifact(sha256)
+        self.sink.write(header(layout.artifact_member(sha256), size))
         left = size
         while left:
             block = stream.read(min(COPY_BLOCK, left))
