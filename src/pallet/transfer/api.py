@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import queue
-import threading
-import time
-from typing import Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -22,9 +18,9 @@ from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.publications.service import get_publication
 from pallet.tasks.schemas import TaskRead, task_read
 from pallet.tasks.service import get_task
-from pallet.transfer import export as exporting, service, tasks
-from pallet.transfer.chunks import StreamSink
+from pallet.transfer import service, tasks
 from pallet.transfer.models import Export, Exporter, Importer, SigningKey
+from pallet.transfer.streaming import STALLED_SECONDS, stream_archive
 from pallet.transfer.schemas import (ExporterCreate, ExporterRead, ExporterUpdate, ExportRead,
                                      ExportRequest, ImporterCreate, ImporterRead,
                                      ImporterUpdate, ImportRead, ImportRequest,
@@ -33,7 +29,6 @@ from pallet.transfer.schemas import (ExporterCreate, ExporterRead, ExporterUpdat
                                      exporter_read, import_read, importer_read, key_read)
 
 router = APIRouter(tags=["transfer"])
-STALLED_SECONDS = 300  # a streamed export whose client reads nothing for this long stops
 ACCEPTED = {202: {"model": TaskRead, "description": "Queued as a task."}}
 
 
@@ -128,88 +123,17 @@ def stream_export(name: str, runtime: RuntimeDep, _: Exporting, incremental: boo
     """Export as a single stream, straight to the client (nothing is written on the server);
     recorded like any export once the last byte is out."""
     with runtime.db.read() as session:
-        exporter = service.get_exporter(session, name)
-    pipe = _Pipe()
-    thread = threading.Thread(target=_produce, args=(runtime, exporter.id, incremental, pipe),
-                              name=f"export-stream-{name}", daemon=True)
-    thread.start()
-    first = pipe.get()
-    if isinstance(first, BaseException):
-        raise first
-    return StreamingResponse(pipe.drain(first), media_type="application/x-tar",
-                             headers={"Content-Disposition":
-                                      f'attachment; filename="{name}.tar"'})
+        exporter_id = service.get_exporter(session, name).id
 
+    def prepare(session):
+        return tasks.prepare_export(session, session.get(Exporter, exporter_id),
+                                    incremental=incremental, versions={}, start_versions={})
 
-class _Pipe:
-    """Bytes from the exporting thread to the response, a bounded queue between them."""
+    def record(session, prepared, chunks, seconds):
+        tasks.record_export(session, exporter_id, prepared.chosen, prepared.document,
+                            chunks, prepared.key, seconds)
 
-    def __init__(self) -> None:
-        self.items: queue.Queue = queue.Queue(maxsize=16)
-        self.closed = threading.Event()
-        self._buffer: list[bytes] = []
-        self._size = 0
-
-    def write(self, data: bytes) -> None:  # the sink's stream
-        if self.closed.is_set():
-            raise ConnectionError("the client went away")
-        self._buffer.append(bytes(data))
-        self._size += len(data)
-        if self._size >= 1 << 20:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buffer:
-            self.put(b"".join(self._buffer))
-            self._buffer, self._size = [], 0
-
-    def put(self, item) -> None:
-        deadline = time.monotonic() + STALLED_SECONDS
-        while not self.closed.is_set():
-            try:
-                self.items.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if time.monotonic() > deadline:  # nobody reads any more: give up
-                    self.closed.set()
-        raise ConnectionError("the client stopped reading the export")
-
-    def get(self):
-        return self.items.get()
-
-    def drain(self, first) -> Iterator[bytes]:
-        try:
-            item = first
-            while item is not None:
-                if isinstance(item, BaseException):
-                    # Abort the response: the client sees a broken transfer, never a
-                    # complete-looking one (and an importer would find it truncated).
-                    raise ConnectionAbortedError("the export failed while streaming") from item
-                yield item
-                item = self.items.get()
-        finally:
-            self.closed.set()
-
-
-def _produce(runtime, exporter_id: int, incremental: bool, pipe: _Pipe) -> None:
-    started = time.monotonic()
-    try:
-        with runtime.db.snapshot() as session:
-            exporter = session.get(Exporter, exporter_id)
-            prepared = tasks.prepare_export(session, exporter, incremental=incremental,
-                                            versions={}, start_versions={})
-            pipe.put(b"")  # ready: the response may start
-            chunks, _ = exporting.write_archive(session, runtime.storage, prepared.chosen,
-                                                prepared.document, StreamSink(pipe),
-                                                private_key=prepared.private_key)
-            pipe.flush()
-        with runtime.db.write() as session:
-            tasks.record_export(session, exporter_id, prepared.chosen, prepared.document,
-                                chunks, prepared.key, time.monotonic() - started)
-        pipe.put(None)
-    except BaseException as exc:  # reported before the first byte, or ends the stream short
-        with contextlib.suppress(ConnectionError):  # unless nobody listens any more
-            pipe.put(exc)
+    return stream_archive(runtime, prepare, record=record, filename=f"{name}.tar")
 
 
 @router.post("/publications/{publication_id}/tree", status_code=202, response_model=TaskRead,

@@ -1,0 +1,112 @@
+"""A single-stream archive written straight into an HTTP response, on a thread of its own.
+
+The exporting thread reads one database snapshot and writes the archive into a bounded pipe;
+the response drains the pipe. Nothing touches the server's disk, and a failure after the
+first byte aborts the response, so a client never takes a cut archive for a whole one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from typing import Callable, Iterator
+
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from pallet.runtime import Runtime
+from pallet.transfer import export as exporting
+from pallet.transfer.chunks import Chunk, StreamSink
+from pallet.transfer.tasks import PreparedExport
+
+STALLED_SECONDS = 300  # a streamed export whose client reads nothing for this long stops
+
+Prepare = Callable[[Session], PreparedExport]
+Record = Callable[[Session, PreparedExport, list[Chunk], float], None]
+
+
+def stream_archive(runtime: Runtime, prepare: Prepare, *, record: Record | None = None,
+                   filename: str = "export.tar") -> StreamingResponse:
+    """Answer with the archive `prepare(session)` describes; `record` it once the last byte
+    is out. An error before the first byte (a bad request) is raised here, as it should."""
+    pipe = Pipe()
+    thread = threading.Thread(target=_produce, args=(runtime, prepare, record, pipe),
+                              name=f"export-stream-{filename}", daemon=True)
+    thread.start()
+    first = pipe.get()
+    if isinstance(first, BaseException):
+        raise first
+    return StreamingResponse(pipe.drain(first), media_type="application/x-tar",
+                             headers={"Content-Disposition":
+                                      f'attachment; filename="{filename}"'})
+
+
+class Pipe:
+    """Bytes from the exporting thread to the response, a bounded queue between them."""
+
+    def __init__(self) -> None:
+        self.items: queue.Queue = queue.Queue(maxsize=16)
+        self.closed = threading.Event()
+        self._buffer: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:  # the sink's stream
+        if self.closed.is_set():
+            raise ConnectionError("the client went away")
+        self._buffer.append(bytes(data))
+        self._size += len(data)
+        if self._size >= 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.put(b"".join(self._buffer))
+            self._buffer, self._size = [], 0
+
+    def put(self, item) -> None:
+        deadline = time.monotonic() + STALLED_SECONDS
+        while not self.closed.is_set():
+            try:
+                self.items.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if time.monotonic() > deadline:  # nobody reads any more: give up
+                    self.closed.set()
+        raise ConnectionError("the client stopped reading the export")
+
+    def get(self):
+        return self.items.get()
+
+    def drain(self, first) -> Iterator[bytes]:
+        try:
+            item = first
+            while item is not None:
+                if isinstance(item, BaseException):
+                    # Abort the response: the client sees a broken transfer, never a
+                    # complete-looking one (and an importer would find it truncated).
+                    raise ConnectionAbortedError("the export failed while streaming") from item
+                yield item
+                item = self.items.get()
+        finally:
+            self.closed.set()
+
+
+def _produce(runtime: Runtime, prepare: Prepare, record: Record | None, pipe: Pipe) -> None:
+    started = time.monotonic()
+    try:
+        with runtime.db.snapshot() as session:
+            prepared = prepare(session)
+            pipe.put(b"")  # ready: the response may start
+            chunks, _ = exporting.write_archive(session, runtime.storage, prepared.chosen,
+                                                prepared.document, StreamSink(pipe),
+                                                private_key=prepared.private_key)
+            pipe.flush()
+        if record is not None:
+            with runtime.db.write() as session:
+                record(session, prepared, chunks, time.monotonic() - started)
+        pipe.put(None)
+    except BaseException as exc:  # reported before the first byte, or ends the stream short
+        with contextlib.suppress(ConnectionError):  # unless nobody listens any more
+            pipe.put(exc)
