@@ -5,6 +5,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from pallet.db.base import utcnow
 from pallet.errors import Conflict
@@ -164,3 +165,33 @@ def test_a_task_of_an_unregistered_worker_is_failed(runtime, client, workers):
         assert time.monotonic() < deadline, "the lost task was never failed"
         time.sleep(0.1)
     assert client.get(f"/api/v1/tasks/{lost_id}").json()["error"]["code"] == "worker_lost"
+
+
+def test_a_schedule_queues_its_task_once_per_interval_and_never_piles_up(runtime):
+    from pallet.tasks import schedules
+    from pallet.tasks.models import TaskSchedule
+
+    with runtime.db.write() as session:
+        schedules.set_schedule(session, "test:1", "test.record", 60, exclusive=["thing:1"],
+                               seconds=0)
+    first = schedules.queue_due(runtime.db)
+    assert len(first) == 1
+    assert schedules.queue_due(runtime.db) == []  # not due again for a minute
+    with runtime.db.write() as session:  # a minute later, the first run still waiting
+        schedule = session.scalar(select(TaskSchedule))
+        schedule.next_run_at = utcnow() - timedelta(seconds=1)
+    assert schedules.queue_due(runtime.db) == []
+    with runtime.db.write() as session:
+        session.get(Task, first[0]).state = "completed"
+        session.scalar(select(TaskSchedule)).next_run_at = utcnow() - timedelta(seconds=1)
+    again = schedules.queue_due(runtime.db)
+    assert len(again) == 1 and again != first
+    with runtime.db.read() as session:
+        task = session.get(Task, again[0])
+        assert (task.name, task.args, task.created_by) == ("test.record", {"seconds": 0},
+                                                           "schedule test:1")
+        assert [(lock.resource, lock.exclusive) for lock in task.locks] == [("thing:1", True)]
+    with runtime.db.write() as session:
+        schedules.set_schedule(session, "test:1", "test.record", None)
+        session.flush()
+        assert session.scalar(select(TaskSchedule)) is None

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
@@ -76,3 +76,22 @@ class DispatchLock(Base):
     __tablename__ = "task_dispatch_lock"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class TaskSchedule(Base):
+    """A task queued again every `every_seconds`, with these arguments and locks; a run is
+    skipped while the one before it is unfinished."""
+
+    __tablename__ = "task_schedule"
+    __table_args__ = AUTOINCREMENT
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)  # who owns it: "upstream:3"
+    task_name: Mapped[str] = mapped_column(String(128))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    exclusive: Mapped[list[str]] = mapped_column(JSON, default=list)
+    shared: Mapped[list[str]] = mapped_column(JSON, default=list)
+    every_seconds: Mapped[int] = mapped_column(Integer)
+    next_run_at: Mapped[datetime] = mapped_column(index=True)
+    last_task_id: Mapped[int | None] = mapped_column(BigInteger)  # tasks get purged: no key
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,7 +1,8 @@
 """Workers: threads that claim tasks and run them, and one reporter thread per process.
 
 The reporter writes progress and heartbeats, passes cancel requests on to running tasks, and
-fails the tasks of workers (of any process) whose heartbeat stopped, which frees their locks.
+fails the tasks of workers (of any process) whose heartbeat stopped, which frees their locks;
+it also queues the scheduled tasks that are due.
 The embedded server runs a pool of these in-process; `pallet worker` runs one on its own.
 """
 
@@ -21,12 +22,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from pallet.db.base import utcnow
 from pallet.errors import Canceled, PalletError
 from pallet.runtime import Runtime
-from pallet.tasks import queue, registry, service
+from pallet.tasks import queue, registry, schedules, service
 from pallet.tasks.models import CANCELED, COMPLETED, FAILED, RUNNING, Task, Worker
 
 log = logging.getLogger(__name__)
 
 REPORT_SECONDS = 0.5
+SCHEDULE_TICKS = 2  # due schedules are queued within this many reports
 
 
 class TaskContext:
@@ -168,6 +170,8 @@ class WorkerPool:
                 if tick % beats_every == 0:
                     self._heartbeat()
                     reap_dead_workers(self.runtime)
+                if tick % SCHEDULE_TICKS == 0 and schedules.queue_due(self.runtime.db):
+                    self.runtime.wakeup.set()
             except SQLAlchemyError:
                 log.warning("task reporter could not write", exc_info=True)
             tick += 1

@@ -1,0 +1,74 @@
+"""Tasks that run on a schedule: each worker process's reporter queues the ones that are due.
+
+A schedule is claimed by moving its next run on, guarded by the time it had, so however many
+processes look, each run is queued once; and a run is skipped while the previous one is still
+waiting or running, so a slow replication never piles up behind itself.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Callable
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from pallet.db.base import utcnow
+from pallet.db.engine import Database
+from pallet.tasks.models import UNFINISHED, Task, TaskSchedule
+from pallet.tasks.service import enqueue
+
+
+def set_schedule(session: Session, name: str, fn: Callable | str, every_seconds: int | None,
+                 *, exclusive: list[str] | tuple = (), shared: list[str] | tuple = (),
+                 **kwargs: Any) -> TaskSchedule | None:
+    """Run `fn(**kwargs)` every `every_seconds`, first now; None removes the schedule."""
+    schedule = session.scalar(select(TaskSchedule).where(TaskSchedule.name == name))
+    if every_seconds is None:
+        if schedule is not None:
+            session.delete(schedule)
+        return None
+    if schedule is None:
+        schedule = TaskSchedule(name=name, next_run_at=utcnow())
+        session.add(schedule)
+    elif schedule.every_seconds != every_seconds:
+        schedule.next_run_at = utcnow()
+    schedule.task_name = fn if isinstance(fn, str) else fn.task_name
+    schedule.args, schedule.every_seconds = kwargs, every_seconds
+    schedule.exclusive, schedule.shared = list(exclusive), list(shared)
+    session.flush()
+    return schedule
+
+
+def remove_schedule(session: Session, name: str) -> None:
+    session.execute(delete(TaskSchedule).where(TaskSchedule.name == name))
+
+
+def get_schedule(session: Session, name: str) -> TaskSchedule | None:
+    return session.scalar(select(TaskSchedule).where(TaskSchedule.name == name))
+
+
+def queue_due(db: Database) -> list[int]:
+    """Queue every schedule whose time has come; the ids of the tasks queued."""
+    queued: list[int] = []
+    now = utcnow()
+    with db.write() as session:
+        due = session.scalars(select(TaskSchedule).where(TaskSchedule.next_run_at <= now)).all()
+        for schedule in due:
+            claimed = session.execute(
+                update(TaskSchedule)
+                .where(TaskSchedule.id == schedule.id,
+                       TaskSchedule.next_run_at == schedule.next_run_at)
+                .values(next_run_at=now + timedelta(seconds=schedule.every_seconds))
+                .execution_options(synchronize_session=False)).rowcount
+            if not claimed:
+                continue  # another process took this run
+            if schedule.last_task_id is not None and session.scalar(
+                    select(Task.state).where(Task.id == schedule.last_task_id)) in UNFINISHED:
+                continue
+            task = enqueue(session, schedule.task_name, exclusive=schedule.exclusive,
+                           shared=schedule.shared, created_by=f"schedule {schedule.name}",
+                           **schedule.args)
+            schedule.last_task_id = task.id
+            queued.append(task.id)
+    return queued
