@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import DEFAULT_POSTGRES_URL, database, memory_mb, reset_peak, timed
+from harness import database, memory_mb, reset_peak, timed, workload_options
 
 MiB = 1 << 20
 TARGETS = {"export": 1.3, "import": 1.5}
@@ -316,13 +316,7 @@ def report(results: dict, args) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", type=int, default=10_000)
-    parser.add_argument("--small-size", type=int, default=4096)
-    parser.add_argument("--large", type=int, default=40)
-    parser.add_argument("--large-size", type=int, default=25 * MiB)
-    parser.add_argument("--database", choices=("sqlite", "postgresql", "both"),
-                        default="sqlite")
-    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    workload_options(parser)
     for hidden in ("--child", "--child-db", "--child-dir", "--work", "--files", "--extra",
                    "--toc"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)

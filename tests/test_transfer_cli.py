@@ -9,65 +9,27 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from tests.processes import stop
-from tests.test_cli import PASSWORD, _free_port, _wait_until_ready
-
-
-def _database(tmp_path, name: str):
-    server = os.environ.get("PALLET_TEST_DATABASE_URL")
-    if not server:
-        return f"sqlite:///{tmp_path / f'{name}.db'}", None
-    database = f"pallet_xfer_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{database}"'))
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
-    return make_url(server).set(database=database).render_as_string(hide_password=False), drop
+from tests.servers import Servers
+from tests.test_cli import PASSWORD
 
 
 @pytest.fixture
 def servers(tmp_path):
     """Two servers, 'upstream' exporting to exports/, 'disconnected' importing from carried/."""
-    started, drops, urls = [], [], {}
-    for name, extra in (("upstream", {"PALLET_ALLOWED_EXPORT_DIRS": f'["{tmp_path}/exports"]'}),
-                        ("disconnected", {"PALLET_ALLOWED_IMPORT_DIRS":
-                                          f'["{tmp_path}/carried"]',
-                                          "PALLET_IMPORT_RESERVE_BYTES": "0"})):
-        database, drop = _database(tmp_path, name)
-        if drop:
-            drops.append(drop)
-        port = _free_port()
-        env = dict(os.environ, PALLET_DATA_DIR=str(tmp_path / name), PALLET_PORT=str(port),
-                   PALLET_ADMIN_PASSWORD=PASSWORD, PALLET_WORKERS="2",
-                   PALLET_DATABASE_URL=database, PALLET_TASK_POLL_SECONDS="0.1",
-                   PALLET_LOG_LEVEL="warning", **extra)
-        env.pop("PALLET_CONFIG", None)
-        (tmp_path / name).mkdir()
-        log_path = tmp_path / name / "server.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "pallet.cli.main", "serve"],
-                                       env=env, stdout=log, stderr=subprocess.STDOUT)
-        started.append(process)
-        urls[name] = f"http://127.0.0.1:{port}"
-        _wait_until_ready(urls[name], process, log_path)
-    (tmp_path / "exports").mkdir()
+    running = Servers(tmp_path)
     try:
+        urls = {"upstream": running.start(
+                    "upstream", PALLET_ALLOWED_EXPORT_DIRS=f'["{tmp_path}/exports"]').url,
+                "disconnected": running.start(
+                    "disconnected", PALLET_ALLOWED_IMPORT_DIRS=f'["{tmp_path}/carried"]',
+                    PALLET_IMPORT_RESERVE_BYTES="0").url}
+        (tmp_path / "exports").mkdir()
         yield urls
     finally:
-        for process in started:
-            stop(process)
-        for drop in drops:
-            drop()
+        running.close()
 
 
 def pallet(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:

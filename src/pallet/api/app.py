@@ -23,6 +23,7 @@ from pallet.orphans.api import router as orphans_router
 from pallet.publications.api import router as publications_router
 from pallet.remotes.api import router as remotes_router
 from pallet.db.migrate import current_revision, head_revision
+from pallet.replication.api import router as replication_router
 from pallet.repositories.api import router as repositories_router
 from pallet.runtime import Runtime
 from pallet.tasks.api import router as tasks_router
@@ -57,7 +58,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     api = APIRouter(prefix=API)
     for router in (repositories_router, remotes_router, publications_router,
                    distributions_router, content_router, artifacts_router, uploads_router,
-                   orphans_router, transfer_router, tasks_router, auth_router):
+                   orphans_router, transfer_router, replication_router, tasks_router,
+                   auth_router):
         api.include_router(router)
     api.add_api_route("/status", status, methods=["GET"], response_model=StatusRead,
                       tags=["status"], summary="Status (no authentication needed)")

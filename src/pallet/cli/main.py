@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from pallet.cli import (admin, content, distribution, orphan, publication, remote, repository,
-                        status, task, token, transfer, upload, user, version)
+from pallet.cli import (admin, content, distribution, orphan, publication, remote,
+                        replication, repository, status, task, token, transfer, upload, user,
+                        version)
 from pallet.cli.client import ClientGroup, options
 
 app = typer.Typer(name="pallet", cls=ClientGroup, no_args_is_help=True, add_completion=False,
@@ -27,6 +28,8 @@ app.add_typer(transfer.export_app, name="export")
 app.add_typer(transfer.importer_app, name="importer")
 app.add_typer(transfer.import_app, name="import")
 app.add_typer(transfer.key_app, name="signing-key")
+app.add_typer(replication.upstream_app, name="upstream")
+app.add_typer(replication.downstream_app, name="downstream")
 app.add_typer(task.app, name="task")
 app.add_typer(user.app, name="user")
 app.add_typer(token.app, name="token")

@@ -24,8 +24,8 @@ Name = Annotated[str, typer.Argument(help="The remote's name.")]
 COLUMNS = ["name", "type", "url", "policy", "mirror", "updated_at"]
 FIELDS = ["name", "type", "url", "policy", "mirror", "download_concurrency", "max_retries",
           "connect_timeout", "read_timeout", "total_timeout", "username", "password_set",
-          ("ca_cert", lambda r: _pem_summary(r["ca_cert"])),
-          ("client_cert", lambda r: _pem_summary(r["client_cert"])), "client_key_set",
+          ("ca_cert", lambda r: pem_summary(r["ca_cert"])),
+          ("client_cert", lambda r: pem_summary(r["client_cert"])), "client_key_set",
           "tls_validation", "proxy_url", "proxy_username", "proxy_password_set", "headers",
           "href", "created_at", "updated_at"]
 # What `update --clear` can clear, as option-style names.
@@ -35,7 +35,7 @@ CLEARABLE = {"total-timeout": "total_timeout", "username": "username", "password
              "proxy-password": "proxy_password", "headers": "headers"}
 
 
-def _pem_summary(pem: str | None) -> str | None:
+def pem_summary(pem: str | None) -> str | None:
     if not pem:
         return None
     count = pem.count("-----BEGIN CERTIFICATE-----")
@@ -55,7 +55,7 @@ def parse_headers(values: list[str] | None) -> dict[str, str] | None:
     return headers
 
 
-def _secret(value: str | None, from_stdin: bool, option: str) -> str | None:
+def secret_value(value: str | None, from_stdin: bool, option: str) -> str | None:
     if from_stdin:
         if value is not None:
             fail(f"give {option} or {option}-stdin, not both")
@@ -149,10 +149,10 @@ def create(name: Name,
         url=url, policy=policy, mirror=mirror, download_concurrency=download_concurrency,
         max_retries=max_retries, connect_timeout=connect_timeout, read_timeout=read_timeout,
         total_timeout=total_timeout, username=username,
-        password=_secret(password, password_stdin, "--password"), ca_cert=ca_cert,
+        password=secret_value(password, password_stdin, "--password"), ca_cert=ca_cert,
         client_cert=client_cert, client_key=client_key, tls_validation=tls_validation,
         proxy_url=proxy_url, proxy_username=proxy_username,
-        proxy_password=_secret(proxy_password, proxy_password_stdin, "--proxy-password"),
+        proxy_password=secret_value(proxy_password, proxy_password_stdin, "--proxy-password"),
         header=header)}
     show_record(connect().post("remotes", body), FIELDS, as_json=as_json)
 
@@ -200,10 +200,10 @@ def update(name: Name, url: Url = None, policy: Policy = None, mirror: Mirror = 
         url=url, policy=policy, mirror=mirror, download_concurrency=download_concurrency,
         max_retries=max_retries, connect_timeout=connect_timeout, read_timeout=read_timeout,
         total_timeout=total_timeout, username=username,
-        password=_secret(password, password_stdin, "--password"), ca_cert=ca_cert,
+        password=secret_value(password, password_stdin, "--password"), ca_cert=ca_cert,
         client_cert=client_cert, client_key=client_key, tls_validation=tls_validation,
         proxy_url=proxy_url, proxy_username=proxy_username,
-        proxy_password=_secret(proxy_password, proxy_password_stdin, "--proxy-password"),
+        proxy_password=secret_value(proxy_password, proxy_password_stdin, "--proxy-password"),
         header=header)
     for item in clear or []:
         field = CLEARABLE.get(item.replace("_", "-"))

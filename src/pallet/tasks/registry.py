@@ -11,7 +11,7 @@ TASKS: dict[str, Callable] = {}
 # Modules whose task functions a worker must know.
 TASK_MODULES = ("pallet.repositories.tasks", "pallet.uploads.tasks", "pallet.remotes.tasks",
                 "pallet.publications.tasks", "pallet.orphans.tasks",
-                "pallet.transfer.tasks")
+                "pallet.transfer.tasks", "pallet.replication.tasks")
 
 
 def task_function(name: str) -> Callable[[Callable], Callable]:

@@ -40,15 +40,19 @@ def check_distributions(session: Session, entry: RepositoryEntry,
 
 def _serves_other(session: Session, distribution: Distribution,
                   destination_id: int | None) -> bool:
+    served = served_repository_id(session, distribution)
+    return served is not None and served != destination_id  # serving nothing: free to take
+
+
+def served_repository_id(session: Session, distribution: Distribution) -> int | None:
+    """The repository a distribution serves (itself, a version or a publication of it)."""
     if distribution.repository_id is not None:
-        served = distribution.repository_id
-    elif distribution.publication_id is not None:
-        served = session.get(Publication, distribution.publication_id).repository_id
-    elif distribution.repository_version_id is not None:
-        served = session.get(RepositoryVersion, distribution.repository_version_id).repository_id
-    else:
-        return False  # serves nothing: free to take
-    return served != destination_id
+        return distribution.repository_id
+    if distribution.publication_id is not None:
+        return session.get(Publication, distribution.publication_id).repository_id
+    if distribution.repository_version_id is not None:
+        return session.get(RepositoryVersion, distribution.repository_version_id).repository_id
+    return None
 
 
 def check_archive_distributions(header: Header) -> None:

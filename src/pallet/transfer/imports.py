@@ -164,13 +164,38 @@ def _check_publishing(plugins: Registry, entry: layout.RepositoryEntry) -> None:
                              f"refuses: {str(exc)[:300]}") from None
 
 
-class ArchiveImport:
-    """One walk over an archive: a check (`dry_run`) or the import itself."""
+@dataclass(frozen=True)
+class ImportRules:
+    """What an import without an importer of its own may do (a replication's): the
+    attributes of an `Importer` that an import reads."""
 
-    def __init__(self, runtime: Runtime, importer: Importer, reader: ArchiveReader, *,
-                 source: str, dry_run: bool, progress: Progress) -> None:
+    mapping: dict[str, str] = field(default_factory=dict)
+    create_repositories: bool = True
+    distributions: bool = True
+    trusted_keys: tuple[str, ...] = ()
+    require_signature: bool = False
+    id: None = None  # recorded imports name no importer
+
+
+def under_prefix(header: layout.Header, prefix: str) -> layout.Header:
+    """The header with every distribution's base path under `prefix`."""
+    prefix = prefix.strip("/")
+    entries = [entry.model_copy(update={"distributions": [
+        d.model_copy(update={"base_path": f"{prefix}/{d.base_path.strip('/')}"})
+        for d in entry.distributions]}) for entry in header.repositories]
+    return header.model_copy(update={"repositories": entries})
+
+
+class ArchiveImport:
+    """One walk over an archive: a check (`dry_run`) or the import itself. `importer`: an
+    Importer, or ImportRules; `base_path_prefix`: distributions serve under it."""
+
+    def __init__(self, runtime: Runtime, importer: Importer | ImportRules,
+                 reader: ArchiveReader, *, source: str, dry_run: bool, progress: Progress,
+                 base_path_prefix: str = "") -> None:
         self.runtime, self.importer, self.reader = runtime, importer, reader
         self.source, self.dry_run, self.progress = source, dry_run, progress
+        self.base_path_prefix = base_path_prefix
         self.storage = runtime.storage
         self.bytes_to_write = self.bytes_written = self.artifacts_present = 0
         self.in_archive: set[str] = set()  # a check remembers what the archive brings
@@ -183,6 +208,8 @@ class ArchiveImport:
         if not streamed:  # chunk files: their table of contents is checked before reading
             signed_by = self._verify(self.reader.toc)
         header = self.reader.header()
+        if self.base_path_prefix.strip("/"):
+            header = under_prefix(header, self.base_path_prefix)
         with self.runtime.db.read() as session:
             self.targets = resolve_targets(session, self.runtime.plugins, self.importer,
                                            header)

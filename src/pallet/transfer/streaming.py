@@ -27,18 +27,26 @@ Prepare = Callable[[Session], PreparedExport]
 Record = Callable[[Session, PreparedExport, list[Chunk], float], None]
 
 
-def stream_archive(runtime: Runtime, prepare: Prepare, *, record: Record | None = None,
-                   filename: str = "export.tar") -> StreamingResponse:
-    """Answer with the archive `prepare(session)` describes; `record` it once the last byte
-    is out. An error before the first byte (a bad request) is raised here, as it should."""
+def archive_blocks(runtime: Runtime, prepare: Prepare, *, record: Record | None = None,
+                   name: str = "stream") -> Iterator[bytes]:
+    """The archive `prepare(session)` describes, as blocks of bytes, written on a thread of
+    its own; `record` it once the last byte is out. An error before the first byte (a bad
+    request) is raised here; a later one breaks the iteration."""
     pipe = Pipe()
     thread = threading.Thread(target=_produce, args=(runtime, prepare, record, pipe),
-                              name=f"export-stream-{filename}", daemon=True)
+                              name=f"export-{name}", daemon=True)
     thread.start()
     first = pipe.get()
     if isinstance(first, BaseException):
         raise first
-    return StreamingResponse(pipe.drain(first), media_type="application/x-tar",
+    return pipe.drain(first)
+
+
+def stream_archive(runtime: Runtime, prepare: Prepare, *, record: Record | None = None,
+                   filename: str = "export.tar") -> StreamingResponse:
+    """Answer with the archive as the response body."""
+    blocks = archive_blocks(runtime, prepare, record=record, name=filename)
+    return StreamingResponse(blocks, media_type="application/x-tar",
                              headers={"Content-Disposition":
                                       f'attachment; filename="{filename}"'})
 

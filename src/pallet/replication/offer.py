@@ -1,0 +1,95 @@
+"""The upstream's side: what it offers a downstream, and the stream of a change.
+
+A downstream names repositories and distributions by name or shell-style pattern; the
+catalogue lists the repositories they select with their newest version and content digest.
+The downstream then asks for the change from what it holds: for each repository, the version
+number and content digest of its copy. The upstream starts from its own version with that
+digest (the number is a hint: the digest decides), or sends the repository in full when it
+has no such version, as after a change made downstream.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pallet.distributions.models import Distribution
+from pallet.errors import Invalid, NotFound
+from pallet.repositories.models import Repository, RepositoryVersion
+from pallet.repositories.versions import latest_version
+from pallet.transfer import export as exporting
+from pallet.transfer.distribute import served_repository_id
+from pallet.transfer.tasks import PreparedExport
+
+EXPORTER = "replication"  # the exporter named in a replication stream's header
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def selected(session: Session, repositories: list[str], distributions: list[str]
+             ) -> list[Repository]:
+    """The repositories the patterns select (directly, or through a distribution serving
+    them), by name."""
+    chosen = {r.id: r for r in session.scalars(select(Repository))
+              if _matches(r.name, repositories)}
+    if distributions:
+        for distribution in session.scalars(select(Distribution)):
+            if _matches(distribution.name, distributions):
+                served = served_repository_id(session, distribution)
+                if served is not None and served not in chosen:
+                    chosen[served] = session.get(Repository, served)
+    return sorted(chosen.values(), key=lambda r: r.name)
+
+
+def catalogue(session: Session, repositories: list[str], distributions: list[str]
+              ) -> list[dict[str, Any]]:
+    entries = []
+    for repository in selected(session, repositories, distributions):
+        version = latest_version(session, repository)
+        entries.append({"name": repository.name, "type": repository.type,
+                        "version": version.number, "digest": version.digest})
+    return entries
+
+
+def start_version(session: Session, repository: Repository, number: int | None,
+                  digest: str | None) -> RepositoryVersion | None:
+    """Where a change for a copy holding (`number`, `digest`) starts: that version if its
+    digest agrees, else the newest version with that digest, else None (send it whole)."""
+    if digest is None:
+        return None
+    if number is not None:
+        version = session.scalar(select(RepositoryVersion).where(
+            RepositoryVersion.repository_id == repository.id,
+            RepositoryVersion.number == number))
+        if version is not None and version.digest == digest:
+            return version
+    return session.scalar(select(RepositoryVersion).where(
+        RepositoryVersion.repository_id == repository.id, RepositoryVersion.digest == digest)
+        .order_by(RepositoryVersion.number.desc()).limit(1))
+
+
+def prepare_change(session: Session, wanted: list[dict[str, Any]]) -> PreparedExport:
+    """The stream of `wanted` ([{name, base_version, base_digest}]), counted before its
+    first byte; NotFound for a repository this server does not have."""
+    if not wanted:
+        raise Invalid("name at least one repository to replicate")
+    names = [w["name"] for w in wanted]
+    if len(set(names)) != len(names):
+        raise Invalid("a repository is named twice", details={"repositories": names})
+    chosen = []
+    for entry in wanted:
+        repository = session.scalar(select(Repository).where(Repository.name == entry["name"]))
+        if repository is None:
+            raise NotFound(f"repository {entry['name']!r} does not exist here",
+                           details={"repository": entry["name"]})
+        base = start_version(session, repository, entry.get("base_version"),
+                             entry.get("base_digest"))
+        chosen.append(exporting.Selection(repository, latest_version(session, repository),
+                                          base))
+    exporting.check_downloaded(session, chosen)
+    return PreparedExport(chosen, None, exporting.header(session, chosen, exporter=EXPORTER))
