@@ -16,15 +16,17 @@ from pallet.artifacts.models import Artifact
 from pallet.content.models import ContentArtifact
 from pallet.content.service import create_content
 from pallet.distributions.service import create_distribution, Target as Serving
-from pallet.errors import PalletError
+from pallet.errors import NotFound, PalletError
 from pallet.publications.service import publish
 from pallet.repositories import service as repositories
+from pallet.repositories.models import RepositoryVersion
 from pallet.repositories.versions import create_version, latest_version
 from pallet.runtime import Runtime
 from pallet.tasks.worker import TaskContext
 from pallet.transfer import service, signing, tasks
 from pallet.transfer.export import Selection, header, write_archive
 from pallet.transfer.chunks import StreamSink
+from pallet.transfer.tarstream import BadArchive
 
 
 @pytest.fixture
@@ -148,6 +150,25 @@ def test_incremental_chain_ends_identical(source, destination, tmp_path):
         assert plan["repositories"][0]["units_removed"] == 4
         run(tasks.import_archive, destination, importer_id=importer_id, path=toc_path(delta))
         assert digest(destination, "web") == digest(source, "web")
+
+
+def test_an_incremental_of_several_repositories_carries_each_new_artifact_once(
+        source, destination, tmp_path):
+    ids = make_files(source, 12, "a")
+    repository(source, "web", ids[:8])
+    repository(source, "tools", ids[4:])
+    exporter_id = exporter(source, tmp_path, ["web", "tools"])
+    importer_id = importer(destination)
+    full = run(tasks.export, source, exporter_id=exporter_id)
+    run(tasks.import_archive, destination, importer_id=importer_id, path=toc_path(full))
+    shared, own = make_files(source, 2, "shared"), make_files(source, 1, "own")
+    repository(source, "web", shared + own, remove=ids[:1])
+    repository(source, "tools", shared + ids[:1])  # an artifact tools did not hold before
+    delta = run(tasks.export, source, exporter_id=exporter_id, incremental=True)
+    assert delta["artifacts"] == 4  # 2 shared, once; web's own; ids[0] new to tools
+    run(tasks.import_archive, destination, importer_id=importer_id, path=toc_path(delta))
+    for name in ("web", "tools"):
+        assert digest(destination, name) == digest(source, name)
 
 
 def test_incremental_onto_the_wrong_base_names_both_digests(source, destination, tmp_path):
@@ -458,3 +479,53 @@ def test_rows_recorded_concurrently_are_skipped_not_a_failure(source):
         other.join(0.5)  # it waits for this transaction (PostgreSQL) or its lock (SQLite)
     other.join(30)
     assert seen["second"] == (artifacts[sha][0], ids)
+
+
+def test_an_import_limited_to_its_sources_refuses_an_archive_bringing_more(
+        source, destination, tmp_path):
+    """A replication asks for some repositories; an upstream that sends another one (which
+    could replace any repository here) is refused before anything changes."""
+    from pallet.transfer.imports import ArchiveImport, ImportRules
+    from pallet.transfer.reader import open_stream
+
+    repository(source, "web", make_files(source, 3, "w"))
+    repository(destination, "victim", make_files(destination, 2, "v"))
+    before = digest(destination, "victim")
+
+    def rename(document):
+        document["repositories"][0]["name"] = "victim"
+    path = _stream_archive(source, tmp_path, mutate=rename)
+    for rules, refused in ((ImportRules(sources=frozenset({"web"})), True),
+                           (ImportRules(sources=frozenset({"victim"})), False)):
+        with open(path, "rb") as stream:
+            work = ArchiveImport(destination, rules, open_stream(stream), source="test",
+                                 dry_run=False, progress=lambda *a: None)
+            if refused:
+                with pytest.raises(BadArchive, match="not the ones asked for"):
+                    work.run()
+                assert digest(destination, "victim") == before
+            else:  # the same archive, when it is what was asked for, applies
+                assert work.run()["repositories"][0]["destination"] == "victim"
+    assert digest(destination, "victim") == digest(source, "web")
+
+
+def test_a_change_starts_from_the_version_holding_the_digest(source):
+    from pallet.replication.offer import prepare_change
+
+    ids = make_files(source, 4, "s")
+    repository(source, "web", ids[:2])
+    repository(source, "web", ids[2:3])
+    repository(source, "web", ids[3:])
+    with source.db.read() as session:
+        repo = repositories.get_repository(session, "web")
+        first = session.scalar(select(RepositoryVersion).where(
+            RepositoryVersion.repository_id == repo.id, RepositoryVersion.number == 1))
+        wanted = [{"name": "web", "base_version": 99, "base_digest": first.digest}]
+        prepared = prepare_change(session, wanted)
+        entry = prepared.document["repositories"][0]
+        assert (entry["base_version"], entry["added"], entry["version"]) == (1, 2, 3)
+        unknown = [{"name": "web", "base_version": 1, "base_digest": "0" * 64}]
+        entry = prepare_change(session, unknown).document["repositories"][0]
+        assert "base_version" not in entry and entry["added"] == 4  # sent whole
+        with pytest.raises(NotFound):
+            prepare_change(session, [{"name": "nope"}])

@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import func, or_, select, union
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, func, or_, select, union
+from sqlalchemy.orm import Session, aliased
 
 from pallet.artifacts.models import Artifact
 from pallet.artifacts.storage import ArtifactStorage
@@ -59,10 +59,12 @@ class Selection:
                                              CA.artifact_id.is_not(None))
         if self.base is None:
             return added
-        held = select(CA.artifact_id).where(
-            CA.content_id.in_(content_ids_query(self.repository, self.base.number)),
-            CA.artifact_id.is_not(None))
-        return added.except_(held)
+        # NOT EXISTS, not EXCEPT: the queries of several repositories go into one UNION,
+        # and SQLite cannot nest a compound SELECT in another.
+        held = aliased(CA)
+        return added.where(~exists().where(
+            held.artifact_id == CA.artifact_id,
+            held.content_id.in_(content_ids_query(self.repository, self.base.number))))
 
 
 def artifacts_query(selections: list[Selection]):
