@@ -15,6 +15,18 @@ from pallet.errors import PalletError, validation_problems
 
 log = logging.getLogger(__name__)
 
+_UNAVAILABLE = ("locked", "busy", "unable to open", "connect", "closed", "timeout",
+                "terminat", "shutting down", "too many")
+
+
+def database_unavailable(exc: Exception) -> bool:
+    """Whether a database error means "busy or unreachable, retry" (not a bug)."""
+    if isinstance(exc, PoolTimeout) or getattr(exc, "connection_invalidated", False):
+        return True
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return any(word in text for word in _UNAVAILABLE)
+
+
 HTTP_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "too_large"}
 
@@ -61,6 +73,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(OperationalError)
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):  # SQLite reports a bad statement this way too
+            return await internal(request, exc)
         log.exception("database error on %s", request.url.path)
         return error_response(503, "unavailable", "the database is busy or unreachable; "
                               "retry shortly")
