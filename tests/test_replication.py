@@ -146,9 +146,18 @@ def test_pull_full_then_incremental_then_nothing(running, tmp_path):
             "name": "up", "base_url": up.url, "username": "admin", "password": PASSWORD,
             "repositories": ["web*"], "base_path_prefix": "mirror"})
         assert made.status_code == 201, made.text
-        assert "password" not in made.json() and made.json()["has_password"]
+        assert PASSWORD not in made.text and made.json()["has_password"]
+
+        # A local repository of a selected name is never taken over: nothing changes.
+        assert downstream.post("/repositories", json={"name": "web-extra"}).status_code == 201
+        task = replicate(downstream)
+        assert task["state"] == "failed"
+        assert "is not a replica of upstream 'up'" in task["error"]["message"]
+        assert downstream.get("/repositories/web").status_code == 404
+        wait(downstream, downstream.delete("/repositories/web-extra"))
 
         task = replicate(downstream)
+        assert PASSWORD not in str(task)
         assert task["state"] == "completed", task["error"]
         states = {r["name"]: r["state"] for r in task["result"]["repositories"]}
         assert states == {"web": "created", "web-extra": "created"}
@@ -186,14 +195,24 @@ def test_pull_full_then_incremental_then_nothing(running, tmp_path):
         assert [(r["source"], r["repository"]) for r in replicas] == [
             ("web", "web"), ("web-extra", "web-extra")]
 
+        # No longer selected is not removed upstream: reported, never deleted.
+        assert downstream.patch("/upstreams/up", json={"repositories": ["web"],
+                                                       "remove_missing": True}).is_success
+        task = replicate(downstream)
+        assert task["result"]["no_longer_selected"] == ["web-extra"]
+        assert task["result"]["missing_upstream"] == task["result"]["removed"] == []
+        assert downstream.get("/repositories/web-extra").status_code == 200
+
         # A selected repository removed upstream: reported, kept until asked.
+        assert downstream.patch("/upstreams/up", json={"repositories": ["web*"],
+                                                       "remove_missing": False}).is_success
         wait(upstream, upstream.delete("/repositories/web-extra"))
         task = replicate(downstream)
         assert task["state"] == "completed", task["error"]
         assert task["result"]["missing_upstream"] == ["web-extra"]
         assert task["result"]["removed"] == []
         assert downstream.get("/repositories/web-extra").status_code == 200
-        downstream.patch("/upstreams/up", json={"remove_missing": True})
+        assert downstream.patch("/upstreams/up", json={"remove_missing": True}).is_success
         task = replicate(downstream)
         assert task["result"]["removed"] == ["web-extra"]
         assert downstream.get("/repositories/web-extra").status_code == 404
@@ -201,39 +220,60 @@ def test_pull_full_then_incremental_then_nothing(running, tmp_path):
 
 def test_upstream_killed_mid_transfer_changes_nothing_and_a_retry_completes(running,
                                                                             tmp_path):
+    """Two replicated repositories, both changed upstream; the upstream dies in the middle
+    of the stream: neither changes, both keep serving their old content; a retry after the
+    upstream is back completes, reusing what the broken transfer stored."""
     up, down = running.start("upstream"), running.start("downstream")
     with api(up) as upstream, api(down) as downstream:
-        upstream.post("/repositories", json={"name": "big"})
-        for i in range(6):
-            upload(up, tmp_path, "big", f"blob-{i}.bin", os.urandom(1 << 20))
+        for name in ("big", "small"):
+            upstream.post("/repositories", json={"name": name, "autopublish": True,
+                                                 "publish_options": {}})
+            upstream.post("/distributions", json={"name": name, "base_path": name,
+                                                  "repository": name})
+            upload(up, tmp_path, name, f"{name}-first.txt", b"first\n")
         killed = threading.Event()
+        armed = threading.Event()
 
         def kill_midway(passed: int) -> None:
-            if passed > 3 << 20 and not killed.is_set():
+            if armed.is_set() and passed > 3 << 20 and not killed.is_set():
                 killed.set()
                 os.kill(up.process.pid, signal.SIGKILL)
 
         relay = Relay(up.port, on_bytes=kill_midway)
         try:
-            downstream.post("/upstreams", json={
+            assert downstream.post("/upstreams", json={
                 "name": "up", "base_url": f"http://127.0.0.1:{relay.port}",
-                "username": "admin", "password": PASSWORD, "repositories": ["big"]})
+                "username": "admin", "password": PASSWORD,
+                "repositories": ["big", "small"]}).status_code == 201
+            assert replicate(downstream)["state"] == "completed"
+            before = {name: latest(downstream, name)["digest"] for name in ("big", "small")}
+            upload(up, tmp_path, "small", "small-second.txt", b"second\n")
+            for i in range(6):
+                upload(up, tmp_path, "big", f"blob-{i}.bin", os.urandom(1 << 20))
+
+            relay.passed = 0
+            armed.set()
             task = replicate(downstream)
-            assert killed.is_set()
+            assert killed.is_set(), task["error"]
             assert task["state"] == "failed"
             assert "nothing was replicated" in task["error"]["message"], task["error"]
-            assert downstream.get("/repositories/big").status_code == 404
-            assert downstream.get("/upstreams/up").json()["replicas"] == []
+            assert {name: latest(downstream, name)["digest"]
+                    for name in ("big", "small")} == before
+            manifest = httpx.get(f"{down.url}/pallet/content/small/PULP_MANIFEST").text
+            assert "small-first.txt" in manifest and "small-second.txt" not in manifest
 
-            relay.on_bytes = None
+            armed.clear()
             up.process.wait(10)
             restarted = running.restart(up)
             task = replicate(downstream)
             assert task["state"] == "completed", task["error"]
             with api(restarted) as again:
-                assert latest(downstream, "big")["digest"] == latest(again, "big")["digest"]
+                for name in ("big", "small"):
+                    assert latest(downstream, name)["digest"] == latest(again, name)["digest"]
             # What the broken transfer stored was kept and reused.
             assert task["result"]["bytes_written"] < 6 << 20
+            manifest = httpx.get(f"{down.url}/pallet/content/small/PULP_MANIFEST").text
+            assert "small-second.txt" in manifest
         finally:
             relay.close()
 
@@ -256,13 +296,16 @@ def test_wrong_credentials_and_untrusted_certificate(running, tmp_path):
             assert "refused the credentials" in task["error"]["message"]
 
             https = f"https://127.0.0.1:{relay.port}"
-            downstream.patch("/upstreams/up", json={"password": PASSWORD, "base_url": https})
+            moved = downstream.patch("/upstreams/up", json={"base_url": https})
+            assert moved.status_code == 400 and "credentials again" in moved.text
+            assert downstream.patch("/upstreams/up", json={"password": PASSWORD,
+                                                           "base_url": https}).is_success
             task = replicate(downstream)
             assert task["state"] == "failed"
             assert "is not trusted" in task["error"]["message"], task["error"]
             assert downstream.get("/repositories/web").status_code == 404
 
-            downstream.patch("/upstreams/up", json={"ca_cert": tls.ca_cert})
+            assert downstream.patch("/upstreams/up", json={"ca_cert": tls.ca_cert}).is_success
             task = replicate(downstream)
             assert task["state"] == "completed", task["error"]
             assert latest(downstream, "web")["digest"] == latest(upstream, "web")["digest"]

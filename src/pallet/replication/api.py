@@ -30,8 +30,8 @@ def catalogue(body: CatalogueRequest, runtime: RuntimeDep, _: Exporting):
     """The repositories the names and patterns select, with their newest version and
     content digest."""
     with runtime.db.read() as session:
-        return Catalogue(repositories=offer.catalogue(session, body.repositories,
-                                                      body.distributions))
+        return Catalogue(**offer.catalogue(session, body.repositories, body.distributions,
+                                           body.names))
 
 
 @router.post("/replication/stream", response_class=StreamingResponse,

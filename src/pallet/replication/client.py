@@ -7,6 +7,7 @@ blocking file for the archive reader, `push` sends an iterator of blocks as a re
 
 from __future__ import annotations
 
+import json
 import ssl
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
@@ -19,6 +20,7 @@ from pallet.replication.models import Peer
 
 TIMEOUT = httpx.Timeout(300.0, connect=15.0)
 BLOCK = 1 << 20
+MAX_ERROR = 64 << 10  # of an error answer, this much is read
 
 
 class PeerError(PalletError):
@@ -30,7 +32,10 @@ class PeerError(PalletError):
 class PeerClient:
     def __init__(self, peer: Peer, role: str) -> None:
         self.label = f"{role} {peer.name!r} ({peer.base_url})"
-        headers = {"Authorization": f"Bearer {peer.token}"} if peer.token else {}
+        # identity: a compressed body could expand far beyond what was sent.
+        headers = {"Accept-Encoding": "identity"}
+        if peer.token:
+            headers["Authorization"] = f"Bearer {peer.token}"
         auth = (peer.username, peer.password or "") if peer.username and not peer.token \
             else None
         context = tls_context(ca_cert=peer.ca_cert, client_cert=peer.client_cert,
@@ -60,9 +65,11 @@ class PeerClient:
         """POST `body`; the response's body as a blocking binary stream."""
         with self._errors():
             with self.http.stream("POST", path, json=body) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._json(response)
+                if response.status_code != 200:
+                    self._refuse(response, _head(response))
+                if response.headers.get("content-encoding", "identity") != "identity":
+                    raise PeerError(f"{self.label} sent a compressed stream, which this "
+                                    "server does not accept")
                 yield ResponseStream(response, self.label)
 
     def push(self, path: str, blocks: Iterable[bytes]) -> Any:
@@ -72,13 +79,23 @@ class PeerClient:
                 path, content=blocks, headers={"Content-Type": "application/x-tar"}))
 
     def _json(self, response: httpx.Response) -> Any:
-        if response.status_code < 400:
-            return response.json() if response.content else None
+        if not 200 <= response.status_code < 300:
+            self._refuse(response, response.content[:MAX_ERROR])
+        if not response.content:
+            return None
         try:
-            error = response.json()["error"]
-            message, code = error["message"], error.get("code")
+            return response.json()
+        except ValueError:
+            raise PeerError(f"{self.label} did not answer with JSON (is it a Pallet?): "
+                            f"{response.text[:200]!r}") from None
+
+    def _refuse(self, response: httpx.Response, body: bytes) -> None:
+        """Raise the PeerError a non-success answer means."""
+        try:
+            error = json.loads(body)["error"]
+            message, code = str(error["message"]), error.get("code")
         except (ValueError, KeyError, TypeError):
-            message, code = response.text[:300] or response.reason_phrase, None
+            message, code = body[:300].decode(errors="replace") or response.reason_phrase, None
         if response.status_code == 401:
             raise PeerError(f"{self.label} refused the credentials (401 {message}): check "
                             "the username and password or the token",
@@ -88,7 +105,7 @@ class PeerClient:
                             "give the user the exporter role there (the importer role to "
                             "push)", code="peer_forbidden")
         raise PeerError(f"{self.label} answered {response.status_code}: {message}",
-                        code=code or "peer_failed",
+                        code=code if isinstance(code, str) else "peer_failed",
                         details={"status": response.status_code})
 
     @contextmanager
@@ -97,6 +114,16 @@ class PeerClient:
             yield
         except httpx.HTTPError as exc:
             raise connection_error(self.label, exc) from None
+
+
+def _head(response: httpx.Response) -> bytes:
+    """The start of a streamed response's body, for its error message (never all of it)."""
+    head = b""
+    for block in response.iter_raw():
+        head += block
+        if len(head) >= MAX_ERROR:
+            break
+    return head[:MAX_ERROR]
 
 
 def connection_error(label: str, exc: httpx.HTTPError) -> PeerError:

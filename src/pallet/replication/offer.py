@@ -32,28 +32,35 @@ def _matches(name: str, patterns: list[str]) -> bool:
 
 
 def selected(session: Session, repositories: list[str], distributions: list[str]
-             ) -> list[Repository]:
-    """The repositories the patterns select (directly, or through a distribution serving
-    them), by name."""
-    chosen = {r.id: r for r in session.scalars(select(Repository))
+             ) -> list[tuple[Repository, list[str]]]:
+    """The repositories the patterns select, directly or through a distribution serving
+    them, by name; each with the names of the selected distributions serving it."""
+    chosen = {r.id: (r, []) for r in session.scalars(select(Repository))
               if _matches(r.name, repositories)}
     if distributions:
-        for distribution in session.scalars(select(Distribution)):
+        for distribution in session.scalars(select(Distribution).order_by(Distribution.name)):
             if _matches(distribution.name, distributions):
                 served = served_repository_id(session, distribution)
-                if served is not None and served not in chosen:
-                    chosen[served] = session.get(Repository, served)
-    return sorted(chosen.values(), key=lambda r: r.name)
+                if served is None:
+                    continue
+                if served not in chosen:
+                    chosen[served] = (session.get(Repository, served), [])
+                chosen[served][1].append(distribution.name)
+    return sorted(chosen.values(), key=lambda pair: pair[0].name)
 
 
-def catalogue(session: Session, repositories: list[str], distributions: list[str]
-              ) -> list[dict[str, Any]]:
+def catalogue(session: Session, repositories: list[str], distributions: list[str],
+              names: list[str] = ()) -> dict[str, Any]:
+    """What the patterns select, with each newest version and digest; and which of `names`
+    (repositories the asker replicated before) do not exist here any more."""
     entries = []
-    for repository in selected(session, repositories, distributions):
+    for repository, through in selected(session, repositories, distributions):
         version = latest_version(session, repository)
         entries.append({"name": repository.name, "type": repository.type,
-                        "version": version.number, "digest": version.digest})
-    return entries
+                        "version": version.number, "digest": version.digest,
+                        "distributions": through})
+    existing = set(session.scalars(select(Repository.name).where(Repository.name.in_(names))))
+    return {"repositories": entries, "absent": sorted(set(names) - existing)}
 
 
 def start_version(session: Session, repository: Repository, number: int | None,

@@ -139,17 +139,24 @@ def downstream_read(downstream: Downstream) -> DownstreamRead:
 class CatalogueRequest(Body):
     repositories: list[str] = Field(default_factory=list, max_length=1000)
     distributions: list[str] = Field(default_factory=list, max_length=1000)
+    names: list[str] = Field(default_factory=list, max_length=100_000,
+                             description="Repositories to say whether they still exist.")
 
 
 class CatalogueEntry(Schema):
-    name: str
-    type: str
-    version: int
-    digest: str
+    name: str = Field(max_length=255)
+    type: str = Field(max_length=64)
+    version: int = Field(ge=0)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    distributions: list[str] = Field(default_factory=list, description="The selected "
+                                     "distributions serving it (if a distribution selected "
+                                     "it).")
 
 
 class Catalogue(Schema):
     repositories: list[CatalogueEntry]
+    absent: list[str] = Field(default_factory=list, description="Of the names asked about, "
+                                                                "those that do not exist.")
 
 
 class Wanted(Body):

@@ -4,10 +4,12 @@ schedule each peer keeps. Functions over an explicit session; they flush, never 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pallet.distributions.service import validate_base_path
 from pallet.errors import Invalid
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.remotes.downloader import tls_context
@@ -29,6 +31,13 @@ def _validate(peer: Peer, what: str) -> None:
         if not pattern or len(pattern) > 255:
             raise Invalid(f"{pattern[:80]!r} is not a name or pattern of 1 to 255 characters",
                           details={"field": "repositories"})
+    parts = urlsplit(peer.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(f"base_url {peer.base_url[:200]!r} is not an http(s)://host[:port] "
+                      "address", details={"field": "base_url"})
+    if parts.username or parts.password:
+        raise Invalid("base_url holds credentials: give them as username and password (or "
+                      "token), which are never shown again", details={"field": "base_url"})
     if peer.token and (peer.username or peer.password):
         raise Invalid("give a token or a username and password, not both",
                       details={"field": "token"})
@@ -36,7 +45,25 @@ def _validate(peer: Peer, what: str) -> None:
                 client_key=peer.client_key, verify=peer.tls_validation)
 
 
+REQUIRED = ("base_url", "tls_validation", "repositories", "distributions", "base_path_prefix",
+            "remove_missing", "importer")
+
+
 def _apply(peer: Peer, values: dict[str, Any]) -> None:
+    """An update: only the fields given change; a required one cannot be cleared; a new
+    address needs the credentials again, so none stored for one server go to another."""
+    cleared = sorted(key for key in REQUIRED if key in values and values[key] is None)
+    if cleared:
+        raise Invalid(f"{', '.join(cleared)} cannot be cleared", details={"field": cleared[0]})
+    if "base_url" in values and values["base_url"] != peer.base_url:
+        stored = [key for key in SECRETS if getattr(peer, key)]
+        if stored and not any(key in values for key in SECRETS):
+            raise Invalid(f"a new base_url needs the credentials again ({', '.join(stored)}): "
+                          "the ones stored were given for the old address",
+                          details={"field": "base_url"})
+        for key in SECRETS:
+            if key not in values:
+                setattr(peer, key, None)
     for key, value in values.items():
         setattr(peer, key, value)
 
@@ -59,10 +86,16 @@ def _schedule_pull(session: Session, upstream: Upstream) -> None:
                  exclusive=exclusive, shared=shared, upstream_id=upstream.id)
 
 
+def _validate_upstream(upstream: Upstream) -> None:
+    upstream.base_path_prefix = (upstream.base_path_prefix or "").strip("/")
+    if upstream.base_path_prefix:
+        validate_base_path(upstream.base_path_prefix)
+    _validate(upstream, "upstream")
+
+
 def create_upstream(session: Session, **values: Any) -> Upstream:
     upstream = Upstream(**values)
-    upstream.base_path_prefix = (upstream.base_path_prefix or "").strip("/")
-    _validate(upstream, "upstream")
+    _validate_upstream(upstream)
     _add(session, upstream, "upstream")
     _schedule_pull(session, upstream)
     return upstream
@@ -78,8 +111,7 @@ def list_upstreams(session: Session, *, limit: int = 100, offset: int = 0):
 
 def update_upstream(session: Session, upstream: Upstream, values: dict[str, Any]) -> Upstream:
     _apply(upstream, values)
-    upstream.base_path_prefix = (upstream.base_path_prefix or "").strip("/")
-    _validate(upstream, "upstream")
+    _validate_upstream(upstream)
     session.flush()
     _schedule_pull(session, upstream)
     return upstream

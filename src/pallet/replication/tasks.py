@@ -13,16 +13,20 @@ ask the downstream's importer what it holds, and stream the change into its impo
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import closing
+from fnmatch import fnmatchcase
 
+from pydantic import ValidationError
 from sqlalchemy import select
 
-from pallet.errors import Conflict, NotFound
+from pallet.errors import Conflict, Invalid, NotFound
 from pallet.replication import offer
 from pallet.replication.client import PeerClient, PeerError
 from pallet.replication.models import Downstream, Replica, Upstream
+from pallet.replication.schemas import Catalogue, CatalogueEntry
 from pallet.repositories import service as repositories
 from pallet.repositories.models import Repository
+from pallet.repositories.service import validate_name
 from pallet.repositories.versions import latest_version
 from pallet.runtime import Runtime
 from pallet.tasks.registry import task_function
@@ -38,82 +42,135 @@ def pull(runtime: Runtime, task, *, upstream_id: int) -> None:
         if upstream is None:
             raise NotFound("the upstream was deleted before the task ran")
         session.expunge(upstream)
+        known = _replicas(session, upstream)
     task.progress("asking the upstream", 0, None)
     with PeerClient(upstream, "upstream") as client:
-        offered = client.post("/replication/catalogue",
-                              {"repositories": upstream.repositories,
-                               "distributions": upstream.distributions})["repositories"]
-        wanted, report = _wanted(runtime, upstream, offered)
+        offered, absent = _catalogue(client, upstream, sorted(known))
+        wanted, report, mapping = _wanted(runtime, upstream, offered, known)
         received, plan = 0, None
         if wanted:
+            rules = ImportRules(mapping=mapping, sources=frozenset(w["name"] for w in wanted))
             with client.stream("/replication/stream", {"repositories": wanted}) as body:
-                plan = ArchiveImport(runtime, ImportRules(), open_stream(body),
+                plan = ArchiveImport(runtime, rules, open_stream(body),
                                      source=f"upstream {upstream.name}", dry_run=False,
                                      progress=task.progress,
-                                     base_path_prefix=upstream.base_path_prefix).run()
+                                     base_path_prefix=upstream.base_path_prefix,
+                                     after_apply=lambda session, targets: _adopt(
+                                         session, upstream, targets)).run()
                 if body.read(1):
                     raise PeerError(f"{client.label} sent bytes after the archive's end")
                 received = body.received
-    missing = _record(runtime, upstream, offered)
+    _note_versions(runtime, upstream, offered)
+    offered_names = {entry.name for entry in offered}
+    missing = sorted(set(known) & set(absent))
+    deselected = sorted(set(known) - offered_names - set(absent))
     removed = _remove(runtime, upstream, missing) if upstream.remove_missing else []
     for entry in (plan or {}).get("repositories", []):
         if entry.get("version") is not None and not entry["up_to_date"]:
             task.created(f"/api/v1/repositories/{entry['destination']}/versions/"
                          f"{entry['version']}")
     task.result = {"upstream": upstream.name, "repositories": report,
-                   "missing_upstream": missing, "removed": removed,
-                   "bytes_received": received, "import": plan["import"] if plan else None,
+                   "missing_upstream": missing, "no_longer_selected": deselected,
+                   "removed": removed, "bytes_received": received,
+                   "import": plan["import"] if plan else None,
                    "bytes_written": plan["bytes_to_write"] if plan else 0}
 
 
-def _wanted(runtime: Runtime, upstream: Upstream, offered: list[dict[str, Any]]
-            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """What to ask for (the repositories whose replica differs, and what each holds) and a
-    report line per offered repository. A local repository of the same name that is not this
-    upstream's replica is never taken over."""
-    wanted, report = [], []
+def _replicas(session, upstream: Upstream) -> dict[str, Replica]:
+    return {r.source: r for r in session.scalars(
+        select(Replica).where(Replica.upstream_id == upstream.id))}
+
+
+def _catalogue(client: PeerClient, upstream: Upstream, names: list[str]
+               ) -> tuple[list[CatalogueEntry], list[str]]:
+    """The upstream's answer, checked: well-formed, each name once, each one selected."""
+    answer = client.post("/replication/catalogue", {
+        "repositories": upstream.repositories, "distributions": upstream.distributions,
+        "names": names})
+    try:
+        catalogue = Catalogue.model_validate(answer)
+        for entry in catalogue.repositories:
+            validate_name(entry.name)
+    except (ValidationError, Invalid) as exc:
+        raise PeerError(f"{client.label} sent a catalogue this server cannot read: "
+                        f"{str(exc)[:300]}") from None
+    seen: set[str] = set()
+    for entry in catalogue.repositories:
+        chosen = _matches(entry.name, upstream.repositories) or any(
+            _matches(name, upstream.distributions) for name in entry.distributions)
+        if entry.name in seen or not chosen:
+            raise PeerError(f"{client.label} offered repository {entry.name!r} "
+                            f"{'twice' if entry.name in seen else 'that was not selected'}")
+        seen.add(entry.name)
+    return catalogue.repositories, catalogue.absent
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _wanted(runtime: Runtime, upstream: Upstream, offered: list[CatalogueEntry],
+            known: dict[str, Replica]):
+    """What to ask for (the repositories whose replica differs, and what each holds), a
+    report line per offered repository, and where each goes here (a replica keeps its
+    repository if it was renamed). A local repository that is not this upstream's replica
+    is never taken over."""
+    wanted, report, mapping = [], [], {}
     with runtime.db.read() as session:
-        known = {r.source: r for r in session.scalars(
-            select(Replica).where(Replica.upstream_id == upstream.id))}
         for entry in offered:
-            name = entry["name"]
-            local = session.scalar(select(Repository).where(Repository.name == name))
-            replica = known.get(name)
-            if local is not None and (replica is None or replica.repository_id != local.id):
-                raise Conflict(f"repository {name!r} exists here and is not a replica of "
-                               f"upstream {upstream.name!r}: rename or delete it, or leave it "
-                               "out of the selection; nothing was replicated",
-                               details={"repository": name})
+            replica = known.get(entry.name)
+            local = session.get(Repository, replica.repository_id) if replica else None
+            if local is None:
+                local = session.scalar(select(Repository).where(Repository.name == entry.name))
+                if local is not None:
+                    raise Conflict(f"repository {entry.name!r} exists here and is not a "
+                                   f"replica of upstream {upstream.name!r}: rename or delete "
+                                   "it, or leave it out of the selection; nothing was "
+                                   "replicated", details={"repository": entry.name})
+            mapping[entry.name] = local.name if local is not None else entry.name
             current = latest_version(session, local) if local is not None else None
-            line = {"name": name, "upstream_version": entry["version"],
-                    "digest": entry["digest"]}
-            if current is not None and current.digest == entry["digest"]:
+            line = {"name": entry.name, "repository": mapping[entry.name],
+                    "upstream_version": entry.version, "digest": entry.digest}
+            if current is not None and current.digest == entry.digest:
                 report.append({**line, "state": "up to date"})
                 continue
             report.append({**line, "state": "created" if local is None else "updated"})
-            wanted.append({"name": name,
+            wanted.append({"name": entry.name,
                            "base_version": replica.version if replica is not None and
                            current is not None and replica.digest == current.digest else None,
                            "base_digest": current.digest if current is not None else None})
-    return wanted, report
+    return wanted, report, mapping
 
 
-def _record(runtime: Runtime, upstream: Upstream, offered: list[dict[str, Any]]) -> list[str]:
-    """Remember what each replica now holds; the sources the upstream no longer offers."""
-    names = {entry["name"] for entry in offered}
+def _adopt(session, upstream: Upstream, targets) -> None:
+    """In the import's transaction: every destination is this upstream's replica (one made
+    here and now, or one it made before), and remembers the version it now holds."""
+    known = {r.repository_id: r for r in session.scalars(
+        select(Replica).where(Replica.upstream_id == upstream.id))}
+    for target in targets:
+        repository = session.scalar(select(Repository).where(
+            Repository.name == target.destination))
+        replica = known.get(repository.id)
+        if target.repository_id is not None and replica is None:
+            raise Conflict(f"repository {target.destination!r} here is not a replica of "
+                           f"upstream {upstream.name!r}; nothing was replicated",
+                           details={"repository": target.destination})
+        if replica is None:
+            replica = Replica(upstream_id=upstream.id, repository_id=repository.id)
+            session.add(replica)
+        replica.source = target.entry.name
+        replica.version, replica.digest = target.entry.version, target.entry.digest
+    session.flush()
+
+
+def _note_versions(runtime: Runtime, upstream: Upstream,
+                   offered: list[CatalogueEntry]) -> None:
+    """Replicas already up to date: the upstream version that holds their content now."""
     with runtime.db.write() as session:
-        known = {r.source: r for r in session.scalars(
-            select(Replica).where(Replica.upstream_id == upstream.id))}
-        for entry in offered:
-            local = session.scalar(select(Repository).where(Repository.name == entry["name"]))
-            replica = known.get(entry["name"])
-            if replica is None:
-                session.add(Replica(upstream_id=upstream.id, source=entry["name"],
-                                    repository_id=local.id, version=entry["version"],
-                                    digest=entry["digest"]))
-            elif (replica.version, replica.digest) != (entry["version"], entry["digest"]):
-                replica.version, replica.digest = entry["version"], entry["digest"]
-        return sorted(set(known) - names)
+        for replica in _replicas(session, upstream).values():
+            entry = next((e for e in offered if e.name == replica.source), None)
+            if entry is not None and entry.digest == replica.digest:
+                replica.version = entry.version
 
 
 def _remove(runtime: Runtime, upstream: Upstream, missing: list[str]) -> list[str]:
@@ -135,31 +192,37 @@ def push(runtime: Runtime, task, *, downstream_id: int) -> None:
         if downstream is None:
             raise NotFound("the downstream was deleted before the task ran")
         session.expunge(downstream)
-        offered = offer.catalogue(session, downstream.repositories, downstream.distributions)
+        offered = offer.catalogue(session, downstream.repositories,
+                                  downstream.distributions)["repositories"]
     task.progress("asking the downstream", 0, None)
     with PeerClient(downstream, "downstream") as client:
-        importer = client.get(f"/importers/{downstream.importer}")
-        wanted, report = [], []
-        for entry in offered:
-            destination = importer["mapping"].get(entry["name"], entry["name"])
-            held = _held_digest(client, destination)
-            line = {"name": entry["name"], "destination": destination,
-                    "version": entry["version"], "digest": entry["digest"]}
-            if held == entry["digest"]:
-                report.append({**line, "state": "up to date"})
-                continue
-            report.append({**line, "state": "created" if held is None else "updated"})
-            wanted.append({"name": entry["name"], "base_digest": held})
-        answer = None
-        if wanted:
-            blocks = archive_blocks(runtime, lambda session: offer.prepare_change(session,
-                                                                                  wanted),
-                                    name=f"push-{downstream.name}")
-            answer = client.push(f"/importers/{downstream.importer}/import-stream", blocks)
-            if answer["state"] != "completed":
-                error = (answer.get("error") or {}).get("message", answer["state"])
-                raise PeerError(f"the import on {client.label} failed: {error}",
-                                details={"task": answer.get("href")})
+        try:
+            mapping = dict(client.get(f"/importers/{downstream.importer}")["mapping"])
+            wanted, report = [], []
+            for entry in offered:
+                destination = str(mapping.get(entry["name"], entry["name"]))
+                held = _held_digest(client, destination)
+                line = {"name": entry["name"], "destination": destination,
+                        "version": entry["version"], "digest": entry["digest"]}
+                if held == entry["digest"]:
+                    report.append({**line, "state": "up to date"})
+                    continue
+                report.append({**line, "state": "created" if held is None else "updated"})
+                wanted.append({"name": entry["name"], "base_digest": held})
+            answer = None
+            if wanted:
+                blocks = archive_blocks(runtime, lambda session: offer.prepare_change(
+                    session, wanted), name=f"push-{downstream.name}")
+                with closing(blocks):  # if the request never reads it, the export stops
+                    answer = client.push(f"/importers/{downstream.importer}/import-stream",
+                                         blocks)
+                if answer["state"] != "completed":
+                    error = (answer.get("error") or {}).get("message", answer["state"])
+                    raise PeerError(f"the import on {client.label} failed: {error}",
+                                    details={"task": answer.get("href")})
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise PeerError(f"{client.label} answered something this server cannot read "
+                            f"({type(exc).__name__}: {exc})") from None
     task.result = {"downstream": downstream.name, "repositories": report,
                    "import_task": answer.get("href") if answer else None}
 
@@ -172,5 +235,5 @@ def _held_digest(client: PeerClient, repository: str) -> str | None:
         if exc.code == "not_found":
             return None
         raise
-    version = client.get(f"/repositories/{repository}/versions/{shown['latest_version']}")
-    return version["digest"]
+    version = client.get(f"/repositories/{repository}/versions/{int(shown['latest_version'])}")
+    return str(version["digest"])

@@ -52,6 +52,10 @@ def queue_due(db: Database) -> list[int]:
     """Queue every schedule whose time has come; the ids of the tasks queued."""
     queued: list[int] = []
     now = utcnow()
+    with db.read() as session:  # most looks find nothing due: no write transaction for them
+        if session.scalar(select(TaskSchedule.id).where(TaskSchedule.next_run_at <= now)
+                          .limit(1)) is None:
+            return queued
     with db.write() as session:
         due = session.scalars(select(TaskSchedule).where(TaskSchedule.next_run_at <= now)).all()
         for schedule in due:

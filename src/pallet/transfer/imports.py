@@ -94,6 +94,11 @@ def resolve_targets(session: Session, plugins: Registry, importer: Importer,
                     header: layout.Header) -> list[Target]:
     """Where each repository of the archive goes, refused unless the import can apply."""
     targets, seen = [], set()
+    sources = getattr(importer, "sources", None)
+    names = [entry.name for entry in header.repositories]
+    if sources is not None and (set(names) != sources or len(names) != len(sources)):
+        raise BadArchive(f"the archive brings repositories {', '.join(sorted(names))}, not the "
+                         f"ones asked for ({', '.join(sorted(sources))})")
     for entry in header.repositories:
         destination = importer.mapping.get(entry.name, entry.name)
         repositories.validate_name(destination)
@@ -174,6 +179,9 @@ class ImportRules:
     distributions: bool = True
     trusted_keys: tuple[str, ...] = ()
     require_signature: bool = False
+    # The only source repositories the archive may bring (a replication's request): a
+    # sender that adds others is refused, as it could otherwise replace any repository.
+    sources: frozenset[str] | None = None
     id: None = None  # recorded imports name no importer
 
 
@@ -188,14 +196,16 @@ def under_prefix(header: layout.Header, prefix: str) -> layout.Header:
 
 class ArchiveImport:
     """One walk over an archive: a check (`dry_run`) or the import itself. `importer`: an
-    Importer, or ImportRules; `base_path_prefix`: distributions serve under it."""
+    Importer, or ImportRules; `base_path_prefix`: distributions serve under it;
+    `after_apply(session, targets)`: more checks and records in the import's transaction."""
 
     def __init__(self, runtime: Runtime, importer: Importer | ImportRules,
                  reader: ArchiveReader, *, source: str, dry_run: bool, progress: Progress,
-                 base_path_prefix: str = "") -> None:
+                 base_path_prefix: str = "",
+                 after_apply: Callable[[Session, list[Target]], None] | None = None) -> None:
         self.runtime, self.importer, self.reader = runtime, importer, reader
         self.source, self.dry_run, self.progress = source, dry_run, progress
-        self.base_path_prefix = base_path_prefix
+        self.base_path_prefix, self.after_apply = base_path_prefix, after_apply
         self.storage = runtime.storage
         self.bytes_to_write = self.bytes_written = self.artifacts_present = 0
         self.in_archive: set[str] = set()  # a check remembers what the archive brings
@@ -438,3 +448,5 @@ class ArchiveImport:
                 publish(session, plugins, storage, repository, newest, options)
             if self.importer.distributions:
                 distribute(session, repository, entry)
+        if self.after_apply is not None:
+            self.after_apply(session, self.targets)

@@ -27,8 +27,22 @@ Prepare = Callable[[Session], PreparedExport]
 Record = Callable[[Session, PreparedExport, list[Chunk], float], None]
 
 
+class ArchiveBlocks:
+    """The blocks of an archive being written; `close()` stops the writer even if nobody
+    started reading (a request that failed before sending its body)."""
+
+    def __init__(self, pipe: "Pipe", first) -> None:
+        self.pipe, self.first = pipe, first
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.pipe.drain(self.first)
+
+    def close(self) -> None:
+        self.pipe.closed.set()
+
+
 def archive_blocks(runtime: Runtime, prepare: Prepare, *, record: Record | None = None,
-                   name: str = "stream") -> Iterator[bytes]:
+                   name: str = "stream") -> ArchiveBlocks:
     """The archive `prepare(session)` describes, as blocks of bytes, written on a thread of
     its own; `record` it once the last byte is out. An error before the first byte (a bad
     request) is raised here; a later one breaks the iteration."""
@@ -39,7 +53,7 @@ def archive_blocks(runtime: Runtime, prepare: Prepare, *, record: Record | None 
     first = pipe.get()
     if isinstance(first, BaseException):
         raise first
-    return pipe.drain(first)
+    return ArchiveBlocks(pipe, first)
 
 
 def stream_archive(runtime: Runtime, prepare: Prepare, *, record: Record | None = None,
