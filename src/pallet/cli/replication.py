@@ -140,11 +140,15 @@ def delete_upstream(name: Name, as_json: JsonFlag = False) -> None:
 def _describe_pull(task: dict[str, Any]) -> None:
     result = task["result"]
     for line in result["repositories"]:
-        say(f"{line['name']}: {line['state']} (upstream version {line['upstream_version']})")
+        here = f" as {line['repository']}" if line["repository"] != line["name"] else ""
+        say(f"{line['name']}{here}: {line['state']} (upstream version "
+            f"{line['upstream_version']})")
     say(f"received {size_text(result['bytes_received'])}, stored "
         f"{size_text(result['bytes_written'])}")
     if result["missing_upstream"]:
         say("no longer upstream: " + ", ".join(result["missing_upstream"]))
+    if result["no_longer_selected"]:
+        say("no longer selected (kept): " + ", ".join(result["no_longer_selected"]))
     if result["removed"]:
         say("removed here: " + ", ".join(result["removed"]))
 
