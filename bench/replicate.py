@@ -6,8 +6,9 @@ plain download of the same files, in the same run.
 Two workloads: 10,000 files of 4 KiB in 100 folders, and 40 files of 25 MiB. An upstream
 Pallet (`pallet serve`, its own data directory and database) holds them as an
 auto-published `file` repository with a distribution. Then, each from the client's side:
-  download      -- every file from the upstream's content app with a concurrent aiohttp
-                   client, each one hashed and written to disk (the physical baseline);
+  download      -- every file from nginx with a concurrent aiohttp client, each one hashed
+                   and written to disk (the physical baseline); and the same from the
+                   upstream's content app;
   replicate     -- a downstream Pallet's `pallet upstream replicate`: request to finished
                    task, every artifact re-hashed and stored, the digest proved;
   export+import -- the air-gap path over the same disk: an export task on the upstream
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -36,7 +38,7 @@ from pathlib import Path
 
 import httpx
 
-from harness import database, free_port, workload_options
+from harness import database, ensure_commands, free_port, nginx, workload_options
 from sync import plain_download
 from transfer import DiskSampler, make_tree
 
@@ -184,13 +186,14 @@ def measure_one(kind: str, root: Path, args) -> dict:
         carried, _, _ = stack.enter_context(pallet_server(
             third_dir, third_db, PALLET_ALLOWED_IMPORT_DIRS=json.dumps([str(work)])))
         figures: dict = {}
-
-        target = Path(tempfile.mkdtemp(prefix="pallet-bench-download-", dir=root))
-        started = time.perf_counter()
-        size = asyncio.run(plain_download(f"{up_url}/pallet/content/bench/PULP_MANIFEST",
-                                          target, 16))
-        figures["download"] = {"seconds": time.perf_counter() - started, "bytes": size}
-        shutil.rmtree(target)
+        for step, manifest in (
+                ("download", f"{stack.enter_context(nginx(root))}/PULP_MANIFEST"),
+                ("download_pallet", f"{up_url}/pallet/content/bench/PULP_MANIFEST")):
+            target = Path(tempfile.mkdtemp(prefix="pallet-bench-download-", dir=root))
+            started = time.perf_counter()
+            size = asyncio.run(plain_download(manifest, target, 16))
+            figures[step] = {"seconds": time.perf_counter() - started, "bytes": size}
+            shutil.rmtree(target)
 
         made = downstream.post("/upstreams", json={
             "name": "up", "base_url": up_url, "username": "admin", "password": PASSWORD,
@@ -232,7 +235,17 @@ def measure_one(kind: str, root: Path, args) -> dict:
     return figures
 
 
+def write_manifest(root: Path, files: Path) -> None:
+    """root/PULP_MANIFEST listing the files (as files/...), for nginx serving `root`."""
+    lines = []
+    for path in sorted(p for p in files.rglob("*") if p.is_file()):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        lines.append(f"{path.relative_to(root)},{digest},{path.stat().st_size}\n")
+    (root / "PULP_MANIFEST").write_text("".join(lines))
+
+
 def measure(args) -> dict:
+    ensure_commands({"nginx": "nginx"})
     kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
     results: dict = {}
     workloads = {"small": (args.small, args.small_size, 100),
@@ -244,6 +257,7 @@ def measure(args) -> dict:
             args.files, args.extra = root / "files", root / "extra"
             make_tree(args.files, count, size, folders)
             make_tree(args.extra, max(1, count // 100), size, folders, prefix="new")
+            write_manifest(root, args.files)
             subprocess.run("sync", check=True)
             for kind in kinds:
                 print(f"{name}: {kind} ...", file=sys.stderr, flush=True)
@@ -273,7 +287,10 @@ def report(results: dict, args) -> bool:
                   f"{'' if extra is None else f'{max(0, extra) / MiB:.1f}MB':>12}")
             label = ""
 
-        line(f"{kind}: plain download (aiohttp)", base, travelled=figures["download"]["bytes"])
+        line(f"{kind}: plain download from nginx", base, travelled=figures["download"]["bytes"])
+        line(f"{kind}: the same from the upstream's", figures["download_pallet"]["seconds"])
+        line("    content app (pallet serve)", figures["download_pallet"]["seconds"],
+             ratio=False)
         rep, exim = figures["replicate"], figures["export_import"]
         line(f"{kind}: replicate", rep["seconds"], travelled=rep["received"],
              extra=rep["extra"])

@@ -195,6 +195,16 @@ def test_pull_full_then_incremental_then_nothing(running, tmp_path):
         assert [(r["source"], r["repository"]) for r in replicas] == [
             ("web", "web"), ("web-extra", "web-extra")]
 
+        # A distribution moved upstream follows, with no new version.
+        assert upstream.patch("/distributions/web", json={"base_path": "site/www"}).is_success
+        task = replicate(downstream)
+        states = {r["name"]: r["state"] for r in task["result"]["repositories"]}
+        assert states == {"web": "distributions updated", "web-extra": "up to date"}, task
+        assert downstream.get("/repositories/web/versions").json()["count"] == versions
+        assert httpx.get(f"{down.url}/pallet/content/mirror/site/www/page-1.html"
+                         ).content == b"page 1\n" * 500
+        assert replicate(downstream)["result"]["bytes_received"] == 0
+
         # No longer selected is not removed upstream: reported, never deleted.
         assert downstream.patch("/upstreams/up", json={"repositories": ["web"],
                                                        "remove_missing": True}).is_success

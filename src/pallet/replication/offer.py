@@ -58,7 +58,9 @@ def catalogue(session: Session, repositories: list[str], distributions: list[str
         version = latest_version(session, repository)
         entries.append({"name": repository.name, "type": repository.type,
                         "version": version.number, "digest": version.digest,
-                        "distributions": through})
+                        "distributions": through,
+                        "serving": [{"name": n, "base_path": b} for n, b in
+                                    exporting.distributions_of(session, repository, version)]})
     existing = set(session.scalars(select(Repository.name).where(Repository.name.in_(names))))
     return {"repositories": entries, "absent": sorted(set(names) - existing)}
 

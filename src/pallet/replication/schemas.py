@@ -6,6 +6,7 @@ from pydantic import Field
 
 from pallet.api.schemas import Body, Schema, UtcDatetime
 from pallet.replication.models import Downstream, Peer, Upstream
+from pallet.transfer.layout import DistributionEntry
 
 PATTERNS = ("Names or shell-style patterns (`*`, `?`, `[...]`) of the upstream's "
             "repositories")
@@ -151,6 +152,8 @@ class CatalogueEntry(Schema):
     distributions: list[str] = Field(default_factory=list, description="The selected "
                                      "distributions serving it (if a distribution selected "
                                      "it).")
+    serving: list[DistributionEntry] = Field(default_factory=list, description="The "
+                                             "distributions that travel with it.")
 
 
 class Catalogue(Schema):

@@ -19,6 +19,7 @@ from fnmatch import fnmatchcase
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from pallet.distributions.models import Distribution
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.replication import offer
 from pallet.replication.client import PeerClient, PeerError
@@ -132,14 +133,28 @@ def _wanted(runtime: Runtime, upstream: Upstream, offered: list[CatalogueEntry],
             line = {"name": entry.name, "repository": mapping[entry.name],
                     "upstream_version": entry.version, "digest": entry.digest}
             if current is not None and current.digest == entry.digest:
-                report.append({**line, "state": "up to date"})
-                continue
-            report.append({**line, "state": "created" if local is None else "updated"})
+                if _serving(session, local, upstream, entry):
+                    report.append({**line, "state": "up to date"})
+                    continue
+                report.append({**line, "state": "distributions updated"})
+            else:
+                report.append({**line, "state": "created" if local is None else "updated"})
             wanted.append({"name": entry.name,
                            "base_version": replica.version if replica is not None and
                            current is not None and replica.digest == current.digest else None,
                            "base_digest": current.digest if current is not None else None})
     return wanted, report, mapping
+
+
+def _serving(session, local: Repository, upstream: Upstream, entry: CatalogueEntry) -> bool:
+    """Whether the replica's distributions already serve what the upstream's do (the same
+    names and base paths, under the prefix)."""
+    prefix = upstream.base_path_prefix.strip("/")
+    wanted = {(d.name, f"{prefix}/{d.base_path.strip('/')}" if prefix else d.base_path.strip("/"))
+              for d in entry.serving}
+    have = set(session.execute(select(Distribution.name, Distribution.base_path)
+                               .where(Distribution.repository_id == local.id)).tuples())
+    return wanted <= have
 
 
 def _adopt(session, upstream: Upstream, targets) -> None:

@@ -106,12 +106,7 @@ def header(session: Session, selections: list[Selection], *, exporter: str) -> d
         publications = list(session.scalars(
             select(Publication.options).where(Publication.version_id == version.id)
             .order_by(Publication.id)))
-        published = select(Publication.id).where(Publication.version_id == version.id)
-        distributions = session.execute(
-            select(Distribution.name, Distribution.base_path).where(or_(
-                Distribution.repository_id == repository.id,
-                Distribution.repository_version_id == version.id,
-                Distribution.publication_id.in_(published))).order_by(Distribution.name))
+        distributions = distributions_of(session, repository, version)
         entry = {"index": index, "name": repository.name, "type": repository.type,
                  "description": repository.description, "version": version.number,
                  "digest": version.digest, "counts": version.counts or {},
@@ -132,6 +127,18 @@ def header(session: Session, selections: list[Selection], *, exporter: str) -> d
             "exporter": exporter, "incremental": any(s.base for s in selections),
             "repositories": repositories, "artifacts": totals[0],
             "artifact_bytes": int(totals[1])}
+
+
+def distributions_of(session: Session, repository: Repository,
+                     version: RepositoryVersion) -> list[tuple[str, str]]:
+    """(name, base path) of the distributions that travel with `version`: those serving the
+    repository, that version, or a publication of it."""
+    published = select(Publication.id).where(Publication.version_id == version.id)
+    return [tuple(row) for row in session.execute(
+        select(Distribution.name, Distribution.base_path).where(or_(
+            Distribution.repository_id == repository.id,
+            Distribution.repository_version_id == version.id,
+            Distribution.publication_id.in_(published))).order_by(Distribution.name))]
 
 
 def _units(session: Session, selection: Selection) -> Iterator[dict[str, Any]]:
