@@ -6,6 +6,7 @@ to cut or encrypt the connection."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -118,11 +119,25 @@ def latest(client: httpx.Client, repository: str) -> dict:
     return client.get(f"/repositories/{repository}/versions/{number}").json()
 
 
-def upload(server, tmp_path, repository: str, name: str, data: bytes) -> None:
-    path = tmp_path / "uploads" / name
-    path.parent.mkdir(exist_ok=True)
-    path.write_bytes(data)
-    pallet(server.url, "upload", "file", str(path), "--repository", repository)
+def add_files(client: httpx.Client, repository: str, files: dict[str, bytes]) -> None:
+    """Upload `files` (relative path: bytes) through the API; one new version holds them."""
+    units = []
+    for name, data in files.items():
+        made = client.post("/uploads", json={"size": len(data)}).json()
+        href = made["href"].removeprefix("/api/v1")
+        if data:
+            client.put(href, content=data, headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"}).raise_for_status()
+        sha256 = hashlib.sha256(data).hexdigest()
+        task = wait(client, client.post(f"{href}/commit", json={"sha256": sha256}))
+        assert task["state"] == "completed", task["error"]
+        unit = client.post("/content/file", json={"relative_path": name, "sha256": sha256})
+        assert unit.status_code in (200, 201), unit.text
+        units.append(unit.json()["id"])
+    task = wait(client, client.post(f"/repositories/{repository}/modify",
+                                    json={"add_content": units}))
+    assert task["state"] == "completed", task["error"]
 
 
 def content_ids(client: httpx.Client, repository: str) -> dict[str, int]:
@@ -136,10 +151,10 @@ def test_pull_full_then_incremental_then_nothing(running, tmp_path):
         for name in ("web", "web-extra", "private"):
             assert upstream.post("/repositories", json={
                 "name": name, "autopublish": True, "publish_options": {}}).status_code == 201
-        for i in range(3):
-            upload(up, tmp_path, "web", f"page-{i}.html", f"page {i}\n".encode() * 500)
-        upload(up, tmp_path, "web-extra", "extra.bin", os.urandom(100_000))
-        upload(up, tmp_path, "private", "secret.txt", b"not selected\n")
+        add_files(upstream, "web", {f"page-{i}.html": f"page {i}\n".encode() * 500
+                                    for i in range(3)})
+        add_files(upstream, "web-extra", {"extra.bin": os.urandom(100_000)})
+        add_files(upstream, "private", {"secret.txt": b"not selected\n"})
         assert upstream.post("/distributions", json={"name": "web", "base_path": "site/web",
                                                      "repository": "web"}).status_code == 201
         made = downstream.post("/upstreams", json={
@@ -169,7 +184,7 @@ def test_pull_full_then_incremental_then_nothing(running, tmp_path):
         full_bytes = task["result"]["bytes_received"]
 
         # Adds and removes upstream: only the change travels.
-        upload(up, tmp_path, "web", "page-new.html", b"new page\n")
+        add_files(upstream, "web", {"page-new.html": b"new page\n"})
         removed = content_ids(upstream, "web")["page-0.html"]
         wait(upstream, upstream.post("/repositories/web/modify",
                                      json={"remove_content": [removed]}))
@@ -240,7 +255,7 @@ def test_upstream_killed_mid_transfer_changes_nothing_and_a_retry_completes(runn
                                                  "publish_options": {}})
             upstream.post("/distributions", json={"name": name, "base_path": name,
                                                   "repository": name})
-            upload(up, tmp_path, name, f"{name}-first.txt", b"first\n")
+            add_files(upstream, name, {f"{name}-first.txt": b"first\n"})
         killed = threading.Event()
         armed = threading.Event()
 
@@ -257,9 +272,9 @@ def test_upstream_killed_mid_transfer_changes_nothing_and_a_retry_completes(runn
                 "repositories": ["big", "small"]}).status_code == 201
             assert replicate(downstream)["state"] == "completed"
             before = {name: latest(downstream, name)["digest"] for name in ("big", "small")}
-            upload(up, tmp_path, "small", "small-second.txt", b"second\n")
-            for i in range(6):
-                upload(up, tmp_path, "big", f"blob-{i}.bin", os.urandom(1 << 20))
+            add_files(upstream, "small", {"small-second.txt": b"second\n"})
+            add_files(upstream, "big", {f"blob-{i}.bin": os.urandom(1 << 20)
+                                        for i in range(6)})
 
             relay.passed = 0
             armed.set()
@@ -297,7 +312,7 @@ def test_wrong_credentials_and_untrusted_certificate(running, tmp_path):
     try:
         with api(up) as upstream, api(down) as downstream:
             upstream.post("/repositories", json={"name": "web"})
-            upload(up, tmp_path, "web", "index.html", b"hello\n")
+            add_files(upstream, "web", {"index.html": b"hello\n"})
             downstream.post("/upstreams", json={
                 "name": "up", "base_url": up.url, "username": "admin",
                 "password": "not-the-password", "repositories": ["web"]})
@@ -328,7 +343,7 @@ def test_push_into_the_downstream_importer(running, tmp_path):
     with api(up) as upstream, api(down) as downstream:
         upstream.post("/repositories", json={"name": "web", "autopublish": True,
                                              "publish_options": {}})
-        upload(up, tmp_path, "web", "index.html", b"pushed\n")
+        add_files(upstream, "web", {"index.html": b"pushed\n"})
         upstream.post("/distributions", json={"name": "web", "base_path": "web",
                                               "repository": "web"})
         downstream.post("/importers", json={"name": "from-up", "create_repositories": True,
@@ -342,7 +357,7 @@ def test_push_into_the_downstream_importer(running, tmp_path):
         assert latest(downstream, "web-copy")["digest"] == latest(upstream, "web")["digest"]
         assert httpx.get(f"{down.url}/pallet/content/web/index.html").content == b"pushed\n"
 
-        upload(up, tmp_path, "web", "more.html", b"more\n")
+        add_files(upstream, "web", {"more.html": b"more\n"})
         task = wait(upstream, upstream.post("/downstreams/down/push"))
         assert task["state"] == "completed", task["error"]
         assert [r["state"] for r in task["result"]["repositories"]] == ["updated"]
@@ -356,7 +371,7 @@ def test_a_scheduled_replication_runs_by_itself(running, tmp_path):
     up, down = running.start("upstream"), running.start("downstream")
     with api(up) as upstream, api(down) as downstream:
         upstream.post("/repositories", json={"name": "web"})
-        upload(up, tmp_path, "web", "index.html", b"scheduled\n")
+        add_files(upstream, "web", {"index.html": b"scheduled\n"})
         downstream.post("/upstreams", json={
             "name": "up", "base_url": up.url, "username": "admin", "password": PASSWORD,
             "repositories": ["web"], "every_seconds": 5})
@@ -372,7 +387,8 @@ def test_a_scheduled_replication_runs_by_itself(running, tmp_path):
 def test_the_cli_registers_an_upstream_and_replicates(running, tmp_path):
     up, down = running.start("upstream"), running.start("downstream")
     pallet(up.url, "repository", "create", "web")
-    upload(up, tmp_path, "web", "index.html", b"from the cli\n")
+    with api(up) as upstream:
+        add_files(upstream, "web", {"index.html": b"from the cli\n"})
     env = dict(os.environ, PALLET_URL=down.url, PALLET_USERNAME="admin",
                PALLET_PASSWORD=PASSWORD)
     made = subprocess.run([sys.executable, "-m", "pallet.cli.main", "upstream", "create", "up",
