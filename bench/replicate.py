@@ -252,6 +252,7 @@ def measure(args) -> dict:
                  "large": (args.large, args.large_size, 1)}
     for name, (count, size, folders) in workloads.items():
         root = Path(tempfile.mkdtemp(prefix="pallet-bench-replicate-"))
+        root.chmod(0o755)  # nginx's workers run unprivileged
         try:
             print(f"{name}: writing the files ...", file=sys.stderr, flush=True)
             args.files, args.extra = root / "files", root / "extra"

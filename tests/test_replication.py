@@ -381,6 +381,7 @@ def test_a_scheduled_replication_runs_by_itself(running, tmp_path):
             time.sleep(0.2)
         tasks = downstream.get("/tasks", params={"name": "replication.pull"}).json()
         assert tasks["results"][0]["created_by"] == "schedule upstream:1"
+        assert tasks["results"][0]["group"] is not None  # a replication is a group
         assert latest(downstream, "web")["digest"] == latest(upstream, "web")["digest"]
 
 

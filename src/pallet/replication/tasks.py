@@ -30,7 +30,9 @@ from pallet.repositories.models import Repository
 from pallet.repositories.service import validate_name
 from pallet.repositories.versions import latest_version
 from pallet.runtime import Runtime
+from pallet.tasks.models import Task
 from pallet.tasks.registry import task_function
+from pallet.tasks.service import create_group
 from pallet.transfer.imports import ArchiveImport, ImportRules
 from pallet.transfer.reader import open_stream
 from pallet.transfer.streaming import archive_blocks
@@ -44,6 +46,7 @@ def pull(runtime: Runtime, task, *, upstream_id: int) -> None:
             raise NotFound("the upstream was deleted before the task ran")
         session.expunge(upstream)
         known = _replicas(session, upstream)
+    _in_a_group(runtime, task.id, f"replicate from upstream {upstream.name}")
     task.progress("asking the upstream", 0, None)
     with PeerClient(upstream, "upstream") as client:
         offered, absent = _catalogue(client, upstream, sorted(known))
@@ -75,6 +78,14 @@ def pull(runtime: Runtime, task, *, upstream_id: int) -> None:
                    "removed": removed, "bytes_received": received,
                    "import": plan["import"] if plan else None,
                    "bytes_written": plan["bytes_to_write"] if plan else 0}
+
+
+def _in_a_group(runtime: Runtime, task_id: int, description: str) -> None:
+    """A replication is a task group of its own, queued by hand or by its schedule."""
+    with runtime.db.write() as session:
+        row = session.get(Task, task_id)
+        if row is not None and row.group_id is None:
+            row.group_id = create_group(session, description).id
 
 
 def _replicas(session, upstream: Upstream) -> dict[str, Replica]:
@@ -209,6 +220,7 @@ def push(runtime: Runtime, task, *, downstream_id: int) -> None:
         session.expunge(downstream)
         offered = offer.catalogue(session, downstream.repositories,
                                   downstream.distributions)["repositories"]
+    _in_a_group(runtime, task.id, f"push into downstream {downstream.name}")
     task.progress("asking the downstream", 0, None)
     with PeerClient(downstream, "downstream") as client:
         try:
