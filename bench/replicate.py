@@ -39,6 +39,7 @@ from pathlib import Path
 import httpx
 
 from harness import database, ensure_commands, free_port, nginx, workload_options
+from serve import memory_of
 from sync import plain_download
 from transfer import DiskSampler, make_tree
 
@@ -165,12 +166,6 @@ def digest_of(client: httpx.Client, repository: str = "bench") -> str:
     return client.get(f"/repositories/{repository}/versions/{number}").json()["digest"]
 
 
-def peak_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
 # -- the measurements -----------------------------------------------------------------------
 
 def measure_one(kind: str, root: Path, args) -> dict:
@@ -230,8 +225,8 @@ def measure_one(kind: str, root: Path, args) -> dict:
         _, seconds = run_task(downstream, "/upstreams/up/replicate")
         figures["unchanged"] = {"seconds": seconds}
         figures["digests_equal"] = digest_of(downstream) == digest_of(upstream)
-        figures["upstream_peak_mb"] = peak_mb(up_pid)
-        figures["downstream_peak_mb"] = peak_mb(down_pid)
+        figures["upstream_peak_mb"] = memory_of(up_pid, "VmHWM")
+        figures["downstream_peak_mb"] = memory_of(down_pid, "VmHWM")
     return figures
 
 

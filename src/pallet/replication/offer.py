@@ -27,7 +27,7 @@ from pallet.transfer.tasks import PreparedExport
 EXPORTER = "replication"  # the exporter named in a replication stream's header
 
 
-def _matches(name: str, patterns: list[str]) -> bool:
+def matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatchcase(name, pattern) for pattern in patterns)
 
 
@@ -36,10 +36,10 @@ def selected(session: Session, repositories: list[str], distributions: list[str]
     """The repositories the patterns select, directly or through a distribution serving
     them, by name; each with the names of the selected distributions serving it."""
     chosen = {r.id: (r, []) for r in session.scalars(select(Repository))
-              if _matches(r.name, repositories)}
+              if matches(r.name, repositories)}
     if distributions:
         for distribution in session.scalars(select(Distribution).order_by(Distribution.name)):
-            if _matches(distribution.name, distributions):
+            if matches(distribution.name, distributions):
                 served = served_repository_id(session, distribution)
                 if served is None:
                     continue

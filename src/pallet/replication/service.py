@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pallet.distributions.service import validate_base_path
+from pallet.db.named import add_named, get_named, page_named
 from pallet.errors import Invalid
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.remotes.downloader import tls_context
@@ -17,7 +18,6 @@ from pallet.replication.models import Downstream, Peer, Replica, Upstream
 from pallet.repositories.models import Repository
 from pallet.repositories.service import validate_name
 from pallet.tasks.schedules import remove_schedule, set_schedule
-from pallet.transfer.service import _add, _one, _page
 
 SECRETS = ("password", "token", "client_key")
 
@@ -96,17 +96,17 @@ def _validate_upstream(upstream: Upstream) -> None:
 def create_upstream(session: Session, **values: Any) -> Upstream:
     upstream = Upstream(**values)
     _validate_upstream(upstream)
-    _add(session, upstream, "upstream")
+    add_named(session, upstream, "upstream")
     _schedule_pull(session, upstream)
     return upstream
 
 
 def get_upstream(session: Session, name: str) -> Upstream:
-    return _one(session, Upstream, name, "upstream")
+    return get_named(session, Upstream, name, "upstream")
 
 
 def list_upstreams(session: Session, *, limit: int = 100, offset: int = 0):
-    return _page(session, Upstream, limit, offset)
+    return page_named(session, Upstream, limit, offset)
 
 
 def update_upstream(session: Session, upstream: Upstream, values: dict[str, Any]) -> Upstream:
@@ -143,17 +143,17 @@ def create_downstream(session: Session, **values: Any) -> Downstream:
     downstream = Downstream(**values)
     _validate(downstream, "downstream")
     validate_name(downstream.importer, "importer")
-    _add(session, downstream, "downstream")
+    add_named(session, downstream, "downstream")
     _schedule_push(session, downstream)
     return downstream
 
 
 def get_downstream(session: Session, name: str) -> Downstream:
-    return _one(session, Downstream, name, "downstream")
+    return get_named(session, Downstream, name, "downstream")
 
 
 def list_downstreams(session: Session, *, limit: int = 100, offset: int = 0):
-    return _page(session, Downstream, limit, offset)
+    return page_named(session, Downstream, limit, offset)
 
 
 def update_downstream(session: Session, downstream: Downstream,

@@ -14,7 +14,6 @@ ask the downstream's importer what it holds, and stream the change into its impo
 from __future__ import annotations
 
 from contextlib import closing
-from fnmatch import fnmatchcase
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -108,17 +107,13 @@ def _catalogue(client: PeerClient, upstream: Upstream, names: list[str]
                         f"{str(exc)[:300]}") from None
     seen: set[str] = set()
     for entry in catalogue.repositories:
-        chosen = _matches(entry.name, upstream.repositories) or any(
-            _matches(name, upstream.distributions) for name in entry.distributions)
+        chosen = offer.matches(entry.name, upstream.repositories) or any(
+            offer.matches(name, upstream.distributions) for name in entry.distributions)
         if entry.name in seen or not chosen:
             raise PeerError(f"{client.label} offered repository {entry.name!r} "
                             f"{'twice' if entry.name in seen else 'that was not selected'}")
         seen.add(entry.name)
     return catalogue.repositories, catalogue.absent
-
-
-def _matches(name: str, patterns: list[str]) -> bool:
-    return any(fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def _wanted(runtime: Runtime, upstream: Upstream, offered: list[CatalogueEntry],

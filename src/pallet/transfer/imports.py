@@ -94,7 +94,7 @@ def resolve_targets(session: Session, plugins: Registry, importer: Importer,
                     header: layout.Header) -> list[Target]:
     """Where each repository of the archive goes, refused unless the import can apply."""
     targets, seen = [], set()
-    sources = getattr(importer, "sources", None)
+    sources = importer.sources
     names = [entry.name for entry in header.repositories]
     if sources is not None and (set(names) != sources or len(names) != len(sources)):
         raise BadArchive(f"the archive brings repositories {', '.join(sorted(names))}, not the "

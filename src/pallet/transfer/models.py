@@ -84,6 +84,8 @@ class Importer(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    sources = None  # an importer takes whichever repositories an archive brings
+
 
 class Import(Base):
     """One import that completed: the archive it read and what it did to each repository."""

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pallet.db.named import add_named, get_named, page_named
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.paths import allowed_path
 from pallet.repositories.models import Repository
@@ -22,31 +22,6 @@ MAX_CHUNK = 1 << 40
 MIN_CHUNK = 1 << 20
 
 
-def _one(session: Session, model, name: str, what: str):
-    row = session.scalar(select(model).where(model.name == name))
-    if row is None:
-        raise NotFound(f"there is no {what} named {name!r}", details={"name": name})
-    return row
-
-
-def _add(session: Session, row, what: str) -> None:
-    if session.scalar(select(type(row).id).where(type(row).name == row.name)) is not None:
-        raise Conflict(f"a {what} named {row.name!r} exists already", details={"name": row.name})
-    session.add(row)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:  # created by someone else between the check and here
-        raise Conflict(f"a {what} named {row.name!r} exists already",
-                       details={"name": row.name}) from None
-
-
-def _page(session: Session, model, limit: int, offset: int, order=None):
-    count = session.scalar(select(func.count()).select_from(model))
-    order = model.name if order is None else order
-    return count, list(session.scalars(select(model).order_by(order).limit(limit).offset(offset)))
-
-
 # -- signing keys ---------------------------------------------------------------------------
 
 def create_key(session: Session, *, name: str) -> SigningKey:
@@ -54,16 +29,16 @@ def create_key(session: Session, *, name: str) -> SigningKey:
     private_pem, public_pem = signing.generate()
     key = SigningKey(name=name, private_key=private_pem, public_key=public_pem,
                      key_id=signing.key_id(public_pem))
-    _add(session, key, "signing key")
+    add_named(session, key, "signing key")
     return key
 
 
 def get_key(session: Session, name: str) -> SigningKey:
-    return _one(session, SigningKey, name, "signing key")
+    return get_named(session, SigningKey, name, "signing key")
 
 
 def list_keys(session: Session, *, limit: int = 100, offset: int = 0):
-    return _page(session, SigningKey, limit, offset)
+    return page_named(session, SigningKey, limit, offset)
 
 
 def delete_key(session: Session, key: SigningKey) -> None:
@@ -89,7 +64,7 @@ def _repository_ids(session: Session, names: list[str]) -> list[int]:
         raise Invalid("a repository is listed twice", details={"field": "repositories"})
     ids = []
     for name in names:
-        ids.append(_one(session, Repository, name, "repository").id)
+        ids.append(get_named(session, Repository, name, "repository").id)
     return ids
 
 
@@ -108,16 +83,16 @@ def create_exporter(session: Session, settings: Settings, *, name: str, path: st
                         repository_ids=_repository_ids(session, repositories),
                         chunk_size=_chunk_size(chunk_size),
                         signing_key_id=get_key(session, signing_key).id if signing_key else None)
-    _add(session, exporter, "exporter")
+    add_named(session, exporter, "exporter")
     return exporter
 
 
 def get_exporter(session: Session, name: str) -> Exporter:
-    return _one(session, Exporter, name, "exporter")
+    return get_named(session, Exporter, name, "exporter")
 
 
 def list_exporters(session: Session, *, limit: int = 100, offset: int = 0):
-    return _page(session, Exporter, limit, offset)
+    return page_named(session, Exporter, limit, offset)
 
 
 def update_exporter(session: Session, settings: Settings, exporter: Exporter,
@@ -219,16 +194,16 @@ def create_importer(session: Session, *, name: str, mapping: dict[str, str] | No
     importer = Importer(name=name, mapping=_mapping(mapping),
                         create_repositories=create_repositories, distributions=distributions,
                         trusted_keys=trusted, require_signature=require_signature)
-    _add(session, importer, "importer")
+    add_named(session, importer, "importer")
     return importer
 
 
 def get_importer(session: Session, name: str) -> Importer:
-    return _one(session, Importer, name, "importer")
+    return get_named(session, Importer, name, "importer")
 
 
 def list_importers(session: Session, *, limit: int = 100, offset: int = 0):
-    return _page(session, Importer, limit, offset)
+    return page_named(session, Importer, limit, offset)
 
 
 def update_importer(session: Session, importer: Importer, changes: dict[str, Any]) -> Importer:
