@@ -1,10 +1,11 @@
 """The local artifact store: verified, atomic, content-addressed."""
 
 import hashlib
+import threading
 
 import pytest
 
-from pallet.artifacts.storage import DigestMismatch, LocalStorage
+from pallet.artifacts.storage import LAYOUT, DigestMismatch, LocalStorage
 from pallet.errors import Invalid
 
 
@@ -16,7 +17,7 @@ def test_write_verifies_and_places_by_digest(tmp_path):
         writer.write(data[:5])
         writer.write(data[5:])
         assert writer.commit(digest) == digest
-    assert storage.path(digest) == tmp_path / digest[:2] / digest[2:4] / digest
+    assert storage.path(digest) == tmp_path / digest[:2] / digest
     with storage.open(digest) as stream:
         assert stream.read() == data
     assert storage.hash_stored(digest) == digest
@@ -57,3 +58,68 @@ def test_paths_come_only_from_digests(tmp_path):
     for bad in ("../../etc/passwd", "ab", "G" * 64, "A" * 64):
         with pytest.raises(Invalid):
             storage.path(bad)
+
+
+def _layout_1_store(root, count):
+    """A store as layout 1 kept it: artifacts two folders deep, no marker file."""
+    blobs = {}
+    for i in range(count):
+        data = f"artifact {i}".encode()
+        digest = hashlib.sha256(data).hexdigest()
+        folder = root / digest[:2] / digest[2:4]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / digest).write_bytes(data)
+        blobs[digest] = data
+    return blobs
+
+
+def test_a_layout_1_store_is_moved_to_layout_2_once(tmp_path):
+    blobs = _layout_1_store(tmp_path, 40)
+    first = next(iter(blobs))
+    stranger = tmp_path / first[:2] / first[2:4] / "notes.txt"
+    stranger.write_text("not an artifact")
+
+    storage = LocalStorage(tmp_path)
+
+    assert (tmp_path / ".layout").read_text() == LAYOUT + "\n"
+    for digest, data in blobs.items():
+        assert storage.path(digest) == tmp_path / digest[:2] / digest
+        assert storage.exists(digest) and storage.read(digest, 100) == data
+    assert stranger.read_text() == "not an artifact"  # left where it was, folder and all
+    emptied = [p for p in tmp_path.glob("??/??") if p.is_dir()]
+    assert emptied == [stranger.parent]
+    LocalStorage(tmp_path)  # opened again: nothing to do, nothing lost
+    assert all(storage.read(digest, 100) == data for digest, data in blobs.items())
+
+
+def test_an_interrupted_move_is_finished_by_the_next_open(tmp_path):
+    blobs = _layout_1_store(tmp_path, 20)
+    done = sorted(blobs)[:7]  # these were moved before the process died; no marker yet
+    for digest in done:
+        (tmp_path / digest[:2] / digest[2:4] / digest).rename(tmp_path / digest[:2] / digest)
+    assert not (tmp_path / ".layout").exists()
+
+    storage = LocalStorage(tmp_path)
+
+    assert all(storage.read(digest, 100) == data for digest, data in blobs.items())
+    assert not [p for p in tmp_path.glob("??/??") if p.is_dir()]
+
+
+def test_stores_opened_together_on_a_layout_1_store_move_it_once(tmp_path):
+    blobs = _layout_1_store(tmp_path, 300)
+    errors = []
+
+    def open_store():
+        try:
+            storage = LocalStorage(tmp_path)
+            assert all(storage.exists(digest) for digest in blobs)
+        except Exception as exc:  # reported below: a thread's assert would be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.glob("??/*") if p.is_file()) == sorted(blobs)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -23,6 +25,9 @@ from pallet.errors import Invalid
 
 READ_BLOCK = 1 << 20
 _SHA256 = re.compile("[0-9a-f]{64}")
+_PREFIX = re.compile("[0-9a-f]{2}")
+LAYOUT = "2"  # artifacts at ab/<sha256>; layout 1 (no marker file) had them at ab/cd/<sha256>
+log = logging.getLogger(__name__)
 
 
 class DigestMismatch(Invalid):
@@ -118,13 +123,41 @@ class ArtifactStorage(ABC):
 
 
 class LocalStorage(ArtifactStorage):
-    """Artifacts under `root/ab/cd/<sha256>`, temporary files under `root/.tmp`."""
+    """Artifacts under `root/ab/<sha256>`, temporary files under `root/.tmp`; the file
+    `root/.layout` names the layout.
+
+    One level of 256 folders, as git and Pulp keep theirs: a second level (`ab/cd/`, layout
+    1) made a new folder for almost every artifact of a young store, which cost more than
+    writing the artifacts did. Even 10 million artifacts are only 40,000 per folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.tmp = self.root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._root, self._tmp = str(self.root), str(self.tmp)
+        self._settle_layout()
+
+    def _settle_layout(self) -> None:
+        """Move the artifacts of a layout-1 store up one folder, once. The first process
+        to open the store does it under a lock; the others wait, then find it done. Each
+        move is one atomic rename, so an interrupted run is finished by the next one."""
+        marker = self.root / ".layout"
+        if _read_marker(marker) == LAYOUT:
+            return
+        with open(self.root / ".layout.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if _read_marker(marker) == LAYOUT:
+                return
+            if moved := _flatten(self.root):
+                log.info("moved %d artifacts of %s to layout %s", moved, self.root, LAYOUT)
+                self.flush()  # the moves are durable before the marker says they are done
+            temporary = self.tmp / f"layout-{os.getpid()}"
+            with open(temporary, "w") as file:
+                file.write(LAYOUT + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, marker)
+            fsync_dir(self.root)
 
     def path(self, sha256: str) -> Path:
         return Path(self._location(sha256))
@@ -132,7 +165,7 @@ class LocalStorage(ArtifactStorage):
     def _location(self, sha256: str) -> str:
         if _SHA256.fullmatch(sha256) is None:
             raise Invalid(f"{sha256!r} is not a sha256 digest")
-        return f"{self._root}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+        return f"{self._root}/{sha256[:2]}/{sha256}"
 
     def writer(self) -> Writer:
         return _LocalWriter(self)
@@ -163,14 +196,13 @@ class LocalStorage(ArtifactStorage):
         # durable) no fsync of the file and its folder, which cost more than the download;
         # `flush()` then makes a whole batch durable with one syncfs. Plain os calls on
         # string paths: buffered files and Path objects cost more than the writing here.
-        # The temporary file is made in .tmp and renamed into place: creating it in its
-        # (often new) folder directly is slower on ext4.
+        # The temporary file is made in .tmp and renamed into place.
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256.lower():
             raise DigestMismatch(
                 f"the bytes have sha256 {actual}, not the expected {expected_sha256}",
                 details={"expected": expected_sha256, "actual": actual})
-        folder = f"{self._root}/{actual[:2]}/{actual[2:4]}"
+        folder = f"{self._root}/{actual[:2]}"
         target = f"{folder}/{actual}"
         if os.path.isfile(target):
             return len(data)
@@ -275,6 +307,33 @@ class _LocalWriter(Writer):
             self._file.close()
             self._path.unlink(missing_ok=True)
             self._done = True
+
+
+def _read_marker(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _flatten(root: Path) -> int:
+    """Move every artifact at root/ab/cd/<sha256> to root/ab/<sha256>; the count moved.
+    Emptied folders are removed; anything that is not an artifact stays where it is."""
+    moved = 0
+    for top in os.scandir(root):
+        if not (_PREFIX.fullmatch(top.name) and top.is_dir(follow_symlinks=False)):
+            continue
+        for middle in os.scandir(top.path):
+            if not (_PREFIX.fullmatch(middle.name) and middle.is_dir(follow_symlinks=False)):
+                continue
+            for entry in os.scandir(middle.path):
+                if (_SHA256.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
+                        and entry.name.startswith(top.name + middle.name)):
+                    os.replace(entry.path, f"{top.path}/{entry.name}")
+                    moved += 1
+            with contextlib.suppress(OSError):  # not empty: a stranger stays
+                os.rmdir(middle.path)
+    return moved
 
 
 def _load_libc():
