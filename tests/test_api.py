@@ -208,6 +208,17 @@ def test_content_needs_a_stored_artifact_and_a_known_type(client):
     assert_error(client.post("/api/v1/content/rpm", json={"name": "x"}), 400, "invalid")
 
 
+def test_a_file_unit_needs_64_hex_digits_as_its_sha256():
+    from pydantic import ValidationError
+
+    from pallet.plugins.file import FileUnit
+
+    for bad in ("g" * 64, "a" * 63, "a" * 65, "\u0661" * 64, "a" * 63 + "\n"):
+        with pytest.raises(ValidationError, match="64 hexadecimal"):
+            FileUnit(relative_path="a", sha256=bad)
+    assert FileUnit(relative_path="a", sha256="A" * 64).sha256 == "a" * 64
+
+
 def test_content_is_created_once_per_natural_key(client, workers):
     first = add_file(client, "dir/a.txt", b"A")
     again = client.post("/api/v1/content/file",

@@ -12,7 +12,8 @@ def test_accepts_plain_relative_paths(path):
 @pytest.mark.parametrize("path, reason", [
     ("", "empty"), ("/etc/passwd", "relative"), ("a/../../b", "'..'"), ("..", "'..'"),
     ("a//b", "empty"), ("./a", "'.'"), ("a/", "empty"), ("a\x00b", "control"),
-    ("a\nb", "control"), ("a\\b", "relative"), ("x" * 1025, "longer"), ("a/" + "y" * 256, "segment"),
+    ("a\nb", "control"), ("a\x85b", "control"), ("a\ud800b", "control"),
+    ("a\\b", "relative"), ("x" * 1025, "longer"), ("a/" + "y" * 256, "segment"),
 ])
 def test_refuses_unsafe_paths(path, reason):
     with pytest.raises(Invalid) as caught:

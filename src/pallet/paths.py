@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +10,9 @@ from pallet.errors import Invalid
 
 MAX_PATH_LENGTH = 1024
 MAX_SEGMENT_LENGTH = 255
+# Unicode's control characters (category Cc) and lone surrogates (Cs), as one character
+# class: a regular expression checks a path at C speed, a loop over its characters did not.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def validate_relative_path(path: str, *, what: str = "relative_path") -> str:
@@ -22,7 +25,7 @@ def validate_relative_path(path: str, *, what: str = "relative_path") -> str:
         raise refuse("it is empty")
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
         raise refuse(f"it is longer than {MAX_PATH_LENGTH} bytes")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in path):
+    if _CONTROL.search(path):
         raise refuse("it contains NUL or control characters")
     if path.startswith("/") or "\\" in path:
         raise refuse("it must be a relative path with '/' separators")

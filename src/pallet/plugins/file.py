@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
 from typing import BinaryIO, Iterable, Iterator
 from urllib.parse import quote, urljoin
 
@@ -20,6 +21,7 @@ from pallet.plugin import (ContentType, Invalid, MetadataOutput, Plugin, Publish
 
 MANIFEST = "PULP_MANIFEST"
 MAX_LINE = 8192
+_HEX64 = re.compile("[0-9a-f]{64}")
 MAX_SIZE = 2**50  # a petabyte: larger announced sizes are a broken or hostile manifest
 
 
@@ -36,7 +38,7 @@ class FileUnit(UnitModel):
     @classmethod
     def _hex_digest(cls, value: str) -> str:
         value = value.lower()
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        if not _HEX64.fullmatch(value):
             raise ValueError("sha256 must be 64 hexadecimal characters")
         return value
 
