@@ -204,7 +204,7 @@ class LocalStorage(ArtifactStorage):
                 details={"expected": expected_sha256, "actual": actual})
         folder = f"{self._root}/{actual[:2]}"
         target = f"{folder}/{actual}"
-        if os.path.isfile(target):
+        if os.path.isfile(target):  # never replaced: stored bytes are durable, these not yet
             return len(data)
         temporary = f"{self._tmp}/small-{actual}-{os.getpid()}-{threading.get_ident()}"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
