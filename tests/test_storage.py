@@ -1,12 +1,15 @@
 """The local artifact store: verified, atomic, content-addressed."""
 
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from pallet.artifacts.storage import LAYOUT, DigestMismatch, LocalStorage
-from pallet.errors import Invalid
+from pallet.errors import Invalid, PalletError
 
 
 def test_write_verifies_and_places_by_digest(tmp_path):
@@ -123,3 +126,25 @@ def test_stores_opened_together_on_a_layout_1_store_move_it_once(tmp_path):
         thread.join()
     assert errors == []
     assert sorted(p.name for p in tmp_path.glob("??/*") if p.is_file()) == sorted(blobs)
+
+
+def test_a_store_of_an_unknown_layout_is_left_untouched(tmp_path):
+    blobs = _layout_1_store(tmp_path, 3)
+    (tmp_path / ".layout").write_text("9\n")
+    with pytest.raises(PalletError, match="layout '9'"):
+        LocalStorage(tmp_path)
+    assert (tmp_path / ".layout").read_text() == "9\n"
+    assert all((tmp_path / d[:2] / d[2:4] / d).is_file() for d in blobs)
+
+
+def test_serve_refuses_a_store_of_an_unknown_layout_in_one_line(tmp_path):
+    store = tmp_path / "artifacts"
+    store.mkdir()
+    (store / ".layout").write_text("9\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PALLET_")}
+    env.update(PALLET_DATA_DIR=str(tmp_path), PALLET_PORT="1")  # never listens: it stops first
+    result = subprocess.run([sys.executable, "-m", "pallet.cli.main", "serve"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "has layout '9'; this Pallet knows layout 2" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from pallet.errors import Invalid
+from pallet.errors import Invalid, PalletError
 
 READ_BLOCK = 1 << 20
 _SHA256 = re.compile("[0-9a-f]{64}")
@@ -142,11 +142,11 @@ class LocalStorage(ArtifactStorage):
         to open the store does it under a lock; the others wait, then find it done. Each
         move is one atomic rename, so an interrupted run is finished by the next one."""
         marker = self.root / ".layout"
-        if _read_marker(marker) == LAYOUT:
+        if _known_layout(marker) == LAYOUT:
             return
         with open(self.root / ".layout.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            if _read_marker(marker) == LAYOUT:
+            if _known_layout(marker) == LAYOUT:
                 return
             if moved := _flatten(self.root):
                 log.info("moved %d artifacts of %s to layout %s", moved, self.root, LAYOUT)
@@ -309,11 +309,18 @@ class _LocalWriter(Writer):
             self._done = True
 
 
-def _read_marker(path: Path) -> str | None:
+def _known_layout(marker: Path) -> str | None:
+    """The layout a store's marker names: None for layout 1 (it had no marker); a layout
+    this Pallet does not know (a newer release's) stops it before it touches anything."""
     try:
-        return path.read_text().strip()
+        layout = marker.read_text().strip()
     except FileNotFoundError:
         return None
+    if layout != LAYOUT:
+        raise PalletError(f"the artifact store {marker.parent} has layout {layout[:20]!r}; "
+                          f"this Pallet knows layout {LAYOUT}: run the release that made it",
+                          code="store_layout", details={"layout": layout[:20]})
+    return layout
 
 
 def _flatten(root: Path) -> int:

@@ -36,7 +36,8 @@ def load_settings(**overrides):
 def runtime_for_admin():
     from pallet.runtime import Runtime
 
-    return Runtime.create(load_settings())
+    with database_errors():  # e.g. an artifact store of an unknown layout
+        return Runtime.create(load_settings())
 
 
 @contextmanager
@@ -63,7 +64,8 @@ def register(app: typer.Typer) -> None:
         migrates on start."""
         from pallet.server import serve as run
 
-        run(load_settings(host=host, port=port, workers=workers))
+        with database_errors():
+            run(load_settings(host=host, port=port, workers=workers))
 
     @app.command()
     def api(host: str = typer.Option(None, help="Listen address (PALLET_HOST)."),
@@ -71,8 +73,9 @@ def register(app: typer.Typer) -> None:
         """Run the REST API alone (scale-out); run `pallet db upgrade` first."""
         from pallet.server import serve as run
 
-        run(load_settings(host=host, port=port), with_workers=False, with_content=False,
-            migrate=False)
+        with database_errors():
+            run(load_settings(host=host, port=port), with_workers=False, with_content=False,
+                migrate=False)
 
     @app.command("content-app")
     def content_app(host: str = typer.Option(None, help="Listen address (PALLET_HOST)."),
@@ -88,7 +91,8 @@ def register(app: typer.Typer) -> None:
         """Run a worker process (scale-out): claims and runs tasks until stopped."""
         from pallet.server import work
 
-        work(load_settings(), threads=threads)
+        with database_errors():
+            work(load_settings(), threads=threads)
 
     app.add_typer(db_app, name="db")
     app.add_typer(admin_app, name="admin")
