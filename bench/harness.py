@@ -43,9 +43,10 @@ def reset_peak() -> float:
 
 
 @contextmanager
-def database(kind: str, postgres_url: str = DEFAULT_POSTGRES_URL):
-    """A fresh empty database of `kind` and a data directory, both removed afterwards."""
-    data_dir = Path(tempfile.mkdtemp(prefix="pallet-bench-"))
+def database(kind: str, postgres_url: str = DEFAULT_POSTGRES_URL, parent: Path | None = None):
+    """A fresh empty database of `kind` and a data directory (in `parent`, else the
+    temporary folder), both removed afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix="pallet-bench-", dir=parent))
     try:
         if kind == "sqlite":
             yield f"sqlite:///{data_dir / 'pallet.db'}", data_dir

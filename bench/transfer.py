@@ -284,7 +284,10 @@ def measure_pallet(args, kind: str, root: Path, work: Path) -> dict:
     each of those. Destinations are kept (not deleted) until every step has run."""
     common = {"work": work, "postgres_url": args.postgres_url}
     with contextlib.ExitStack() as stack:
-        src_db, src_dir = stack.enter_context(database(kind, args.postgres_url))
+        # Pallet's stores beside the baselines' extractions, in one folder: on this machine
+        # creating files is up to 8x slower in some folders than in others (by where the
+        # file system places them), and no side may gain from its folder.
+        src_db, src_dir = stack.enter_context(database(kind, args.postgres_url, work))
         run_child("setup", args, child_db=src_db, child_dir=src_dir, files=root / "files",
                   extra=root / "extra", **common)
         exports, imports, deltas, applied = [], [], [], []
@@ -293,7 +296,7 @@ def measure_pallet(args, kind: str, root: Path, work: Path) -> dict:
             exports.append(run_child("export", args, child_db=src_db, child_dir=src_dir,
                                      **common))
         full = best(exports)
-        destinations = [stack.enter_context(database(kind, args.postgres_url))
+        destinations = [stack.enter_context(database(kind, args.postgres_url, work))
                         for _ in range(args.repeat)]
         for dst_db, dst_dir in destinations:
             settle()
