@@ -41,7 +41,7 @@ import httpx
 from harness import database, ensure_commands, free_port, nginx, workload_options
 from serve import memory_of
 from sync import plain_download
-from transfer import DiskSampler, make_tree
+from transfer import DiskSampler, make_tree, settle
 
 MiB = 1 << 20
 PASSWORD = "bench-admin-password"
@@ -172,8 +172,9 @@ def measure_one(kind: str, root: Path, args) -> dict:
     work = root / "work"
     work.mkdir(exist_ok=True)
     with ExitStack() as stack:
+        # The servers' data directories beside the baseline's downloads (see transfer.py).
         (up_db, up_dir), (down_db, down_dir), (third_db, third_dir) = (
-            stack.enter_context(database(kind, args.postgres_url)) for _ in range(3))
+            stack.enter_context(database(kind, args.postgres_url, root)) for _ in range(3))
         setup(up_dir, up_db, args)
         upstream, up_url, up_pid = stack.enter_context(pallet_server(
             up_dir, up_db, PALLET_ALLOWED_EXPORT_DIRS=json.dumps([str(work)])))
@@ -189,6 +190,7 @@ def measure_one(kind: str, root: Path, args) -> dict:
             size = asyncio.run(plain_download(manifest, target, 16))
             figures[step] = {"seconds": time.perf_counter() - started, "bytes": size}
             shutil.rmtree(target)
+            settle()  # the next step must not pay for these deletions
 
         made = downstream.post("/upstreams", json={
             "name": "up", "base_url": up_url, "username": "admin", "password": PASSWORD,
