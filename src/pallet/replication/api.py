@@ -143,5 +143,5 @@ def push(name: str, runtime: RuntimeDep, principal: Exporting):
         downstream = service.get_downstream(session, name)
         group = create_group(session, f"push into downstream {name}")
         downstream_id, group_id = downstream.id, group.id
-    return dispatch(runtime, principal, tasks.push, exclusive=[f"downstream:{downstream_id}"],
+    return dispatch(runtime, principal, tasks.push, exclusive=service.push_locks(downstream_id),
                     group_id=group_id, downstream_id=downstream_id)

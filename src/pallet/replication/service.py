@@ -133,16 +133,25 @@ def replicas(session: Session, upstream: Upstream) -> list[tuple[Replica, str]]:
 
 # -- downstreams ----------------------------------------------------------------------------
 
+def push_locks(downstream_id: int) -> list[str]:
+    """A push holds its downstream: one at a time."""
+    return [f"downstream:{downstream_id}"]
+
+
 def _schedule_push(session: Session, downstream: Downstream) -> None:
     set_schedule(session, f"downstream:{downstream.id}", "replication.push",
-                 downstream.every_seconds, exclusive=[f"downstream:{downstream.id}"],
+                 downstream.every_seconds, exclusive=push_locks(downstream.id),
                  downstream_id=downstream.id)
+
+
+def _validate_downstream(downstream: Downstream) -> None:
+    _validate(downstream, "downstream")
+    validate_name(downstream.importer, "importer")
 
 
 def create_downstream(session: Session, **values: Any) -> Downstream:
     downstream = Downstream(**values)
-    _validate(downstream, "downstream")
-    validate_name(downstream.importer, "importer")
+    _validate_downstream(downstream)
     add_named(session, downstream, "downstream")
     _schedule_push(session, downstream)
     return downstream
@@ -159,8 +168,7 @@ def list_downstreams(session: Session, *, limit: int = 100, offset: int = 0):
 def update_downstream(session: Session, downstream: Downstream,
                       values: dict[str, Any]) -> Downstream:
     _apply(downstream, values)
-    _validate(downstream, "downstream")
-    validate_name(downstream.importer, "importer")
+    _validate_downstream(downstream)
     session.flush()
     _schedule_push(session, downstream)
     return downstream
