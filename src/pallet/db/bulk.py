@@ -9,6 +9,7 @@ store the rows).
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import BigInteger, Table, any_, bindparam
@@ -89,6 +90,33 @@ def insert_values(session: Session, table: Table, columns: Sequence[str],
     cursor = session.connection().connection.driver_connection.cursor()
     try:
         cursor.executemany(sql, _bound(session, table, columns, rows))
+    finally:
+        cursor.close()
+
+
+_cursor_numbers = itertools.count()
+
+
+def driver_rows(session: Session, statement, batch: int = 10_000) -> Iterator[tuple]:
+    """The rows of a SELECT as plain tuples from the driver, fetched `batch` at a time: no
+    per-row result processing, so a JSON column comes back as the driver gives it (text on
+    SQLite). For long streams, where SQLAlchemy's rows cost more than the query."""
+    session.flush()
+    connection = session.connection()
+    compiled = statement.compile(dialect=connection.dialect,
+                                 compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    if compiled.positional:
+        params = tuple(params[name] for name in compiled.positiontup)
+    driver = connection.connection.driver_connection
+    # PostgreSQL: a server-side (named) cursor, so the rows stream as SQLite's do instead
+    # of arriving all at once.
+    cursor = (driver.cursor(name=f"pallet_rows_{next(_cursor_numbers)}")
+              if _is_postgres(session) else driver.cursor())
+    try:
+        cursor.execute(str(compiled), params)
+        while rows := cursor.fetchmany(batch):
+            yield from rows
     finally:
         cursor.close()
 
