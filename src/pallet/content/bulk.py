@@ -1,9 +1,10 @@
 """Recording many units and artifacts at once, as sync and import do: set-at-a-time
 statements over batches of a few thousand, within the caller's transaction.
 
-Look-ups by sha256 or digest take a whole batch as one parameter: an array on PostgreSQL
-(`= ANY(%s)`), a JSON array on SQLite (`IN (SELECT value FROM json_each(?))`), so the
-statement is short and the same every time. Rows go in through `db.bulk.insert_values`.
+Look-ups by sha256 or digest take a whole batch as one parameter, a JSON array (`IN (SELECT
+json_array_elements_text(%s))` on PostgreSQL, `IN (SELECT value FROM json_each(?))` on
+SQLite), so the statement is short and the same every time. Rows go in through
+`db.bulk.insert_values`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import String, any_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import JSON, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from pallet.artifacts.models import Artifact
@@ -52,10 +52,12 @@ def text_batches(values: Iterable[str]) -> Iterator[list[str]]:
 
 def among_text(session: Session, column, values: Sequence[str]):
     """SQL condition: the text `column` is one of `values` (one batch of `text_batches`),
-    given as one parameter: an array on PostgreSQL, a JSON array on SQLite. The statement
-    stays the same whatever the number of values, so it is compiled and parsed once."""
+    given as one parameter, a JSON array: the statement stays the same whatever the number
+    of values, so it is compiled and parsed once. (JSON, not a PostgreSQL text array: JSON
+    is dumped in C, and psycopg dumps an array value by value in Python.)"""
     if _is_postgres(session):
-        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+        return column.in_(select(func.json_array_elements_text(
+            bindparam(None, list(values), type_=JSON))))
     listed = func.json_each(bindparam(None, json.dumps(list(values)))).table_valued("value")
     return column.in_(select(listed.c.value))
 
