@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -270,3 +272,30 @@ def test_bytes_after_the_end_of_a_stream_are_refused():
     write_archive(StreamSink(out))
     with pytest.raises(BadArchive, match="after the archive's end"):
         read_all(open_stream(io.BytesIO(out.getvalue() + b"extra")))
+
+
+def test_a_chunk_that_cannot_be_written_fails_the_export_and_leaves_no_file(tmp_path):
+    """Chunks are written on a thread of their own: a write failure there (here the file
+    size limit, as a full disk would) must still reach the exporter, and abort removes what
+    was written. A real process, since the limit applies to a whole process."""
+    script = f"""
+import errno, resource, signal
+from pathlib import Path
+from pallet.transfer.chunks import FileSink
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, write fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, resource.RLIM_INFINITY))
+sink = FileSink(Path({str(tmp_path)!r}), "big.tar", chunk_size=None)
+try:
+    for _ in range(40):
+        sink.write(b"x" * (1 << 20))
+    sink.close()
+except OSError as exc:
+    assert exc.errno == errno.EFBIG, exc
+    sink.abort()
+    print("failed as expected")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "failed as expected"
+    assert list(tmp_path.iterdir()) == []
