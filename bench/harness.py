@@ -68,9 +68,11 @@ def database(kind: str, postgres_url: str = DEFAULT_POSTGRES_URL, parent: Path |
 def workload_options(parser) -> None:
     """The options of the two standard workloads (10,000 x 4 KiB, 40 x 25 MiB) and of the
     databases to run them on."""
-    parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--small", type=int, default=10_000,
+                        help="files in the small workload (0: skip it)")
     parser.add_argument("--small-size", type=int, default=4096)
-    parser.add_argument("--large", type=int, default=40)
+    parser.add_argument("--large", type=int, default=40,
+                        help="files in the large workload (0: skip it)")
     parser.add_argument("--large-size", type=int, default=25 << 20)
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"),
                         default="sqlite")

@@ -248,6 +248,8 @@ def measure(args) -> dict:
     workloads = {"small": (args.small, args.small_size, 100),
                  "large": (args.large, args.large_size, 1)}
     for name, (count, size, folders) in workloads.items():
+        if not count:
+            continue
         root = Path(tempfile.mkdtemp(prefix="pallet-bench-replicate-"))
         root.chmod(0o755)  # nginx's workers run unprivileged
         try:

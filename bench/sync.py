@@ -153,8 +153,9 @@ def measure(args) -> dict:
     results: dict = {}
     try:
         print("writing the files ...", file=sys.stderr, flush=True)
-        workloads = {"small": (args.small, args.small_size, 100),
-                     "large": (args.large, args.large_size, 1)}
+        workloads = {name: workload for name, workload in
+                     {"small": (args.small, args.small_size, 100),
+                      "large": (args.large, args.large_size, 1)}.items() if workload[0]}
         for name, (count, size, folders) in workloads.items():
             make_tree(root / name, count, size, folders)
         kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
@@ -179,7 +180,7 @@ def report(results: dict, args) -> bool:
     print(f"\nImmediate sync from nginx on 127.0.0.1, concurrency {args.concurrency}\n")
     print(f"{'workload':<34}{'run':<12}{'time':>9}{'x baseline':>12}{'target':>9}"
           f"{'MB/s':>9}{'peak RSS':>10}")
-    for name in ("small", "large"):
+    for name in [n for n in ("small", "large") if (n, "baseline") in results]:
         label = f"{counts[name]:,} files of {sizes[name] / 1024:g} KiB"
         baseline = results[(name, "baseline")]
         total_mb = counts[name] * sizes[name] / MiB

@@ -258,6 +258,8 @@ def measure(args) -> dict:
     workloads = {"small": (args.small, args.small_size, 100),
                  "large": (args.large, args.large_size, 1)}
     for name, (count, size, folders) in workloads.items():
+        if not count:
+            continue
         root = Path(tempfile.mkdtemp(prefix="pallet-bench-transfer-"))
         try:
             print(f"{name}: writing the files ...", file=sys.stderr, flush=True)
@@ -325,7 +327,7 @@ def report(results: dict, args) -> bool:
           f"(fastest of {args.repeat})\n")
     print(f"{'workload':<20}{'step':<34}{'time':>9}{'x base':>9}{'target':>9}{'size':>11}"
           f"{'peak RSS':>10}{'extra disk':>12}")
-    for name in ("small", "large"):
+    for name in [n for n in ("small", "large") if (n, "baseline") in results]:
         base = results[(name, "baseline")]
         label = labels[name]
 
