@@ -100,7 +100,8 @@ _cursor_numbers = itertools.count()
 def driver_rows(session: Session, statement, batch: int = 10_000) -> Iterator[tuple]:
     """The rows of a SELECT as plain tuples from the driver, fetched `batch` at a time: no
     per-row result processing, so a JSON column comes back as the driver gives it (text on
-    SQLite). For long streams, where SQLAlchemy's rows cost more than the query."""
+    SQLite). For long streams, where SQLAlchemy's rows cost more than the query. Its
+    parameters go to the driver as they are: plain values (ids, numbers, text) only."""
     session.flush()
     connection = session.connection()
     compiled = statement.compile(dialect=connection.dialect,
