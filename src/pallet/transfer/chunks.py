@@ -79,14 +79,15 @@ class Sink(ABC):
 
 
 class _ChunkFile:
-    """One chunk file, written and hashed on a thread of its own: the disk and the hash work
-    while the export reads the next artifacts. The data given must not change. A failure
-    (a full disk) is raised by the next `write` or by `close`."""
+    """One chunk file, written on a thread of its own while `ParallelSha256` hashes it on
+    another: the disk and the hash work at once, while the export reads the next artifacts.
+    The data given must not change. A write failure (a full disk) is raised by the next
+    `write` or by `close`."""
 
     def __init__(self, path: Path) -> None:
         # O_EXCL: never overwrite a file that is there already (an older export, a link).
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._hash = hashlib.sha256()
+        self._hash = ParallelSha256()
         self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="chunk-file", daemon=True)
@@ -98,7 +99,6 @@ class _ChunkFile:
             if self._error is not None:
                 continue  # after a failure, only let the writer's puts through
             try:
-                self._hash.update(data)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(self._fd, view):]
@@ -112,22 +112,24 @@ class _ChunkFile:
     def write(self, data) -> None:
         if self._error is not None:
             raise self._error
+        self._hash.update(data)
         self._queue.put(data)
 
-    def _stop(self) -> None:
+    def _stop(self) -> str:
         self._queue.put(None)
         self._thread.join()
+        return self._hash.hexdigest()  # its thread ends too
 
     def close(self) -> str:
         """Written whole and durable: the chunk's sha256."""
-        self._stop()
+        digest = self._stop()
         try:
             if self._error is not None:
                 raise self._error
             os.fsync(self._fd)
         finally:
             os.close(self._fd)
-        return self._hash.hexdigest()
+        return digest
 
     def abort(self) -> None:
         self._stop()
