@@ -275,9 +275,9 @@ def test_bytes_after_the_end_of_a_stream_are_refused():
 
 
 def test_a_chunk_that_cannot_be_written_fails_the_export_and_leaves_no_file(tmp_path):
-    """Chunks are written on a thread of their own: a write failure there (here the file
-    size limit, as a full disk would) must still reach the exporter, and abort removes what
-    was written. A real process, since the limit applies to a whole process."""
+    """A write failure (here the file size limit, as a full disk would) reaches the
+    exporter, and abort removes what was written. A real process, since the limit applies
+    to a whole process."""
     script = f"""
 import errno, resource, signal
 from pathlib import Path

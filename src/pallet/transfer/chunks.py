@@ -78,64 +78,6 @@ class Sink(ABC):
         """Stop after a failure: remove what was written, where that is possible."""
 
 
-class _ChunkFile:
-    """One chunk file, written on a thread of its own while `ParallelSha256` hashes it on
-    another: the disk and the hash work at once, while the export reads the next artifacts.
-    The data given must not change. A write failure (a full disk) is raised by the next
-    `write` or by `close`."""
-
-    def __init__(self, path: Path) -> None:
-        # O_EXCL: never overwrite a file that is there already (an older export, a link).
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._hash = ParallelSha256()
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="chunk-file", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        written = sent = 0
-        while (data := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # after a failure, only let the writer's puts through
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view):]
-                written += len(data)
-                if written - sent >= WRITEBACK:
-                    start_writeback(self._fd, sent, written - sent)
-                    sent = written
-            except BaseException as exc:  # raised in the writer's thread
-                self._error = exc
-
-    def write(self, data) -> None:
-        if self._error is not None:
-            raise self._error
-        self._hash.update(data)
-        self._queue.put(data)
-
-    def _stop(self) -> str:
-        self._queue.put(None)
-        self._thread.join()
-        return self._hash.hexdigest()  # its thread ends too
-
-    def close(self) -> str:
-        """Written whole and durable: the chunk's sha256."""
-        digest = self._stop()
-        try:
-            if self._error is not None:
-                raise self._error
-            os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
-        return digest
-
-    def abort(self) -> None:
-        self._stop()
-        os.close(self._fd)
-
-
 class FileSink(Sink):
     """Chunk files `<base>.0000`, `<base>.0001`… of `chunk_size` bytes in `directory`, or one
     file `<base>` when `chunk_size` is None. Each is fsynced when full."""
@@ -146,7 +88,8 @@ class FileSink(Sink):
         self.directory, self.base, self.chunk_size = Path(directory), base, chunk_size
         self.chunks: list[Chunk] = []
         self.paths: list[Path] = []
-        self._file: _ChunkFile | None = None
+        self._fd: int | None = None
+        self._hash: ParallelSha256 | None = None
         self._in_chunk = 0
         self._buffer = bytearray()
 
@@ -155,13 +98,16 @@ class FileSink(Sink):
 
     def _open(self) -> None:
         path = self.directory / self._name()
-        self._file = _ChunkFile(path)
+        # O_EXCL: never overwrite a file that is there already (an older export, a link).
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.paths.append(path)
-        self._in_chunk = 0
+        self._hash, self._in_chunk, self._sent = ParallelSha256(), 0, 0
 
     def _close_chunk(self) -> None:
-        file, self._file = self._file, None
-        self.chunks.append(Chunk(self.paths[-1].name, self._in_chunk, file.close()))
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        self.chunks.append(Chunk(self.paths[-1].name, self._in_chunk, self._hash.hexdigest()))
 
     def write(self, data: bytes) -> None:
         if len(data) >= BUFFER and not self._buffer:
@@ -179,12 +125,19 @@ class FileSink(Sink):
     def _put(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            if self._file is None:
+            if self._fd is None:
                 self._open()
             room = len(view) if self.chunk_size is None else self.chunk_size - self._in_chunk
+            piece = view[:room]
+            self._hash.update(piece)
+            while piece:
+                done = os.write(self._fd, piece)
+                piece = piece[done:]
             taken = min(room, len(view))
-            self._file.write(view[:taken])
             self._in_chunk += taken
+            if self._in_chunk - self._sent >= WRITEBACK:
+                start_writeback(self._fd, self._sent, self._in_chunk - self._sent)
+                self._sent = self._in_chunk
             self.written += taken
             view = view[taken:]
             if self.chunk_size is not None and self._in_chunk == self.chunk_size:
@@ -192,18 +145,20 @@ class FileSink(Sink):
 
     def close(self) -> list[Chunk]:
         self._flush()
-        if self._file is None and not self.chunks:
+        if self._fd is None and not self.chunks:
             self._open()  # an empty archive is still one file
-        if self._file is not None:
+        if self._fd is not None:
             self._close_chunk()
         fsync_dir(self.directory)
         return list(self.chunks)
 
     def abort(self) -> None:
         self._buffer = bytearray()
-        if self._file is not None:
-            self._file.abort()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._hash is not None:
+            self._hash.hexdigest()  # let its thread end
         for path in self.paths:
             path.unlink(missing_ok=True)
 
