@@ -217,38 +217,33 @@ def best(runs: list[dict]) -> dict:
 
 def baselines(files: Path, work: Path, repeat: int) -> dict:
     """tar -cf of the files; tar -xf of that archive, then each hash of every file; each the
-    fastest of `repeat` runs. Nothing is deleted between runs (see `settle`)."""
+    fastest of `repeat` runs. What they write stays until the workload ends (see `settle`)."""
     archive = work / "baseline.tar"
     runs: dict[str, list[float]] = {}
 
     def run(name: str, seconds: float) -> None:
         runs.setdefault(name, []).append(seconds)
 
-    try:
-        for attempt in range(repeat):
-            copy = work / f"baseline-{attempt}.tar"
-            settle()
-            run("tar -cf", shell(f"tar -cf {copy} -C {files} ."))
-            settle()  # the same, made durable as Pallet's export is (tar leaves it cached)
-            run("tar -cf + fsync", shell(f"tar -cf {archive}.{attempt} -C {files} . "
-                                         f"&& sync {archive}.{attempt}"))
-            for name, hasher in (("sha256sum", "sha256sum"),
-                                 ("openssl", "openssl dgst -sha256")):
-                target = work / f"extract-{name}-{attempt}"
-                target.mkdir()
-                settle()
-                untar = shell(f"tar -xf {copy} -C {target}")
-                digest = shell(f"find . -type f -print0 | xargs -0 {hasher} > /dev/null",
-                               cwd=target)
-                run(f"tar -xf + {name}", untar + digest)
-                if name == "openssl":  # and durable, as Pallet's import is
-                    run("tar -xf + openssl + sync", untar + digest + shell(f"sync -f {target}"))
-        figures = {name: min(seconds) for name, seconds in runs.items()}
-        figures["bytes"] = (work / "baseline-0.tar").stat().st_size
-    finally:
-        for leftover in list(work.glob("baseline*")) + list(work.glob("extract-*")):
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    for attempt in range(repeat):
+        copy = work / f"baseline-{attempt}.tar"
         settle()
+        run("tar -cf", shell(f"tar -cf {copy} -C {files} ."))
+        settle()  # the same, made durable as Pallet's export is (tar leaves it cached)
+        run("tar -cf + fsync", shell(f"tar -cf {archive}.{attempt} -C {files} . "
+                                     f"&& sync {archive}.{attempt}"))
+        for name, hasher in (("sha256sum", "sha256sum"),
+                             ("openssl", "openssl dgst -sha256")):
+            target = work / f"extract-{name}-{attempt}"
+            target.mkdir()
+            settle()
+            untar = shell(f"tar -xf {copy} -C {target}")
+            digest = shell(f"find . -type f -print0 | xargs -0 {hasher} > /dev/null",
+                           cwd=target)
+            run(f"tar -xf + {name}", untar + digest)
+            if name == "openssl":  # and durable, as Pallet's import is
+                run("tar -xf + openssl + sync", untar + digest + shell(f"sync -f {target}"))
+    figures = {name: min(seconds) for name, seconds in runs.items()}
+    figures["bytes"] = (work / "baseline-0.tar").stat().st_size
     return figures
 
 
@@ -261,58 +256,59 @@ def measure(args) -> dict:
         if not count:
             continue
         root = Path(tempfile.mkdtemp(prefix="pallet-bench-transfer-"))
+        # Nothing is deleted until every run of the workload is done, the baselines' files
+        # and every Pallet's included: creating files right after a mass deletion is
+        # several times slower here, for minutes, and no run may pay for another's.
         try:
-            print(f"{name}: writing the files ...", file=sys.stderr, flush=True)
-            make_tree(root / "files", count, size, folders)
-            make_tree(root / "extra", max(1, count // 100), size, folders, prefix="new")
-            work = root / "work"
-            work.mkdir()
-            results[(name, "baseline")] = baselines(root / "files", work, args.repeat)
-            for kind in kinds:
-                print(f"{name}: pallet on {kind} ...", file=sys.stderr, flush=True)
-                results[(name, kind)] = measure_pallet(args, kind, root, work)
-                for old in work.glob("bench-*"):
-                    old.unlink()
-                settle()
+            with contextlib.ExitStack() as stack:
+                print(f"{name}: writing the files ...", file=sys.stderr, flush=True)
+                make_tree(root / "files", count, size, folders)
+                make_tree(root / "extra", max(1, count // 100), size, folders, prefix="new")
+                work = root / "work"
+                work.mkdir()
+                results[(name, "baseline")] = baselines(root / "files", work, args.repeat)
+                for kind in kinds:
+                    print(f"{name}: pallet on {kind} ...", file=sys.stderr, flush=True)
+                    results[(name, kind)] = measure_pallet(args, kind, root, work, stack)
         finally:
             shutil.rmtree(root, ignore_errors=True)
             settle()
     return results
 
 
-def measure_pallet(args, kind: str, root: Path, work: Path) -> dict:
+def measure_pallet(args, kind: str, root: Path, work: Path,
+                   stack: contextlib.ExitStack) -> dict:
     """Each step `args.repeat` times, the fastest kept: full exports of version 1, imports
     of one of them into as many fresh Pallets, the incremental export, and its import onto
-    each of those. Destinations are kept (not deleted) until every step has run."""
+    each of those. The Pallets' databases and data directories are removed with `stack`."""
     common = {"work": work, "postgres_url": args.postgres_url}
-    with contextlib.ExitStack() as stack:
-        # Pallet's stores beside the baselines' extractions, in one folder: on this machine
-        # creating files is up to 8x slower in some folders than in others (by where the
-        # file system places them), and no side may gain from its folder.
-        src_db, src_dir = stack.enter_context(database(kind, args.postgres_url, work))
-        run_child("setup", args, child_db=src_db, child_dir=src_dir, files=root / "files",
-                  extra=root / "extra", **common)
-        exports, imports, deltas, applied = [], [], [], []
-        for _ in range(args.repeat):
-            settle()
-            exports.append(run_child("export", args, child_db=src_db, child_dir=src_dir,
-                                     **common))
-        full = best(exports)
-        destinations = [stack.enter_context(database(kind, args.postgres_url, work))
-                        for _ in range(args.repeat)]
-        for dst_db, dst_dir in destinations:
-            settle()
-            imports.append(run_child("import", args, child_db=dst_db, child_dir=dst_dir,
-                                     toc=full["toc"], **common))
-        for _ in range(args.repeat):
-            settle()
-            deltas.append(run_child("export", args, child_db=src_db, child_dir=src_dir,
-                                    incremental=True, **common))
-        delta = best(deltas)
-        for dst_db, dst_dir in destinations:
-            settle()
-            applied.append(run_child("import", args, child_db=dst_db, child_dir=dst_dir,
-                                     toc=delta["toc"], **common))
+    # Pallet's stores beside the baselines' extractions, in one folder: on this machine
+    # creating files is up to 8x slower in some folders than in others (by where the
+    # file system places them), and no side may gain from its folder.
+    src_db, src_dir = stack.enter_context(database(kind, args.postgres_url, work))
+    run_child("setup", args, child_db=src_db, child_dir=src_dir, files=root / "files",
+              extra=root / "extra", **common)
+    exports, imports, deltas, applied = [], [], [], []
+    for _ in range(args.repeat):
+        settle()
+        exports.append(run_child("export", args, child_db=src_db, child_dir=src_dir,
+                                 **common))
+    full = best(exports)
+    destinations = [stack.enter_context(database(kind, args.postgres_url, work))
+                    for _ in range(args.repeat)]
+    for dst_db, dst_dir in destinations:
+        settle()
+        imports.append(run_child("import", args, child_db=dst_db, child_dir=dst_dir,
+                                 toc=full["toc"], **common))
+    for _ in range(args.repeat):
+        settle()
+        deltas.append(run_child("export", args, child_db=src_db, child_dir=src_dir,
+                                incremental=True, **common))
+    delta = best(deltas)
+    for dst_db, dst_dir in destinations:
+        settle()
+        applied.append(run_child("import", args, child_db=dst_db, child_dir=dst_dir,
+                                 toc=delta["toc"], **common))
     return {"export": full, "import": best(imports), "delta_export": delta,
             "delta_import": best(applied),
             "digests_ok": all(run["digest"] == full["digest"] for run in imports)
