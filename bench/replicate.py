@@ -168,13 +168,16 @@ def digest_of(client: httpx.Client, repository: str = "bench") -> str:
 
 # -- the measurements -----------------------------------------------------------------------
 
-def measure_one(kind: str, root: Path, args) -> dict:
+def measure_one(kind: str, root: Path, args, keep: ExitStack) -> dict:
+    """The steps on one database. Its servers stop at the end; their databases and data
+    directories, and the downloads, go with `keep`, once the workload is done (see
+    transfer.py: no step may pay for the deletions of another)."""
     work = root / "work"
     work.mkdir(exist_ok=True)
     with ExitStack() as stack:
         # The servers' data directories beside the baseline's downloads (see transfer.py).
         (up_db, up_dir), (down_db, down_dir), (third_db, third_dir) = (
-            stack.enter_context(database(kind, args.postgres_url, root)) for _ in range(3))
+            keep.enter_context(database(kind, args.postgres_url, root)) for _ in range(3))
         setup(up_dir, up_db, args)
         upstream, up_url, up_pid = stack.enter_context(pallet_server(
             up_dir, up_db, PALLET_ALLOWED_EXPORT_DIRS=json.dumps([str(work)])))
@@ -189,8 +192,7 @@ def measure_one(kind: str, root: Path, args) -> dict:
             started = time.perf_counter()
             size = asyncio.run(plain_download(manifest, target, 16))
             figures[step] = {"seconds": time.perf_counter() - started, "bytes": size}
-            shutil.rmtree(target)
-            settle()  # the next step must not pay for these deletions
+            settle()
 
         made = downstream.post("/upstreams", json={
             "name": "up", "base_url": up_url, "username": "admin", "password": PASSWORD,
@@ -214,8 +216,6 @@ def measure_one(kind: str, root: Path, args) -> dict:
         figures["export_import"] = {"seconds": export_seconds + import_seconds,
                                     "export": export_seconds, "import": import_seconds,
                                     "bytes": exported["result"]["bytes"]}
-        for old in work.glob("bench-*"):
-            old.unlink()
 
         setup(up_dir, up_db, args, change=True)
         with DiskSampler(down_dir) as disk:
@@ -253,17 +253,19 @@ def measure(args) -> dict:
         root = Path(tempfile.mkdtemp(prefix="pallet-bench-replicate-"))
         root.chmod(0o755)  # nginx's workers run unprivileged
         try:
-            print(f"{name}: writing the files ...", file=sys.stderr, flush=True)
-            args.files, args.extra = root / "files", root / "extra"
-            make_tree(args.files, count, size, folders)
-            make_tree(args.extra, max(1, count // 100), size, folders, prefix="new")
-            write_manifest(root, args.files)
-            subprocess.run("sync", check=True)
-            for kind in kinds:
-                print(f"{name}: {kind} ...", file=sys.stderr, flush=True)
-                results[(name, kind)] = measure_one(kind, root, args)
+            with ExitStack() as keep:
+                print(f"{name}: writing the files ...", file=sys.stderr, flush=True)
+                args.files, args.extra = root / "files", root / "extra"
+                make_tree(args.files, count, size, folders)
+                make_tree(args.extra, max(1, count // 100), size, folders, prefix="new")
+                write_manifest(root, args.files)
+                for kind in kinds:
+                    settle()
+                    print(f"{name}: {kind} ...", file=sys.stderr, flush=True)
+                    results[(name, kind)] = measure_one(kind, root, args, keep)
         finally:
             shutil.rmtree(root, ignore_errors=True)
+            settle()
     return results
 
 
