@@ -120,9 +120,13 @@ def stream_units(session: Session, content_ids) -> Iterator[PublishedUnit]:
                        .outerjoin(ca, ca.content_id == Content.id)  # a unit may have no files
                        .order_by(Content.id, ca.relative_path))
     for _, group in groupby(rows, key=itemgetter(0)):
-        first, *rest = group
-        data = first[2]
-        files = tuple(PublishedFile(r[3], r[4], r[5]) for r in (first, *rest)
-                      if r[3] is not None)
-        yield PublishedUnit(type=first[1], files=files,
-                            fields=json.loads(data) if isinstance(data, (str, bytes)) else data)
+        group = list(group)
+        yield PublishedUnit(type=group[0][1], fields=_decoded(group[0][2]),
+                            files=tuple(PublishedFile(r[3], r[4], r[5]) for r in group
+                                        if r[3] is not None))
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON column's value as the driver gives it: text from SQLite, already decoded
+    by psycopg."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
