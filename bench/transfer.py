@@ -13,8 +13,10 @@ own), with the page cache warm for both sides:
                    baselines `tar -xf` then `sha256sum` of every file (and `openssl sha256`,
                    the faster hash this machine has);
   incremental   -- the export of version 1 -> 2, and its import onto the imported version 1.
-Every timed step, baselines included, runs --repeat times (3) and the fastest run counts;
-nothing is deleted between runs, and every step starts after a `sync`.
+Every timed step, baselines included, runs --repeat times (3) and the fastest run counts.
+The runs go in rounds, each one run of every step, baselines and Pallets in turn, so that
+all sides meet the disk's same moods; nothing is deleted until a workload's runs are done,
+and every step starts after a `sync`.
 Disk: the file system's free space is sampled every 10 ms during each step; "extra disk" is
 the largest drop beyond what the step must write (its archive, or the artifacts it stores).
 Not a test: it prints figures. Exits 1 if an imported digest differs from the exported one.
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import database, memory_mb, reset_peak, timed, workload_options
@@ -205,8 +208,8 @@ def shell(command: str, cwd: Path | None = None) -> float:
 
 def settle() -> None:
     """Write back what is pending before a timed step. Right after many files are deleted,
-    creating files is several times slower on this file system until a sync: no step may
-    pay for the one before it."""
+    creating files is several times slower on this file system, for minutes: no step may
+    pay for another's deletions (nothing is deleted until a workload's runs are done)."""
     subprocess.run("sync", check=True)
 
 
@@ -215,39 +218,25 @@ def best(runs: list[dict]) -> dict:
     return min(runs, key=lambda run: run["seconds"])
 
 
-def baselines(files: Path, work: Path, repeat: int) -> dict:
-    """tar -cf of the files; tar -xf of that archive, then each hash of every file; each the
-    fastest of `repeat` runs. What they write stays until the workload ends (see `settle`)."""
-    archive = work / "baseline.tar"
-    runs: dict[str, list[float]] = {}
+@dataclass
+class Side:
+    """One database's Pallets: the source, and the destinations imports go to."""
 
-    def run(name: str, seconds: float) -> None:
-        runs.setdefault(name, []).append(seconds)
+    kind: str
+    db: str
+    dir: Path
+    runs: dict[str, list[dict]] = field(default_factory=dict)
+    destinations: list[tuple[str, Path]] = field(default_factory=list)
 
-    for attempt in range(repeat):
-        copy = work / f"baseline-{attempt}.tar"
-        settle()
-        run("tar -cf", shell(f"tar -cf {copy} -C {files} ."))
-        settle()  # the same, made durable as Pallet's export is (tar leaves it cached)
-        run("tar -cf + fsync", shell(f"tar -cf {archive}.{attempt} -C {files} . "
-                                     f"&& sync {archive}.{attempt}"))
-        for name, hasher in (("sha256sum", "sha256sum"),
-                             ("openssl", "openssl dgst -sha256")):
-            target = work / f"extract-{name}-{attempt}"
-            target.mkdir()
-            settle()
-            untar = shell(f"tar -xf {copy} -C {target}")
-            digest = shell(f"find . -type f -print0 | xargs -0 {hasher} > /dev/null",
-                           cwd=target)
-            run(f"tar -xf + {name}", untar + digest)
-            if name == "openssl":  # and durable, as Pallet's import is
-                run("tar -xf + openssl + sync", untar + digest + shell(f"sync -f {target}"))
-    figures = {name: min(seconds) for name, seconds in runs.items()}
-    figures["bytes"] = (work / "baseline-0.tar").stat().st_size
-    return figures
+    def run(self, step: str, figures: dict) -> None:
+        self.runs.setdefault(step, []).append(figures)
 
 
 def measure(args) -> dict:
+    """Per workload, `args.repeat` rounds, each one run of every step in turn: the
+    baselines, then each database's export, then the extractions, then each database's
+    import. Interleaved so, as this disk's speed drifts from minute to minute, every side
+    meets the same disk; the fastest run of each step counts."""
     kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
     results: dict = {}
     workloads = {"small": (args.small, args.small_size, 100),
@@ -256,63 +245,102 @@ def measure(args) -> dict:
         if not count:
             continue
         root = Path(tempfile.mkdtemp(prefix="pallet-bench-transfer-"))
-        # Nothing is deleted until every run of the workload is done, the baselines' files
-        # and every Pallet's included: creating files right after a mass deletion is
-        # several times slower here, for minutes, and no run may pay for another's.
         try:
-            with contextlib.ExitStack() as stack:
+            with contextlib.ExitStack() as stack:  # every Pallet's data, until the end
                 print(f"{name}: writing the files ...", file=sys.stderr, flush=True)
                 make_tree(root / "files", count, size, folders)
                 make_tree(root / "extra", max(1, count // 100), size, folders, prefix="new")
                 work = root / "work"
                 work.mkdir()
-                results[(name, "baseline")] = baselines(root / "files", work, args.repeat)
-                for kind in kinds:
-                    print(f"{name}: pallet on {kind} ...", file=sys.stderr, flush=True)
-                    results[(name, kind)] = measure_pallet(args, kind, root, work, stack)
+                sides = [set_up(args, kind, root, work, stack) for kind in kinds]
+                baseline_runs: dict[str, list[float]] = {}
+                for attempt in range(args.repeat):
+                    print(f"{name}: round {attempt + 1} of {args.repeat} ...",
+                          file=sys.stderr, flush=True)
+                    run_round(args, root / "files", work, attempt, baseline_runs, sides,
+                              stack)
+                for side in sides:  # the incremental, exported and applied to each import
+                    run_incremental(args, side, work)
+                results[(name, "baseline")] = {step: min(seconds) for step, seconds
+                                               in baseline_runs.items()}
+                results[(name, "baseline")]["bytes"] = (work / "baseline-0.tar").stat().st_size
+                for side in sides:
+                    results[(name, side.kind)] = summary(side)
         finally:
             shutil.rmtree(root, ignore_errors=True)
             settle()
     return results
 
 
-def measure_pallet(args, kind: str, root: Path, work: Path,
-                   stack: contextlib.ExitStack) -> dict:
-    """Each step `args.repeat` times, the fastest kept: full exports of version 1, imports
-    of one of them into as many fresh Pallets, the incremental export, and its import onto
-    each of those. The Pallets' databases and data directories are removed with `stack`."""
-    common = {"work": work, "postgres_url": args.postgres_url}
+def set_up(args, kind: str, root: Path, work: Path, stack: contextlib.ExitStack) -> Side:
     # Pallet's stores beside the baselines' extractions, in one folder: on this machine
-    # creating files is up to 8x slower in some folders than in others (by where the
-    # file system places them), and no side may gain from its folder.
-    src_db, src_dir = stack.enter_context(database(kind, args.postgres_url, work))
-    run_child("setup", args, child_db=src_db, child_dir=src_dir, files=root / "files",
-              extra=root / "extra", **common)
-    exports, imports, deltas, applied = [], [], [], []
+    # creating files is up to 8x slower in some folders than in others (by where the file
+    # system places them), and no side may gain from its folder.
+    print(f"setting up pallet on {kind} ...", file=sys.stderr, flush=True)
+    side = Side(kind, *stack.enter_context(database(kind, args.postgres_url, work)))
+    run_child("setup", args, child_db=side.db, child_dir=side.dir, files=root / "files",
+              extra=root / "extra", work=work, postgres_url=args.postgres_url)
+    return side
+
+
+def run_round(args, files: Path, work: Path, attempt: int, baseline_runs: dict,
+              sides: list[Side], stack: contextlib.ExitStack) -> None:
+    """One run of every step: tar -cf, each export, tar -xf with each hash, each import
+    (into a fresh Pallet, kept for the incremental)."""
+    def baseline(step: str, seconds: float) -> None:
+        baseline_runs.setdefault(step, []).append(seconds)
+
+    common = {"work": work, "postgres_url": args.postgres_url}
+    copy = work / f"baseline-{attempt}.tar"
+    settle()
+    baseline("tar -cf", shell(f"tar -cf {copy} -C {files} ."))
+    settle()  # the same, made durable as Pallet's export is (tar leaves it cached)
+    durable = work / f"baseline-fsync-{attempt}.tar"
+    baseline("tar -cf + fsync", shell(f"tar -cf {durable} -C {files} . && sync {durable}"))
+    for side in sides:
+        settle()
+        side.run("export", run_child("export", args, child_db=side.db, child_dir=side.dir,
+                                     **common))
+    for name, hasher in (("sha256sum", "sha256sum"), ("openssl", "openssl dgst -sha256")):
+        target = work / f"extract-{name}-{attempt}"
+        target.mkdir()
+        settle()
+        untar = shell(f"tar -xf {copy} -C {target}")
+        digest = shell(f"find . -type f -print0 | xargs -0 {hasher} > /dev/null", cwd=target)
+        baseline(f"tar -xf + {name}", untar + digest)
+        if name == "openssl":  # and durable, as Pallet's import is
+            baseline("tar -xf + openssl + sync", untar + digest + shell(f"sync -f {target}"))
+    for side in sides:
+        destination = stack.enter_context(database(side.kind, args.postgres_url, work))
+        side.destinations.append(destination)
+        settle()
+        side.run("import", run_child("import", args, child_db=destination[0],
+                                     child_dir=destination[1],
+                                     toc=side.runs["export"][0]["toc"], **common))
+
+
+def run_incremental(args, side: Side, work: Path) -> None:
+    """The export of version 1 -> 2, `args.repeat` times, and the fastest one's import onto
+    each destination (which holds the imported version 1)."""
+    common = {"work": work, "postgres_url": args.postgres_url}
     for _ in range(args.repeat):
         settle()
-        exports.append(run_child("export", args, child_db=src_db, child_dir=src_dir,
-                                 **common))
-    full = best(exports)
-    destinations = [stack.enter_context(database(kind, args.postgres_url, work))
-                    for _ in range(args.repeat)]
-    for dst_db, dst_dir in destinations:
+        side.run("delta_export", run_child("export", args, child_db=side.db,
+                                           child_dir=side.dir, incremental=True, **common))
+    delta = best(side.runs["delta_export"])
+    for dst_db, dst_dir in side.destinations:
         settle()
-        imports.append(run_child("import", args, child_db=dst_db, child_dir=dst_dir,
-                                 toc=full["toc"], **common))
-    for _ in range(args.repeat):
-        settle()
-        deltas.append(run_child("export", args, child_db=src_db, child_dir=src_dir,
-                                incremental=True, **common))
-    delta = best(deltas)
-    for dst_db, dst_dir in destinations:
-        settle()
-        applied.append(run_child("import", args, child_db=dst_db, child_dir=dst_dir,
-                                 toc=delta["toc"], **common))
-    return {"export": full, "import": best(imports), "delta_export": delta,
-            "delta_import": best(applied),
-            "digests_ok": all(run["digest"] == full["digest"] for run in imports)
-            and all(run["digest"] == delta["digest"] for run in applied)}
+        side.run("delta_import", run_child("import", args, child_db=dst_db,
+                                           child_dir=dst_dir, toc=delta["toc"], **common))
+
+
+def summary(side: Side) -> dict:
+    runs = side.runs
+    full, delta = runs["export"][0], best(runs["delta_export"])
+    return {"export": best(runs["export"]), "import": best(runs["import"]),
+            "delta_export": delta, "delta_import": best(runs["delta_import"]),
+            "digests_ok": all(run["digest"] == full["digest"] for run in runs["import"])
+            and all(run["digest"] == delta["digest"] for run in runs["delta_import"])}
 
 
 def report(results: dict, args) -> bool:
