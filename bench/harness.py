@@ -79,6 +79,19 @@ def workload_options(parser) -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
 
 
+def workloads(args) -> dict[str, tuple[int, int, int]]:
+    """The workloads `workload_options` asked for, by name: (files, size, folders); one of
+    0 files is left out."""
+    asked = {"small": (args.small, args.small_size, 100),
+             "large": (args.large, args.large_size, 1)}
+    return {name: workload for name, workload in asked.items() if workload[0]}
+
+
+def database_kinds(args) -> tuple[str, ...]:
+    """The databases `--database` asked for."""
+    return ("sqlite", "postgresql") if args.database == "both" else (args.database,)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

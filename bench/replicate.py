@@ -38,7 +38,8 @@ from pathlib import Path
 
 import httpx
 
-from harness import database, ensure_commands, free_port, nginx, workload_options
+from harness import (database, database_kinds, ensure_commands, free_port, nginx,
+                     workload_options, workloads)
 from serve import memory_of
 from sync import plain_download
 from transfer import DiskSampler, make_tree, settle
@@ -243,13 +244,9 @@ def write_manifest(root: Path, files: Path) -> None:
 
 def measure(args) -> dict:
     ensure_commands({"nginx": "nginx"})
-    kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
+    kinds = database_kinds(args)
     results: dict = {}
-    workloads = {"small": (args.small, args.small_size, 100),
-                 "large": (args.large, args.large_size, 1)}
-    for name, (count, size, folders) in workloads.items():
-        if not count:
-            continue
+    for name, (count, size, folders) in workloads(args).items():
         root = Path(tempfile.mkdtemp(prefix="pallet-bench-replicate-"))
         root.chmod(0o755)  # nginx's workers run unprivileged
         try:

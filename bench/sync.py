@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import (DEFAULT_POSTGRES_URL, database, ensure_commands, memory_mb, nginx,
-                     reset_peak, timed)
+from harness import (DEFAULT_POSTGRES_URL, database, database_kinds, ensure_commands,
+                     memory_mb, nginx, reset_peak, timed, workloads)
 
 MiB = 1 << 20
 TARGETS = {"small": 3.0, "large": 1.5}  # at most this many times the baseline's time
@@ -153,14 +153,12 @@ def measure(args) -> dict:
     results: dict = {}
     try:
         print("writing the files ...", file=sys.stderr, flush=True)
-        workloads = {name: workload for name, workload in
-                     {"small": (args.small, args.small_size, 100),
-                      "large": (args.large, args.large_size, 1)}.items() if workload[0]}
-        for name, (count, size, folders) in workloads.items():
+        asked = workloads(args)
+        for name, (count, size, folders) in asked.items():
             make_tree(root / name, count, size, folders)
-        kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
+        kinds = database_kinds(args)
         with nginx(root) as base_url:
-            for name in workloads:
+            for name in asked:
                 url = f"{base_url}/{name}/PULP_MANIFEST"
                 print(f"{name}: baseline ...", file=sys.stderr, flush=True)
                 results[(name, "baseline")] = run_child("baseline", url, args)

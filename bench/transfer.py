@@ -37,7 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import database, memory_mb, reset_peak, timed, workload_options
+from harness import (database, database_kinds, memory_mb, reset_peak, timed,
+                     workload_options, workloads)
 
 MiB = 1 << 20
 TARGETS = {"export": 1.3, "import": 1.5}
@@ -237,13 +238,9 @@ def measure(args) -> dict:
     baselines, then each database's export, then the extractions, then each database's
     import. Interleaved so, as this disk's speed drifts from minute to minute, every side
     meets the same disk; the fastest run of each step counts."""
-    kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
+    kinds = database_kinds(args)
     results: dict = {}
-    workloads = {"small": (args.small, args.small_size, 100),
-                 "large": (args.large, args.large_size, 1)}
-    for name, (count, size, folders) in workloads.items():
-        if not count:
-            continue
+    for name, (count, size, folders) in workloads(args).items():
         root = Path(tempfile.mkdtemp(prefix="pallet-bench-transfer-"))
         try:
             with contextlib.ExitStack() as stack:  # every Pallet's data, until the end

@@ -35,7 +35,8 @@ from pallet.repositories.service import create_repository, get_repository
 from pallet.runtime import Runtime
 from pallet.settings import Settings
 
-from harness import DEFAULT_POSTGRES_URL, database, memory_mb, reset_peak, timed
+from harness import (DEFAULT_POSTGRES_URL, database, database_kinds, memory_mb, reset_peak,
+                     timed)
 
 REPO = "bench"
 CREATED_AT = "2025-01-01 00:00:00.000000"
@@ -335,7 +336,7 @@ def main(argv=None) -> int:
     if args.child:
         child_main(args)
         return 0
-    kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
+    kinds = database_kinds(args)
     results = {kind: measure(kind, args) for kind in kinds}
     return 0 if report(results, args) else 1
 
