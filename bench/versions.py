@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import select, text
 
-from pallet.content.identity import identity_digest
+from pallet.content.identity import identity_digest, repository_key_digest
 from pallet.content.models import Content
 from pallet.db.bulk import batched
 from pallet.db.migrate import upgrade
@@ -45,8 +45,9 @@ TARGET_SECONDS, TARGET_MB = 2.0, 300
 LEGEND = """\
 Baselines, measured in the same run on the same data:
   raw writes      the rows the new version must change, as two set-at-a-time SQL statements
-                  (UPDATE of P% present rows, INSERT of P% rows) in a transaction rolled back:
-                  the database's floor for create_version.
+                  (UPDATE of P% present rows, INSERT of P% rows with their repository keys,
+                  which it computes) in a transaction rolled back: the database's floor for
+                  create_version.
   hash changes    LtHash of the 2*P% changed identities already in RAM: the CPU floor of the
                   incremental digest.
   full scan       SELECT of every content id of version 2 into Python: the O(N) read that an
@@ -72,9 +73,17 @@ def plan(units: int, percent: float) -> tuple[list[int], list[int]]:
 
 
 def content_row(i: int) -> tuple:
-    key = {"relative_path": f"pool/{i % 997:03d}/file-{i:08d}.bin",
-           "sha256": hashlib.sha256(i.to_bytes(8, "big")).hexdigest()}
+    key = {"relative_path": unit_path(i), "sha256": hashlib.sha256(i.to_bytes(8, "big")).hexdigest()}
     return i, "file", identity_digest("file", key), json.dumps(key), CREATED_AT
+
+
+def unit_path(i: int) -> str:
+    return f"pool/{i % 997:03d}/file-{i:08d}.bin"
+
+
+def path_key(i: int) -> str:
+    """The repository key digest of unit i (its relative path), as versions stores it."""
+    return repository_key_digest("file", {"relative_path": unit_path(i)}, ("relative_path",))
 
 
 def write_rows(connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -103,9 +112,10 @@ def setup(runtime: Runtime, units: int, percent: float) -> float:
         for batch in batched(range(1, units + len(add) + 1), 50_000):
             rows = [content_row(i) for i in batch]
             write_rows(connection, "content", ("id", "type", "digest", "data", "created_at"), rows)
-            members = [(repository.id, i, 1) for i in batch if i <= units]
+            members = [(repository.id, i, 1, path_key(i)) for i in batch if i <= units]
             write_rows(connection, "repository_content",
-                       ("repository_id", "content_id", "version_added"), members)
+                       ("repository_id", "content_id", "version_added", "repository_key"),
+                       members)
             lthash.add(row[2] for row in rows if row[0] <= units)
         session.add(RepositoryVersion(
             repository_id=repository.id, number=1, lthash=lthash.state, digest=lthash.digest,
@@ -199,23 +209,29 @@ def child_baseline(runtime: Runtime, units: int, percent: float) -> dict:
 RAW_SQL = {  # SQLite: `+` makes it find rows by content id, the fastest plan
     "sqlite": ("UPDATE repository_content SET version_removed = 3 WHERE repository_id = :repo "
                "AND +version_removed IS NULL AND content_id IN (SELECT value FROM json_each(:ids))",
-               "INSERT INTO repository_content (repository_id, content_id, version_added) "
-               "SELECT :repo, value, 3 FROM json_each(:ids)"),
+               "INSERT INTO repository_content (repository_id, content_id, version_added, "
+               "repository_key) SELECT :repo, json_extract(value, '$[0]'), 3, "
+               "json_extract(value, '$[1]') FROM json_each(:rows)"),
     "postgresql": ("UPDATE repository_content SET version_removed = 3 WHERE repository_id = "
                    ":repo AND version_removed IS NULL AND content_id = ANY(:ids)",
-                   "INSERT INTO repository_content (repository_id, content_id, version_added) "
-                   "SELECT :repo, unnest(CAST(:ids AS bigint[])), 3"),
+                   "INSERT INTO repository_content (repository_id, content_id, version_added, "
+                   "repository_key) SELECT :repo, unnest(CAST(:ids AS bigint[])), 3, "
+                   "unnest(CAST(:keys AS text[]))"),
 }
 
 
 def raw_writes(runtime: Runtime, repository_id: int, remove: list[int], add: list[int]) -> None:
     """The same amount of membership writes as one new version, rolled back afterwards."""
     update, insert = RAW_SQL[runtime.db.dialect]
-    wrap = json.dumps if runtime.db.dialect == "sqlite" else list
+    sqlite = runtime.db.dialect == "sqlite"
+    wrap = json.dumps if sqlite else list
+    keys = [path_key(i) for i in add]  # computed by versions too, so part of the floor
+    rows = ({"rows": json.dumps([[i, key] for i, key in zip(add, keys)])} if sqlite
+            else {"ids": add, "keys": keys})
     with runtime.db.engine.connect() as connection:
         transaction = connection.begin()
         connection.execute(text(update), {"repo": repository_id, "ids": wrap(remove)})
-        connection.execute(text(insert), {"repo": repository_id, "ids": wrap(add)})
+        connection.execute(text(insert), {"repo": repository_id, **rows})
         transaction.rollback()
 
 

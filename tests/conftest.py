@@ -55,6 +55,24 @@ def _template(tmp_path_factory):
     admin.dispose()
 
 
+def empty_database(folder: Path, label: str):
+    """A database with no tables, for a server process or a step-by-step migration: a fresh
+    PostgreSQL database (dropped afterwards) or a SQLite file in `folder`. A generator, for
+    fixtures to `yield from`."""
+    server = _postgres_url()
+    if server is None:
+        yield f"sqlite:///{folder / f'{label}.db'}"
+        return
+    name = f"pallet_{label}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def _fresh(template, tmp_path: Path, name: str) -> str:
     kind, where = template
     if kind == "sqlite":

@@ -34,3 +34,13 @@ def make_files(runtime, count: int, prefix: str = "f") -> list[int]:
             session.flush()
             ids.append(content.id)
     return ids
+
+
+def file_unit(runtime, path: str, data: bytes) -> int:
+    """A file unit at `path` whose bytes are stored; its content id."""
+    sha256 = store_bytes(runtime, data)
+    with runtime.db.write() as session:
+        content, _ = create_content(session, runtime.plugins, type="file",
+                                    fields={"relative_path": path, "sha256": sha256})
+        session.flush()
+        return content.id

@@ -11,16 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from pallet.cli.client import DEFAULT_URL, Client, ClientConfig, ClientError, load_config
 from pallet.cli.upload import chunks, missing_ranges
+from tests.conftest import empty_database
 from tests.processes import stop
 
 PASSWORD = "cli-admin-password"
@@ -35,18 +33,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server_database(tmp_path_factory):
     """A database for the server alone: a fresh PostgreSQL database, or a SQLite file."""
-    server = os.environ.get("PALLET_TEST_DATABASE_URL")
-    if not server:
-        yield f"sqlite:///{tmp_path_factory.mktemp('cli-db') / 'pallet.db'}"
-        return
-    name = f"pallet_cli_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield from empty_database(tmp_path_factory.mktemp("cli-db"), "cli")
 
 
 @pytest.fixture(scope="module")

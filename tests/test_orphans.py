@@ -33,7 +33,7 @@ from pallet.repositories.repair import check_artifacts
 from pallet.repositories.service import create_repository, get_repository
 from pallet.repositories.versions import create_version, get_version
 from pallet.tasks.models import Task
-from tests.factories import store_bytes
+from tests.factories import file_unit, store_bytes
 from tests.http_fixtures import file_server, write_repository  # noqa: F401
 from tests.conftest import ADMIN_PASSWORD, basic, wait_for_task
 from tests.processes import pallet_env, stop, wait_until
@@ -47,14 +47,7 @@ HOUR = 3600
 store = store_bytes
 
 
-def unit(runtime, path: str, data: bytes) -> int:
-    """A file unit whose bytes are stored; its content id."""
-    sha256 = store(runtime, data)
-    with runtime.db.write() as session:
-        content, _ = create_content(session, runtime.plugins, type="file",
-                                    fields={"relative_path": path, "sha256": sha256})
-        session.flush()
-        return content.id
+unit = file_unit
 
 
 def repository(runtime, name: str) -> None:

@@ -170,8 +170,9 @@ def test_mirror_removes_what_is_gone_additive_keeps_it(client, workers, runtime,
     additive = completed(sync(client, remote="up"))
     assert additive["version"] == 2 and additive["downloaded"] == 2
     assert set(paths(client)) == {"a.txt", "dir/b.txt", "dir/sub/c.bin", "new.txt"}
-    # The new a.txt is another unit (another sha256): both are in the version.
-    assert client.get("/api/v1/content?repository=repo").json()["count"] == 5
+    # The new a.txt is another unit (another sha256): it replaces the old one at its path.
+    assert client.get("/api/v1/content?repository=repo").json()["count"] == 4
+    assert paths(client)["a.txt"] == hashlib.sha256(changed["a.txt"]).hexdigest()
 
     mirror = completed(sync(client, remote="up", mirror=True))
     assert mirror["version"] == 3 and mirror["downloaded"] == 0

@@ -34,12 +34,21 @@ class ContentType:
     - `model`: the unit's fields, validated on the way in.
     - `key_fields`: the fields that identify a unit; equal keys mean the same unit everywhere.
     - `artifacts`: the unit's files, as {relative path: sha256}.
+    - `repository_key`: the fields of which a repository version holds one unit per value
+      (a file's relative path; a package's name, epoch, version, release and arch): adding a
+      unit whose repository key is present replaces the unit that has it. Empty means the
+      natural key, so units never replace each other.
     """
 
     name: str
     model: type[UnitModel]
     key_fields: tuple[str, ...]
     artifacts: Callable[[UnitModel], dict[str, str]]
+    repository_key: tuple[str, ...] = ()
+
+    @property
+    def repository_key_fields(self) -> tuple[str, ...]:
+        return self.repository_key or self.key_fields
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,17 @@ def show_repair(reports: list[dict[str, Any]]) -> None:
         table(problems, ["version", "problem", "relative_path", "sha256"])
     else:
         say("no missing or corrupt artifacts")
+    duplicates = [{"version": r["version"], "key": _key_text(d["key"]),
+                   "units": ", ".join(map(str, d["units"])), "next_version_keeps": d["units"][-1]}
+                  for r in reports for d in r.get("duplicate_keys", ())]
+    if duplicates:
+        say("units that share a repository key (made before keys were enforced); the next "
+            "version keeps the newest of each:")
+        table(duplicates, ["version", "key", "units", "next_version_keeps"])
+
+
+def _key_text(key: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in key.items())
 
 
 @app.command("repair")

@@ -14,3 +14,10 @@ def canonical_json(value: Any) -> bytes:
 
 def identity_digest(content_type: str, natural_key: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json([content_type, dict(natural_key)])).hexdigest()
+
+
+def repository_key_digest(content_type: str, fields: Mapping[str, Any],
+                          key_fields: tuple[str, ...]) -> str:
+    """The digest of a unit's repository key: equal for units that replace each other in a
+    version. For a type whose repository key is its natural key, this is its identity."""
+    return identity_digest(content_type, {name: fields[name] for name in key_fields})

@@ -135,3 +135,19 @@ def carry_counts(previous: Mapping[str, Mapping[str, int]], added: Mapping[str, 
             counts[type_] = {"added": added.get(type_, 0), "removed": removed.get(type_, 0),
                              "present": present}
     return counts
+
+
+def key_losers(candidates: Iterable[tuple[str, tuple, int]]) -> set[int]:
+    """One unit per repository key: of the candidates `(key, rank, unit)` that share a key,
+    the highest rank stays and every other unit is returned, to leave (or not enter)."""
+    best: dict[str, tuple[tuple, int]] = {}
+    losers: set[int] = set()
+    for key, rank, unit in candidates:
+        held = best.get(key)
+        if held is None or rank > held[0]:
+            if held is not None:
+                losers.add(held[1])
+            best[key] = (rank, unit)
+        else:
+            losers.add(unit)
+    return losers

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, text)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
@@ -47,14 +47,27 @@ class RepositoryVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# The newest version holds one unit per repository key: the database refuses a second open
+# row with the same key, whatever code path writes it.
+OPEN_KEY_INDEX = Index("uq_repository_content_open_key", "repository_id", "repository_key",
+                       unique=True, sqlite_where=text("version_removed IS NULL"),
+                       postgresql_where=text("version_removed IS NULL"))
+
+
 class RepositoryContent(Base):
-    """Membership as a range: present in versions version_added <= n < version_removed."""
+    """Membership as a range: present in versions version_added <= n < version_removed.
+
+    `repository_key` is the unit's repository key digest (see `pallet.plugin.ContentType`),
+    copied here so that the database can enforce one unit per key. It is NULL only on rows
+    that shared a key with another row before keys were enforced (migration 0005); the next
+    version made resolves them."""
 
     __tablename__ = "repository_content"
     __table_args__ = (
         Index("ix_repository_content_added", "repository_id", "version_added"),
         Index("ix_repository_content_removed", "repository_id", "version_removed"),
         Index("ix_repository_content_member", "repository_id", "content_id"),
+        OPEN_KEY_INDEX,
         AUTOINCREMENT,
     )
 
@@ -64,3 +77,4 @@ class RepositoryContent(Base):
                                             index=True)
     version_added: Mapped[int] = mapped_column(Integer)
     version_removed: Mapped[int | None] = mapped_column(Integer)
+    repository_key: Mapped[str | None] = mapped_column(String(64))

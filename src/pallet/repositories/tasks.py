@@ -65,8 +65,11 @@ def delete_version(runtime: Runtime, task, *, repository_id: int, number: int) -
 
 @task_function("repository.repair")
 def repair(runtime: Runtime, task, *, repository_id: int, number: int) -> None:
-    """Re-hash every artifact of a version; report the missing and the corrupt ones."""
+    """Re-hash every artifact of a version; report the missing and the corrupt ones, and
+    the repository keys it holds twice."""
     with runtime.db.read() as session:
-        task.result = check_artifacts(session, runtime.storage,
-                                      _repository(session, repository_id), number,
-                                      task.progress)
+        repository = _repository(session, repository_id)
+        report = check_artifacts(session, runtime.storage, repository, number, task.progress)
+        report["duplicate_keys"] = versions.duplicate_keys(session, runtime.plugins,
+                                                           repository, number)
+        task.result = report

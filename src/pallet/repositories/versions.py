@@ -14,12 +14,15 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from pallet.content.bulk import among_text, text_batches
+from pallet.content.identity import repository_key_digest
 from pallet.content.models import Content
 from pallet.distributions.service import serving_changed
 from pallet.db.bulk import among, batched, id_batches, insert_values
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.plugins import Registry
-from pallet.repositories.contentset import Change, LtHash, carry_counts, plan_change
+from pallet.repositories.contentset import (Change, LtHash, carry_counts, key_losers,
+                                           plan_change)
 from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
 
 # Bulk UPDATE/DELETE here never touch objects loaded in the session.
@@ -107,17 +110,21 @@ def create_version(session: Session, plugins: Registry, repository: Repository, 
                    add: Iterable[int] = (), remove: Iterable[int] = (),
                    remove_all: bool = False, base_version: int | None = None,
                    progress: Progress = _no_progress) -> RepositoryVersion | None:
-    """Make the next version: `(base - remove) | add`, where base defaults to the newest.
+    """Make the next version: `(base - remove) | add`, where base defaults to the newest,
+    holding one unit per repository key (an added unit replaces the one whose key it has).
 
-    Returns None when the result equals the newest version (no version is made then).
+    Every version is made here, so this is where the repository-key rule is kept (and the
+    database's unique index on open keys backs it). Returns None when the result equals the
+    newest version (no version is made then).
     """
     add, remove = set(add), set(remove)
     latest = latest_version(session, repository)
     _check_content(session, plugins, repository, add)
+    _types_by_id(session, remove)  # removing a unit that does not exist is a mistake too
     progress("checking content", len(add), len(add))
 
     if remove_all:
-        return _replace_all(session, repository, latest, add, progress)
+        return _replace_all(session, plugins, repository, latest, add, progress)
     if base_version is not None and base_version != latest.number:
         base = get_version(session, repository, base_version)
         only_base, only_latest = _diff_ids(session, repository, latest.number, base.number)
@@ -131,14 +138,26 @@ def create_version(session: Session, plugins: Registry, repository: Repository, 
             among(session, RC.content_id, batch))))
     progress("comparing", len(touched), len(touched))
     change = plan_change(present, add, remove)
+    entering, displaced = _settle_keys(session, plugins, repository, change.added,
+                                       stays=lambda unit: unit not in change.removed)
+    change = Change(added=frozenset(entering), removed=change.removed | displaced)
     if not change:
         return None
-    return _write_version(session, repository, latest, change, progress)
+    return _write_version(session, repository, latest, change, entering, progress)
 
 
 def _check_content(session: Session, plugins: Registry, repository: Repository,
                    ids: set[int]) -> None:
     allowed = set(plugins.repository_type(repository.type).content_types)
+    found = _types_by_id(session, ids)
+    wrong = sorted({t for t in found.values() if t not in allowed})
+    if wrong:
+        raise Invalid(f"a {repository.type} repository cannot hold content of type "
+                      f"{', '.join(wrong)}", details={"allowed": sorted(allowed)})
+
+
+def _types_by_id(session: Session, ids: set[int]) -> dict[int, str]:
+    """{id: type} of the units `ids`, or Invalid naming those that do not exist."""
     found: dict[int, str] = {}
     for batch in id_batches(session, ids):
         found.update(session.execute(select(Content.id, Content.type)
@@ -147,16 +166,99 @@ def _check_content(session: Session, plugins: Registry, repository: Repository,
     if missing:
         raise Invalid(f"{len(missing)} content unit(s) do not exist, e.g. {missing[:5]}",
                       details={"missing": missing[:100]})
-    wrong = sorted({t for t in found.values() if t not in allowed})
-    if wrong:
-        raise Invalid(f"a {repository.type} repository cannot hold content of type "
-                      f"{', '.join(wrong)}", details={"allowed": sorted(allowed)})
+    return found
+
+
+# -- one unit per repository key ------------------------------------------------------------
+
+def _settle_keys(session: Session, plugins: Registry, repository: Repository,
+                 added: Iterable[int], *, stays: Callable[[int], bool]
+                 ) -> tuple[dict[int, str], frozenset[int]]:
+    """The repository-key rule applied to a change, in O(changes): of the units that would
+    share a key in the new version, an entering unit wins over a present one (the newest
+    unit wins: among entering units the highest id, among present ones the latest added).
+    Rows left with no key from before keys were enforced are settled here too.
+
+    `stays(unit)` says whether a present unit is in the new version by the change. Returns
+    the entering units with their key digests, and the present units that must leave."""
+    entering = repository_keys(session, plugins, added)
+    candidates = [(key, (1, 0, unit), unit) for unit, key in entering.items()]
+    for batch in text_batches(set(entering.values())):
+        candidates.extend((key, (0, since, unit), unit) for unit, key, since in session.execute(
+            select(RC.content_id, RC.repository_key, RC.version_added).where(
+                RC.repository_id == repository.id, RC.version_removed.is_(None),
+                among_text(session, RC.repository_key, batch))) if stays(unit))
+    candidates.extend((key, (0, since, unit), unit)
+                      for unit, since, key in _unkeyed_members(session, plugins, repository)
+                      if stays(unit))
+    losers = key_losers(candidates)
+    return ({unit: key for unit, key in entering.items() if unit not in losers},
+            frozenset(losers - entering.keys()))
+
+
+def repository_keys(session: Session, plugins: Registry, ids: Iterable[int]) -> dict[int, str]:
+    """{id: repository key digest} of the units `ids`, as their types define the key."""
+    keys: dict[int, str] = {}
+    for batch in id_batches(session, sorted(ids)):
+        for unit, type_, digest, data in session.execute(
+                select(Content.id, Content.type, Content.digest, Content.data)
+                .where(among(session, Content.id, batch))):
+            keys[unit] = _key_of(plugins, type_, digest, data)
+    return keys
+
+
+def _key_of(plugins: Registry, type_: str, digest: str, data: dict) -> str:
+    fields = plugins.content_type(type_).repository_key_fields
+    return repository_key_digest(type_, data, fields)
+
+
+def _unkeyed_members(session: Session, plugins: Registry, repository: Repository
+                     ) -> Iterator[tuple[int, int, str]]:
+    """(unit, version added, key) of the newest version's rows that have no key: those that
+    shared a key before keys were enforced. An index look-up; usually none."""
+    rows = session.execute(
+        select(RC.content_id, RC.version_added, Content.type, Content.digest, Content.data)
+        .join(Content, Content.id == RC.content_id)
+        .where(RC.repository_id == repository.id, RC.version_removed.is_(None),
+               RC.repository_key.is_(None)))
+    for unit, since, type_, digest, data in rows:
+        yield unit, since, _key_of(plugins, type_, digest, data)
+
+
+def duplicate_keys(session: Session, plugins: Registry, repository: Repository,
+                   number: int) -> list[dict]:
+    """The repository keys that version `number` holds more than once (only versions made
+    before keys were enforced can), each with its units, newest last: the next version
+    keeps that one."""
+    unkeyed = session.execute(
+        select(RC.content_id, RC.version_added, Content.type, Content.digest, Content.data)
+        .join(Content, Content.id == RC.content_id)
+        .where(RC.repository_id == repository.id, present_at(RC, number),
+               RC.repository_key.is_(None))).all()
+    groups: dict[str, list[tuple[int, int]]] = {}
+    fields: dict[str, dict] = {}
+    for unit, since, type_, digest, data in unkeyed:
+        key = _key_of(plugins, type_, digest, data)
+        groups.setdefault(key, []).append((since, unit))
+        fields[key] = {name: data[name]
+                       for name in plugins.content_type(type_).repository_key_fields}
+    for batch in text_batches(list(groups)):
+        for unit, key, since in session.execute(
+                select(RC.content_id, RC.repository_key, RC.version_added).where(
+                    RC.repository_id == repository.id, present_at(RC, number),
+                    among_text(session, RC.repository_key, batch))):
+            groups[key].append((since, unit))
+    return [{"key": fields[key], "units": [unit for _, unit in sorted(members)]}
+            for key, members in sorted(groups.items(), key=lambda kv: min(kv[1]))
+            if len(members) > 1]
 
 
 def _write_version(session: Session, repository: Repository, latest: RepositoryVersion,
-                   change: Change, progress: Progress) -> RepositoryVersion:
+                   change: Change, keys: dict[int, str], progress: Progress
+                   ) -> RepositoryVersion:
     number = repository.next_version
     total, done = len(change.added) + len(change.removed), 0
+    # Rows leave before rows enter: the unique index on open keys sees no moment of two.
     for batch in id_batches(session, sorted(change.removed)):
         session.execute(update(RC).where(RC.repository_id == repository.id,
                                          _open(RC),
@@ -165,7 +267,7 @@ def _write_version(session: Session, repository: Repository, latest: RepositoryV
         done += len(batch)
         progress("writing version", done, total)
     for batch in batched(sorted(change.added), 20_000):
-        _add_members(session, repository, number, batch)
+        _add_members(session, repository, number, batch, keys)
         done += len(batch)
         progress("writing version", done, total)
     lthash = LtHash(latest.lthash)
@@ -181,9 +283,11 @@ def _write_version(session: Session, repository: Repository, latest: RepositoryV
                            carry_counts(latest.counts, added_types, removed_types))
 
 
-def _replace_all(session: Session, repository: Repository, latest: RepositoryVersion,
-                 add: set[int], progress: Progress) -> RepositoryVersion | None:
-    """remove_all: the new version holds exactly `add`. Runs in SQL, never loading the old set."""
+def _replace_all(session: Session, plugins: Registry, repository: Repository,
+                 latest: RepositoryVersion, add: set[int], progress: Progress
+                 ) -> RepositoryVersion | None:
+    """remove_all: the new version holds exactly `add` (one unit per key). Runs in SQL,
+    never loading the old set."""
     number = repository.next_version
     keep = select(RC.content_id).where(RC.repository_id == repository.id, _open(RC))
     leaving = (select(Content.type, func.count()).join(RC, RC.content_id == Content.id)
@@ -191,13 +295,15 @@ def _replace_all(session: Session, repository: Repository, latest: RepositoryVer
     present: set[int] = set()
     for batch in id_batches(session, add):
         present.update(session.scalars(keep.where(among(session, RC.content_id, batch))))
-    # Units in `add` that are present already stay; everything else present leaves.
+    entering, displaced = _settle_keys(session, plugins, repository, add - present,
+                                       stays=present.__contains__)
+    # Units in `add` that are present already stay (unless an entering one takes their
+    # key); everything else present leaves.
+    stay = sorted(present - displaced)
     present_types = Counter(dict(session.execute(leaving.group_by(Content.type)).all()))
-    removed_types = present_types - _types_of(session, present)
-    added = add - present
-    if not added and not removed_types:
+    removed_types = present_types - _types_of(session, stay)
+    if not entering and not removed_types:
         return None
-    stay = sorted(present)
     mark = update(RC).where(RC.repository_id == repository.id, RC.version_removed.is_(None))
     # Mark everything present as leaving, then bring back the ones that stay.
     session.execute(mark.values(version_removed=number)
@@ -208,20 +314,23 @@ def _replace_all(session: Session, repository: Repository, latest: RepositoryVer
                                          among(session, RC.content_id, batch))
                         .values(version_removed=None)
                         .execution_options(**QUIET))
-    _add_members(session, repository, number, sorted(added))
+    _add_members(session, repository, number, sorted(entering), entering)
     progress("writing version", 1, 1)
     lthash = LtHash()
-    for batch in id_batches(session, sorted(add)):
+    for batch in id_batches(session, sorted(set(stay) | entering.keys())):
         lthash.add(session.scalars(select(Content.digest)
                                    .where(among(session, Content.id, batch))))
     return _record_version(session, repository, number, lthash,
-                           carry_counts(latest.counts, _types_of(session, added), removed_types))
+                           carry_counts(latest.counts, _types_of(session, entering),
+                                        removed_types))
 
 
 def _add_members(session: Session, repository: Repository, number: int,
-                 content_ids: Iterable[int]) -> None:
-    insert_values(session, RC.__table__, ("repository_id", "content_id", "version_added"),
-                  ((repository.id, content_id, number) for content_id in content_ids))
+                 content_ids: Iterable[int], keys: dict[int, str]) -> None:
+    insert_values(session, RC.__table__,
+                  ("repository_id", "content_id", "version_added", "repository_key"),
+                  ((repository.id, content_id, number, keys[content_id])
+                   for content_id in content_ids))
 
 
 def _types_of(session: Session, ids: Iterable[int]) -> Counter:
@@ -348,10 +457,12 @@ def _fold_into(session: Session, repository: Repository, number: int, following:
     extend = (update(table).where(table.c.id == bindparam("old_id"))
               .values(version_removed=bindparam("until")))
     for batch in id_batches(session, pairs):
-        session.connection().execute(extend, [{"old_id": old_id, "until": until}
-                                              for old_id, _, until in batch])
+        # The later row goes first: both are one unit's, so while both were open they
+        # would hold one repository key twice.
         session.execute(delete(RC).where(among(session, RC.id, [new for _, new, _ in batch]))
                         .execution_options(**QUIET))
+        session.connection().execute(extend, [{"old_id": old_id, "until": until}
+                                              for old_id, _, until in batch])
     session.execute(update(RC).where(mine, RC.version_removed == number)
                     .values(version_removed=following).execution_options(**QUIET))
 
