@@ -290,6 +290,9 @@ def test_failures_are_one_clear_line(pallet, server):
                                   "http://127.0.0.1:9")
     failed = pallet("repository", "modify", "web", "--add", 987654, expect=1)
     assert "failed:" in failed.stderr and len(failed.stderr.splitlines()) == 1
+    for verb in ("--add", "--remove"):  # a unit that does not exist, either way
+        failed = pallet("repository", "modify", "web", verb, 987654, expect=1)
+        assert "do not exist" in failed.stderr
 
 
 def test_users_and_tokens(pallet, pallet_json):
