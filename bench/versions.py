@@ -225,7 +225,9 @@ def raw_writes(runtime: Runtime, repository_id: int, remove: list[int], add: lis
     update, insert = RAW_SQL[runtime.db.dialect]
     sqlite = runtime.db.dialect == "sqlite"
     wrap = json.dumps if sqlite else list
-    keys = [path_key(i) for i in add]  # computed by versions too, so part of the floor
+    # Keys are computed by versions too, so part of the floor; these are of paths no unit
+    # has (version 2 holds `add`'s, and the open-key index would refuse them again).
+    keys = [path_key(i + len(add)) for i in add]
     rows = ({"rows": json.dumps([[i, key] for i, key in zip(add, keys)])} if sqlite
             else {"ids": add, "keys": keys})
     with runtime.db.engine.connect() as connection:
