@@ -1,0 +1,148 @@
+"""Bytes that should be stored and are not: fetched from their remotes before an export or a
+replication stream, and brought back by repair, against real HTTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+from sqlalchemy import func, select
+
+from pallet.artifacts.models import Artifact
+from pallet.content.models import ContentArtifact
+from pallet.transfer.reader import open_stream
+from tests.conftest import make_settings, wait_for_task
+from tests.http_fixtures import file_server, write_repository  # noqa: F401
+
+FILES = {"a.txt": b"alpha\n", "dir/b.txt": b"bravo" * 200, "dir/c.bin": os.urandom(200_000)}
+SHA = {path: hashlib.sha256(data).hexdigest() for path, data in FILES.items()}
+
+
+@pytest.fixture
+def settings(tmp_path, database_url):
+    (tmp_path / "exports").mkdir()
+    return make_settings(tmp_path, database_url, allowed_export_dirs=[tmp_path / "exports"])
+
+
+@pytest.fixture
+def upstream(tmp_path, file_server):
+    write_repository(tmp_path / "upstream", FILES)
+    return file_server(tmp_path / "upstream")
+
+
+def created(response, status: int = 201) -> dict:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def task_of(client, response) -> dict:
+    return wait_for_task(client, created(response, 202)["href"])
+
+
+def mirror(client, upstream, policy: str = "on_demand", name: str = "mirror") -> None:
+    """A repository synced from `upstream` with `policy`."""
+    created(client.post("/api/v1/remotes", json={
+        "name": name, "url": upstream.url, "policy": policy, "max_retries": 0,
+        "connect_timeout": 5, "read_timeout": 5}))
+    created(client.post("/api/v1/repositories", json={"name": name, "remote": name}))
+    task = task_of(client, client.post(f"/api/v1/repositories/{name}/sync", json={}))
+    assert task["state"] == "completed", task["error"]
+
+
+def exporter(client, tmp_path, name: str = "to-site") -> None:
+    created(client.post("/api/v1/exporters", json={
+        "name": name, "path": str(tmp_path / "exports"), "repositories": ["mirror"]}))
+
+
+def stored(runtime) -> int:
+    with runtime.db.read() as session:
+        return session.scalar(select(func.count()).select_from(Artifact))
+
+
+def not_downloaded(runtime) -> int:
+    with runtime.db.read() as session:
+        return session.scalar(select(func.count()).select_from(ContentArtifact)
+                              .where(ContentArtifact.artifact_id.is_(None)))
+
+
+def verified(runtime) -> bool:
+    """Every file's bytes are stored, and are the right ones."""
+    return all(runtime.storage.exists(sha) and runtime.storage.hash_stored(sha) == sha
+               for sha in SHA.values())
+
+
+# -- export and replication of on-demand content -----------------------------------------------
+
+def test_export_fetches_on_demand_files_first(client, workers, runtime, upstream, tmp_path):
+    mirror(client, upstream)
+    assert stored(runtime) == 0
+    exporter(client, tmp_path)
+    task = task_of(client, client.post("/api/v1/exporters/to-site/export", json={}))
+    assert task["state"] == "completed", task["error"]
+    assert task["result"]["artifacts"] == 3
+    stages = {p["stage"]: p for p in task["progress"]}
+    assert stages["fetching missing files"]["done"] == stages["fetching missing files"][
+        "total"] == 3
+    assert not_downloaded(runtime) == 0 and verified(runtime)
+    assert all(upstream.count(f"/{path}") == 1 for path in FILES)
+    # Fetched once: the next export finds them stored.
+    task = task_of(client, client.post("/api/v1/exporters/to-site/export", json={}))
+    assert task["state"] == "completed" and upstream.count("/a.txt") == 1
+
+
+def test_export_fails_up_front_when_a_remote_cannot_deliver(client, workers, runtime,
+                                                            upstream, tmp_path):
+    mirror(client, upstream)
+    exporter(client, tmp_path)
+    upstream.fail("/a.txt", status=404, times=10)
+    upstream.corrupt("/dir/b.txt", b"x" * 1000)  # the right size, the wrong bytes
+    task = task_of(client, client.post("/api/v1/exporters/to-site/export", json={}))
+    assert task["state"] == "failed"
+    error = task["error"]
+    assert error["code"] == "not_downloaded" and error["details"]["count"] == 2
+    assert "could not be fetched" in error["message"]
+    assert sorted(m["relative_path"] for m in error["details"]["missing"]) == \
+        ["a.txt", "dir/b.txt"]
+    reasons = {m["relative_path"]: m["reason"] for m in error["details"]["missing"]}
+    assert "404" in reasons["a.txt"] and "sha256" in reasons["dir/b.txt"]
+    assert list((tmp_path / "exports").iterdir()) == []
+    # What could be fetched is stored (verified); the bad bytes are not.
+    assert not runtime.storage.exists(SHA["dir/b.txt"])
+    assert runtime.storage.hash_stored(SHA["dir/c.bin"]) == SHA["dir/c.bin"]
+
+
+def test_export_without_fetching_refuses_as_before(client, workers, runtime, upstream,
+                                                   tmp_path):
+    mirror(client, upstream)
+    exporter(client, tmp_path)
+    task = task_of(client, client.post("/api/v1/exporters/to-site/export",
+                                       json={"fetch": False}))
+    assert task["state"] == "failed" and task["error"]["code"] == "not_downloaded"
+    assert "never downloaded" in task["error"]["message"]
+    assert upstream.count("/a.txt") == 0 and stored(runtime) == 0
+    response = client.get("/api/v1/exporters/to-site/stream", params={"fetch": "false"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "not_downloaded"
+
+
+def test_streams_fetch_on_demand_files_first(client, workers, runtime, upstream, tmp_path):
+    mirror(client, upstream)
+    exporter(client, tmp_path)
+    response = client.get("/api/v1/exporters/to-site/stream")
+    assert response.status_code == 200, response.text
+    assert open_stream(io.BytesIO(response.content)).header().artifacts == 3
+    assert verified(runtime)
+
+
+def test_a_replication_stream_fetches_on_demand_files_first(client, workers, runtime,
+                                                            upstream):
+    mirror(client, upstream)
+    response = client.post("/api/v1/replication/stream",
+                           json={"repositories": [{"name": "mirror"}], "fetch": False})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "not_downloaded"
+    response = client.post("/api/v1/replication/stream",
+                           json={"repositories": [{"name": "mirror"}]})
+    assert response.status_code == 200, response.text
+    assert open_stream(io.BytesIO(response.content)).header().artifacts == 3
+    assert verified(runtime)
