@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 
 import pytest
@@ -146,3 +147,119 @@ def test_a_replication_stream_fetches_on_demand_files_first(client, workers, run
     assert response.status_code == 200, response.text
     assert open_stream(io.BytesIO(response.content)).header().artifacts == 3
     assert verified(runtime)
+
+
+# -- repair ------------------------------------------------------------------------------------
+
+def damage(runtime) -> None:
+    """dir/c.bin's stored bytes altered (a different size), a.txt's gone, dir/b.txt's
+    altered in place (the same size)."""
+    runtime.storage.path(SHA["dir/c.bin"]).write_bytes(b"tampered")
+    runtime.storage.delete(SHA["a.txt"])
+    runtime.storage.path(SHA["dir/b.txt"]).write_bytes(b"B" * 1000)
+
+
+def distribute(client) -> None:
+    created(client.post("/api/v1/distributions", json={
+        "name": "mirror", "base_path": "mirror",
+        "repository_version": {"repository": "mirror", "version": 1}}))
+
+
+def repair(client, *, number: int = 1, report_only: bool = False) -> dict:
+    task = task_of(client, client.post(f"/api/v1/repositories/mirror/versions/{number}/repair",
+                                       json={"report_only": report_only}))
+    assert task["state"] == "completed", task["error"]
+    return task["result"]
+
+
+def test_repair_restores_what_a_remote_delivers_again(client, workers, runtime, upstream):
+    mirror(client, upstream, policy="immediate")
+    damage(runtime)
+    report = repair(client, report_only=True)
+    assert (report["missing"], report["corrupt"], report["restored"], report["broken"]) == \
+        (1, 2, 0, 3)
+    assert not verified(runtime)  # a report changes nothing
+    report = repair(client)
+    assert (report["missing"], report["corrupt"], report["restored"], report["broken"]) == \
+        (1, 2, 3, 0)
+    assert sorted(a["relative_path"] for a in report["restored_artifacts"]) == sorted(FILES)
+    assert verified(runtime)
+    assert repair(client)["checked"] == 3 and repair(client)["broken"] == 0
+
+
+def test_repair_says_what_it_could_not_restore_and_it_is_not_served(client, workers, runtime,
+                                                                     upstream):
+    from starlette.testclient import TestClient
+
+    from pallet.api.app import create_server_app
+
+    mirror(client, upstream, policy="immediate")
+    distribute(client)
+    damage(runtime)
+    upstream.fail("/dir/c.bin", status=404, times=100)
+    report = repair(client)
+    assert (report["restored"], report["broken"]) == (2, 1)
+    [broken] = report["broken_artifacts"]
+    assert broken["relative_path"] == "dir/c.bin" and "404" in broken["reason"]
+    assert not runtime.storage.exists(SHA["dir/c.bin"])  # the bad bytes are gone
+    with TestClient(create_server_app(runtime)) as web:
+        response = web.get("/pallet/content/mirror/dir/c.bin")
+        assert response.status_code >= 500 and response.content != b"tampered"
+        assert web.get("/pallet/content/mirror/a.txt").content == FILES["a.txt"]
+    # Still broken: every repair says so, until a remote delivers again.
+    assert repair(client)["broken"] == 1
+    upstream.reset()
+    assert repair(client)["broken"] == 0 and verified(runtime)
+
+
+def test_the_content_app_refuses_bytes_that_are_not_the_recorded_ones(client, workers, runtime,
+                                                                      upstream):
+    from starlette.testclient import TestClient
+
+    from pallet.api.app import create_server_app
+
+    mirror(client, upstream, policy="immediate")
+    distribute(client)
+    damage(runtime)
+    with TestClient(create_server_app(runtime)) as web:
+        for path in FILES:  # a large file of another size, a small one of the same size
+            response = web.get(f"/pallet/content/mirror/{path}")
+            assert response.status_code == 500, path
+            assert b"repair" in response.content
+
+
+def test_an_immediate_sync_refetches_stored_files_missing_from_the_store(client, workers,
+                                                                         runtime, upstream):
+    mirror(client, upstream, policy="immediate")
+    runtime.storage.delete(SHA["a.txt"])
+    task = task_of(client, client.post("/api/v1/repositories/mirror/sync", json={}))
+    assert task["state"] == "completed", task["error"]
+    assert task["result"]["version"] is None and task["result"]["downloaded"] == 1
+    assert verified(runtime) and upstream.count("/a.txt") == 2
+
+
+def test_the_repair_commands_exit_non_zero_while_anything_stays_broken(tmp_path):
+    from tests.servers import Servers
+    from tests.test_transfer_cli import pallet
+
+    servers = Servers(tmp_path)
+    try:
+        server = servers.start("one")
+        url = server.url
+        (tmp_path / "a.txt").write_bytes(b"uploaded, no remote\n" * 100)
+        pallet(url, "repository", "create", "fixme")
+        pallet(url, "upload", "file", str(tmp_path / "a.txt"), "--repository", "fixme")
+        sha = hashlib.sha256((tmp_path / "a.txt").read_bytes()).hexdigest()
+        assert pallet(url, "version", "repair", "fixme", "1").returncode == 0
+        (server.data_dir / "artifacts" / sha[:2] / sha).write_bytes(b"rotten")
+
+        reported = pallet(url, "version", "repair", "fixme", "1", "--report-only")
+        assert "corrupt" in reported.stdout and "a.txt" in reported.stdout
+        refused = pallet(url, "version", "repair", "fixme", "1", "--json", check=False)
+        assert refused.returncode == 1 and "could not be restored" in refused.stderr
+        [broken] = json.loads(refused.stdout)["result"]["broken_artifacts"]
+        assert broken["reason"] == "no remote offers these bytes"
+        whole = pallet(url, "repository", "repair", "fixme", check=False)
+        assert whole.returncode == 1 and "missing" in whole.stdout
+    finally:
+        servers.close()
