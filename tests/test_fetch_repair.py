@@ -42,11 +42,12 @@ def task_of(client, response) -> dict:
     return wait_for_task(client, created(response, 202)["href"])
 
 
-def mirror(client, upstream, policy: str = "on_demand", name: str = "mirror") -> None:
+def mirror(client, upstream, policy: str = "on_demand", name: str = "mirror",
+           **remote) -> None:
     """A repository synced from `upstream` with `policy`."""
     created(client.post("/api/v1/remotes", json={
         "name": name, "url": upstream.url, "policy": policy, "max_retries": 0,
-        "connect_timeout": 5, "read_timeout": 5}))
+        "connect_timeout": 5, "read_timeout": 5, **remote}))
     created(client.post("/api/v1/repositories", json={"name": name, "remote": name}))
     task = task_of(client, client.post(f"/api/v1/repositories/{name}/sync", json={}))
     assert task["state"] == "completed", task["error"]
@@ -103,7 +104,7 @@ def test_export_fails_up_front_when_a_remote_cannot_deliver(client, workers, run
     assert task["state"] == "failed"
     error = task["error"]
     assert error["code"] == "not_downloaded" and error["details"]["count"] == 2
-    assert "could not be fetched" in error["message"]
+    assert "could not be fetched from their remotes" in error["message"]
     assert sorted(m["relative_path"] for m in error["details"]["missing"]) == \
         ["a.txt", "dir/b.txt"]
     reasons = {m["relative_path"]: m["reason"] for m in error["details"]["missing"]}
@@ -112,6 +113,24 @@ def test_export_fails_up_front_when_a_remote_cannot_deliver(client, workers, run
     # What could be fetched is stored (verified); the bad bytes are not.
     assert not runtime.storage.exists(SHA["dir/b.txt"])
     assert runtime.storage.hash_stored(SHA["dir/c.bin"]) == SHA["dir/c.bin"]
+
+
+def test_a_remote_that_keeps_failing_is_given_up_on(client, workers, runtime, tmp_path,
+                                                    file_server):
+    from pallet.remotes.fetch import GIVE_UP
+
+    files = {f"gone/{i}.txt": f"file {i}".encode() for i in range(GIVE_UP + 20)}
+    write_repository(tmp_path / "gone", files)
+    upstream = file_server(tmp_path / "gone")
+    mirror(client, upstream, download_concurrency=2)
+    for path in files:
+        (tmp_path / "gone" / path).unlink()
+    exporter(client, tmp_path)
+    task = task_of(client, client.post("/api/v1/exporters/to-site/export", json={}))
+    assert task["state"] == "failed" and task["error"]["details"]["count"] == len(files)
+    asked = sum(upstream.count(f"/{path}") for path in files)
+    assert GIVE_UP <= asked <= GIVE_UP + 1  # two at a time: one may be on its way
+    assert "not tried again" in str(task["error"]["details"]["missing"])
 
 
 def test_export_without_fetching_refuses_as_before(client, workers, runtime, upstream,

@@ -36,6 +36,7 @@ from pallet.runtime import Runtime
 
 BATCH = 200  # wanted files per batch
 MAX_WORKERS = 32
+GIVE_UP = 10  # failures in a row after which a remote is not tried again by this fetcher
 CA, RA = ContentArtifact, RemoteArtifact
 # progress(stage, done, total), as a task reports it (it raises Canceled when asked to stop).
 Progress = Callable[[str, int, int | None], None]
@@ -107,6 +108,9 @@ class Fetcher:
         self.done = self.bytes_done = 0
         self._downloaders: dict[RemoteConfig, Downloader] = {}
         self._opening = asyncio.Lock()  # one downloader per configuration, however many ask
+        # Failures in a row per remote: one that is down is given up on (each try costs its
+        # retries and back-off) instead of being tried for every one of its files.
+        self._failures: dict[RemoteConfig, int] = {}
         self._runner = asyncio.Runner()
 
     def __enter__(self) -> "Fetcher":
@@ -144,9 +148,14 @@ class Fetcher:
             async with limit:
                 await self._fetch_one(item, sources.get(item.sha256, []), fetched, bad)
                 self.done += 1
-                self._report()
+                self._report()  # raises Canceled when asked to stop: the group stops
 
-        await asyncio.gather(*(one(item) for item in wanted))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for item in wanted:
+                    group.create_task(one(item))
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None
 
     async def _fetch_one(self, item: Wanted, sources: list[Source], fetched: Fetched,
                          bad: list[int]) -> None:
@@ -156,19 +165,25 @@ class Fetcher:
             return
         reasons = []
         for source in sources:
+            config = source.config
+            if self._failures.get(config, 0) >= GIVE_UP:
+                reasons.append(f"remote {config.name!r} failed {GIVE_UP} times in a row: "
+                               "not tried again this time")
+                continue
             file = source.file if source.file.size is not None or item.size is None else \
                 RemoteFile(source.file.url, item.sha256, item.size)
             try:
-                downloader = await self._downloader(source.config)
+                downloader = await self._downloader(config)
                 _, size = await downloader.download(file)
-            except DigestMismatch as exc:
-                bad.append(source.remote_artifact_id)
-                reasons.append(exc.message)
             except PalletError as exc:
+                if isinstance(exc, DigestMismatch):
+                    bad.append(source.remote_artifact_id)
+                self._failures[config] = self._failures.get(config, 0) + 1
                 reasons.append(exc.message)
             except OSError as exc:  # the store's disk, not the remote
                 reasons.append(f"storing {file.url} failed: {exc.strerror or exc}")
             else:
+                self._failures[config] = 0
                 fetched.stored[item.sha256] = size
                 self.bytes_done += size
                 return

@@ -34,7 +34,6 @@ from pallet.transfer.writer import SMALL, ArchiveWriter
 
 CA = ContentArtifact
 REPORTED_MISSING = 20
-REMEMBERED_FAILURES = 1000  # why fetching failed, kept for the files a refusal lists
 # progress(stage, done, total), as a task reports it (it raises Canceled when asked to stop).
 Progress = Callable[[str, int, int | None], None]
 
@@ -95,7 +94,9 @@ def fetch_missing(runtime: Runtime, choose: Callable[[Session], list[Selection]]
                   progress: Progress = no_progress) -> None:
     """Before an export's snapshot: fetch from their remotes the files of the units
     `choose(session)` selects whose bytes are not stored (verified, stored and recorded);
-    if some cannot be fetched, fail up front, listing what is missing and why."""
+    if some cannot be fetched, fail up front, listing what is missing and why. The list
+    streams from one read transaction (a snapshot that locks nothing) while each batch is
+    fetched and recorded in transactions of its own, so memory stays bounded."""
     failed: dict[str, str] = {}
     with runtime.db.read() as session:
         query = missing_files(choose(session)).subquery()
@@ -107,10 +108,10 @@ def fetch_missing(runtime: Runtime, choose: Callable[[Session], list[Selection]]
         with fetch.Fetcher(runtime, total=count, total_bytes=int(size),
                            progress=progress) as fetcher:
             for batch in rows.partitions(fetch.BATCH):
-                result = fetcher.fetch([fetch.Wanted(sha, size) for sha, size in batch])
-                for sha256, reason in result.failed.items():
-                    if len(failed) < REMEMBERED_FAILURES:
-                        failed[sha256] = reason
+                result = fetcher.fetch([fetch.Wanted(*row) for row in batch])
+                failed.update(result.failed)
+                if failed:  # the export fails anyway: say so now, not after every batch
+                    break
     if failed:
         with runtime.db.read() as session:
             check_downloaded(session, choose(session), reasons=failed)
@@ -138,8 +139,8 @@ def check_downloaded(session: Session, selections: list[Selection], *,
     names = ", ".join(f"{m['repository']}:{m['relative_path']}" for m in missing[:5])
     if reasons:
         first = next(iter(reasons.values()))
-        message = (f"{total} file(s) to export could not be fetched from their remotes, e.g. "
-                   f"{names}; the first failure: {first}")
+        message = (f"{total} file(s) to export are not stored and could not be fetched from "
+                   f"their remotes, e.g. {names}; the first failure: {first}")
     else:
         message = (f"{total} file(s) to export were never downloaded (on-demand content), "
                    f"e.g. {names}: export them with fetching on, or sync them with the "
