@@ -259,9 +259,14 @@ def test_on_demand_content_fails_the_export_up_front(source, tmp_path):
         session.execute(ContentArtifact.__table__.update()
                         .where(ContentArtifact.content_id == ids[0]).values(artifact_id=None))
     repository(source, "web", ids)
-    with pytest.raises(PalletError, match="never downloaded") as refused:
-        run(tasks.export, source, exporter_id=exporter(source, tmp_path, ["web"]))
-    assert refused.value.details["missing"][0]["relative_path"] == "f/0.txt"
+    exporter_id = exporter(source, tmp_path, ["web"])
+    with pytest.raises(PalletError, match="could not be fetched") as refused:
+        run(tasks.export, source, exporter_id=exporter_id)
+    missing = refused.value.details["missing"]
+    assert [(m["relative_path"], m["reason"]) for m in missing] == \
+        [("f/0.txt", "no remote offers these bytes")]
+    with pytest.raises(PalletError, match="never downloaded"):
+        run(tasks.export, source, exporter_id=exporter_id, fetch=False)
     assert list((tmp_path / "exports").iterdir()) == []
 
 

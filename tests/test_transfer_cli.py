@@ -10,8 +10,10 @@ import shutil
 import subprocess
 import sys
 
+import httpx
 import pytest
 
+from tests.http_fixtures import file_server, write_repository  # noqa: F401
 from tests.servers import Servers
 from tests.test_cli import PASSWORD
 
@@ -92,3 +94,35 @@ def test_export_carry_check_import(servers, tmp_path):
         env=dict(os.environ, PALLET_USERNAME="admin", PALLET_PASSWORD=PASSWORD))
     assert piped.returncode == 0, piped.stderr
     assert digest(down, "web") == digest(up, "web")
+
+
+def test_the_readme_walk_exports_an_on_demand_mirror(servers, tmp_path, file_server):
+    """The README's walk, with its mirror synced on demand: the export fetches the files
+    nobody asked for yet, and the disconnected server serves them."""
+    up, down = servers["upstream"], servers["disconnected"]
+    files = {"tools/tool-2.1.tar.gz": os.urandom(300_000), "notes.txt": b"notes\n"}
+    write_repository(tmp_path / "files", files)
+    upstream = file_server(tmp_path / "files")
+    pallet(up, "remote", "create", "upstream", "--url", upstream.url, "--policy", "on_demand")
+    pallet(up, "repository", "create", "mirror", "--remote", "upstream", "--autopublish",
+           "--distribute", "mirror")
+    pallet(up, "repository", "sync", "mirror")
+    pallet(up, "signing-key", "create", "release")
+    pallet(up, "signing-key", "export", "release", "-o", str(tmp_path / "release.pem"))
+    pallet(up, "exporter", "create", "to-site", "--path", str(tmp_path / "exports"),
+           "--repository", "mirror", "--signing-key", "release", "--chunk-size", "4G")
+    refused = pallet(up, "exporter", "run", "to-site", "--no-fetch", check=False)
+    assert refused.returncode == 1 and "never downloaded" in refused.stderr
+    assert upstream.count("/notes.txt") == 0
+    pallet(up, "exporter", "run", "to-site")
+    assert all(upstream.count(f"/{path}") == 1 for path in files)
+
+    shutil.copytree(tmp_path / "exports", tmp_path / "carried")
+    toc = str(next((tmp_path / "carried").glob("to-site-*.toc.json")))
+    pallet(down, "importer", "create", "from-site", "--create-repositories", "--trust-key",
+           str(tmp_path / "release.pem"), "--require-signature")
+    pallet(down, "importer", "check", "from-site", toc)
+    pallet(down, "importer", "run", "from-site", toc)
+    assert digest(down, "mirror") == digest(up, "mirror")
+    served = httpx.get(f"{down}/pallet/content/mirror/tools/tool-2.1.tar.gz", timeout=30)
+    assert served.status_code == 200 and served.content == files["tools/tool-2.1.tar.gz"]

@@ -13,7 +13,7 @@ from pallet.cli.output import JsonFlag, emit_json, fail, record, say, show_page,
 from pallet.cli.publication import parse_options
 from pallet.cli.task import (Describe, NoWait, group_tasks, queued, report,
                              wait_for_group)
-from pallet.cli.version import show_repair
+from pallet.cli.version import ReportOnly, check_repaired, show_repair
 
 app = typer.Typer(help="Repositories: named, versioned sets of content.", no_args_is_help=True)
 
@@ -197,10 +197,12 @@ def modify(name: Name, add: ContentIds = None, remove: ContentIds = None,
 
 
 @app.command("repair")
-def repair(name: Name, no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
-    """Re-hash the artifacts of every version; report the missing and corrupt ones."""
+def repair(name: Name, report_only: ReportOnly = False, no_wait: NoWait = False,
+           as_json: JsonFlag = False) -> None:
+    """Re-hash the artifacts of every version and fetch the missing and corrupt ones again
+    from their remotes; exits 1 if some could not be restored."""
     api = connect()
-    group = api.post(path("repositories", name, "repair"))
+    group = api.post(path("repositories", name, "repair"), {"report_only": report_only})
     if no_wait:
         queued(group, "task group", as_json=as_json)
         return
@@ -214,6 +216,7 @@ def repair(name: Name, no_wait: NoWait = False, as_json: JsonFlag = False) -> No
     if unfinished:
         fail(f"{len(unfinished)} of the {len(tasks)} repair tasks did not complete: "
              + ", ".join(f"task {t['id']} {t['state']}" for t in unfinished))
+    check_repaired([t["result"] for t in tasks])
 
 
 def describe_sync(name: str) -> Describe:

@@ -182,6 +182,11 @@ def delete_exporter(name: Name, as_json: JsonFlag = False) -> None:
     deleted(f"exporter {name}", f"/api/v1/{href}", as_json=as_json)
 
 
+NoFetch = Annotated[bool, typer.Option(
+    "--no-fetch", help="Fail if a file of an on-demand unit is not stored, instead of "
+                       "fetching it from its remote first.")]
+
+
 @exporter_app.command("run")
 def run_exporter(name: Name,
                  incremental: Annotated[bool, typer.Option(
@@ -196,11 +201,14 @@ def run_exporter(name: Name,
                  single_file: Annotated[bool, typer.Option(
                      "--single-file", help="One file, whatever the exporter's chunk size.")
                  ] = False,
+                 no_fetch: NoFetch = False,
                  no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
-    """Export into the exporter's directory: chunk files and a table of contents."""
+    """Export into the exporter's directory: chunk files and a table of contents. Files of
+    on-demand units are fetched from their remotes first."""
     body = {"incremental": incremental, "versions": parse_pairs(version, "--version", True),
             "start_versions": parse_pairs(start_version, "--start-version", True),
-            "chunk_size": parse_size(chunk_size), "single_file": single_file}
+            "chunk_size": parse_size(chunk_size), "single_file": single_file,
+            "fetch": not no_fetch}
     api = connect()
 
     def describe(task: dict[str, Any]) -> None:
@@ -219,8 +227,8 @@ def stream_exporter(name: Name,
                     output: Annotated[str, typer.Option(
                         "--output", "-o", help="A file to write, or - for standard output.")],
                     incremental: Annotated[bool, typer.Option(
-                        "--incremental", help="Only the change since the last export.")] = False
-                    ) -> None:
+                        "--incremental", help="Only the change since the last export.")] = False,
+                    no_fetch: NoFetch = False) -> None:
     """Download an export as one stream (nothing is written on the server). Its table of
     contents is its last member; `pallet importer run --file` imports it."""
     api = connect()
@@ -232,7 +240,8 @@ def stream_exporter(name: Name,
         fail(f"cannot write {output}: {exc.strerror}")
     try:
         with api.stream("GET", path("exporters", name, "stream"),
-                        params={"incremental": str(incremental).lower()}) as response:
+                        params={"incremental": str(incremental).lower(),
+                                "fetch": str(not no_fetch).lower()}) as response:
             for block in response.iter_bytes(MiB):
                 out.write(block)
                 written += len(block)

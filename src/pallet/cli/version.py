@@ -9,7 +9,8 @@ import typer
 
 from pallet.cli.client import Limit, Offset, connect, path
 from pallet.cli.content import CONTENT_COLUMNS
-from pallet.cli.output import (JsonFlag, emit_json, say, show_page, show_record, table)
+from pallet.cli.output import (JsonFlag, emit_json, fail, say, show_page, show_record,
+                               table)
 from pallet.cli.task import NoWait, report
 
 app = typer.Typer(help="Repository versions: list, show, compare, delete and repair them.",
@@ -88,15 +89,21 @@ def delete(repository: Repository, number: Number, no_wait: NoWait = False,
            describe=lambda task: say(f"version {number} of {repository} deleted"))
 
 
+ReportOnly = Annotated[bool, typer.Option(
+    "--report-only", help="Only report missing and corrupt artifacts: fetch nothing, change "
+                          "nothing, and exit 0 whatever is found.")]
+
+
 def show_repair(reports: list[dict[str, Any]]) -> None:
-    """Repair reports as a table per version, then every missing or corrupt artifact."""
+    """Repair reports as a table per version, then every artifact restored or still broken."""
     table(sorted(reports, key=lambda r: r["version"]),
-          ["version", "checked", "missing", "corrupt", "not_downloaded"])
-    problems = [{"version": r["version"], "problem": problem, **artifact}
-                for r in reports for problem in ("missing", "corrupt")
-                for artifact in r[f"{problem}_artifacts"]]
-    if problems:
-        table(problems, ["version", "problem", "relative_path", "sha256"])
+          ["version", "checked", "missing", "corrupt", "not_downloaded", "restored", "broken"])
+    rows = [{"version": r["version"], "state": state, **artifact}
+            for r in reports for state in ("restored", "broken")
+            for artifact in r[f"{state}_artifacts"]]
+    if rows:
+        table(rows, ["version", "state", "problem", "relative_path", "sha256",
+                     ("reason", lambda row: row.get("reason") or "")])
     else:
         say("no missing or corrupt artifacts")
     duplicates = [{"version": r["version"], "key": _key_text(d["key"]),
@@ -112,10 +119,22 @@ def _key_text(key: dict[str, Any]) -> str:
     return ", ".join(f"{name}={value}" for name, value in key.items())
 
 
+def check_repaired(reports: list[dict[str, Any]]) -> None:
+    """Exit non-zero while anything stays broken (unless only reporting)."""
+    broken = sum(r["broken"] for r in reports if not r["report_only"])
+    if broken:
+        fail(f"{broken} artifact(s) could not be restored: no remote delivered them again")
+
+
 @app.command("repair")
-def repair(repository: Repository, number: Number, no_wait: NoWait = False,
-           as_json: JsonFlag = False) -> None:
-    """Re-hash every artifact of a version; report how many were checked, missing, corrupt."""
+def repair(repository: Repository, number: Number, report_only: ReportOnly = False,
+           no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
+    """Re-hash every artifact of a version and fetch the missing and corrupt ones again from
+    their remotes; exits 1 if some could not be restored."""
     api = connect()
-    report(api, api.post(_version(repository, number, "repair")), no_wait=no_wait,
-           as_json=as_json, describe=lambda task: show_repair([task["result"]]))
+    task = report(api, api.post(_version(repository, number, "repair"),
+                                {"report_only": report_only}),
+                  no_wait=no_wait, as_json=as_json,
+                  describe=lambda task: show_repair([task["result"]]))
+    if not no_wait:
+        check_repaired([task["result"]])

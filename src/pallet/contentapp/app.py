@@ -22,9 +22,9 @@ from pallet.contentapp.cache import DISTRIBUTIONS, MISS, PATHS, TARGETS, BytesCa
 from pallet.contentapp.cache import ServingCache
 from pallet.contentapp.lookup import DIRECTORY, Catalog, Dist, RemoteOnly, Source, StoredFile
 from pallet.contentapp.ondemand import RemoteFetcher, Unavailable
-from pallet.contentapp.responses import (MISSING, SMALL_FILE, FileEntry, PageEntry,
-                                         RedirectEntry, RemoteEntry, read_whole, send_body,
-                                         send_file, send_plain, stored_size)
+from pallet.contentapp.responses import (MISSING, SMALL_FILE, Damaged, FileEntry, PageEntry,
+                                         RedirectEntry, RemoteEntry, read_verified,
+                                         send_body, send_file, send_plain, stored_size)
 from pallet.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -279,14 +279,20 @@ class ContentApp:
                 data = self.small.get(entry.sha256)
                 if data is None:
                     data = await asyncio.get_running_loop().run_in_executor(
-                        self.io_pool, read_whole, entry.fs_path)
+                        self.io_pool, read_verified, entry.fs_path, entry.sha256, entry.size)
                     self.small.put(entry.sha256, data)
                 return await send_body(send, status, headers, data[first:first + length])
             await send_file(scope, receive, send, self.io_pool, entry, status, headers,
                             first, length)
         except FileNotFoundError:
             log.error("artifact %s is recorded but missing from the store", entry.sha256)
-            await send_plain(send, 500, "the file's bytes are missing from the artifact store")
+            await send_plain(send, 500, "the file's bytes are missing from the artifact "
+                             "store; `pallet repository repair` fetches them again")
+        except Damaged as exc:
+            # Never the wrong bytes under an ETag naming the right ones: an error instead.
+            log.error("artifact %s is damaged in the store: %s", entry.sha256, exc)
+            await send_plain(send, 500, f"the file's stored bytes are damaged ({exc}); "
+                             "`pallet repository repair` fetches them again")
 
     async def _send_remote(self, scope, receive, send, entry: RemoteEntry, head: bool) -> None:
         """A file not stored yet: from the store if its bytes arrived since, else fetched."""
@@ -294,7 +300,7 @@ class ContentApp:
         size = await asyncio.get_running_loop().run_in_executor(
             self.io_pool, stored_size, stored.fs_path)
         if size is not None:
-            if size != stored.size:
+            if entry.size is None:  # the database did not know it: the store's says
                 stored = stored.resized(size)
             return await self._send_stored(scope, receive, send, stored, head)
         headers = [h for h in stored.headers if h[0] != b"accept-ranges"]

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from pallet.artifacts.service import record_artifact
 from pallet.artifacts.storage import DigestMismatch
-from pallet.content.models import ContentArtifact
 from pallet.contentapp.lookup import timestamp
 from pallet.plugin import RemoteFile
 from pallet.remotes.downloader import Downloader, RemoteConfig
+from pallet.remotes.fetch import mark_failed, record_fetched
 from pallet.remotes.models import STREAMED, Remote, RemoteArtifact
 from pallet.runtime import Runtime
 
@@ -58,20 +57,6 @@ def remote_sources(session, content_artifact_id: int) -> list[RemoteSource]:
     return [RemoteSource(ra.id, ra.url, ra.sha256, ra.size,
                          None if ra.failed_at is None else timestamp(ra.failed_at), remote)
             for ra, remote in rows]
-
-
-def record_fetched(session, sha256: str, size: int) -> None:
-    """Bytes fetched on demand are in the store (verified): record the artifact and link
-    every file that expects these bytes and had none."""
-    artifact = record_artifact(session, sha256=sha256, size=size)
-    ca = ContentArtifact
-    session.execute(update(ca).where(ca.sha256 == sha256, ca.artifact_id.is_(None))
-                    .values(artifact_id=artifact.id))
-
-
-def mark_failed(session, remote_artifact_id: int) -> None:
-    session.execute(update(RemoteArtifact).where(RemoteArtifact.id == remote_artifact_id)
-                    .values(failed_at=datetime.now(timezone.utc)))
 
 
 def cooling_until(source: RemoteSource, cooldown: float) -> float | None:

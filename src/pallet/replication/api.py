@@ -39,10 +39,12 @@ def catalogue(body: CatalogueRequest, runtime: RuntimeDep, _: Exporting):
                               "description": "The change as one archive stream."}})
 def change_stream(body: ChangeRequest, runtime: RuntimeDep, _: Exporting):
     """The change of each repository since the version (number and digest) the asking
-    copy holds, or the whole repository, in the export format, written as it is read."""
+    copy holds, or the whole repository, in the export format, written as it is read. With
+    `fetch`, the files of on-demand units are fetched from their remotes first."""
     wanted = [w.model_dump() for w in body.repositories]
     return stream_archive(runtime, lambda session: offer.prepare_change(session, wanted),
-                          filename="replication.tar")
+                          fetch=(lambda session: offer.change_selections(session, wanted))
+                          if body.fetch else None, filename="replication.tar")
 
 
 # -- upstreams (this server replicates from them) -------------------------------------------

@@ -82,9 +82,10 @@ def start_version(session: Session, repository: Repository, number: int | None,
         .order_by(RepositoryVersion.number.desc()).limit(1))
 
 
-def prepare_change(session: Session, wanted: list[dict[str, Any]]) -> PreparedExport:
-    """The stream of `wanted` ([{name, base_version, base_digest}]), counted before its
-    first byte; NotFound for a repository this server does not have."""
+def change_selections(session: Session, wanted: list[dict[str, Any]]
+                      ) -> list[exporting.Selection]:
+    """What the stream of `wanted` ([{name, base_version, base_digest}]) holds; NotFound
+    for a repository this server does not have."""
     if not wanted:
         raise Invalid("name at least one repository to replicate")
     names = [w["name"] for w in wanted]
@@ -100,5 +101,11 @@ def prepare_change(session: Session, wanted: list[dict[str, Any]]) -> PreparedEx
                              entry.get("base_digest"))
         chosen.append(exporting.Selection(repository, latest_version(session, repository),
                                           base))
+    return chosen
+
+
+def prepare_change(session: Session, wanted: list[dict[str, Any]]) -> PreparedExport:
+    """The stream of `wanted`, counted before its first byte."""
+    chosen = change_selections(session, wanted)
     exporting.check_downloaded(session, chosen)
     return PreparedExport(chosen, None, exporting.header(session, chosen, exporter=EXPORTER))

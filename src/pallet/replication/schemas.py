@@ -172,3 +172,5 @@ class Wanted(Body):
 
 class ChangeRequest(Body):
     repositories: list[Wanted] = Field(min_length=1, max_length=1000)
+    fetch: bool = Field(True, description="Fetch the files of on-demand units from their "
+                                          "remotes first (else such files fail the stream).")

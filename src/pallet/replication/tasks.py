@@ -234,7 +234,8 @@ def push(runtime: Runtime, task, *, downstream_id: int) -> None:
             answer = None
             if wanted:
                 blocks = archive_blocks(runtime, lambda session: offer.prepare_change(
-                    session, wanted), name=f"push-{downstream.name}")
+                    session, wanted), name=f"push-{downstream.name}", progress=task.progress,
+                    fetch=lambda session: offer.change_selections(session, wanted))
                 with closing(blocks):  # if the request never reads it, the export stops
                     answer = client.push(f"/importers/{downstream.importer}/import-stream",
                                          blocks)

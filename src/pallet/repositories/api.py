@@ -15,7 +15,8 @@ from pallet.remotes.models import Remote
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.repositories import service, tasks, versions
 from pallet.repositories.models import RepositoryVersion
-from pallet.repositories.schemas import (DiffRead, ModifyRequest, RepositoryCreate,
+from pallet.repositories.schemas import (DiffRead, ModifyRequest, RepairRequest,
+                                         RepositoryCreate,
                                          RepositoryRead, RepositoryUpdate, VersionRead,
                                          repository_read, version_read)
 from pallet.tasks.schemas import TaskGroupRead, TaskRead, group_read
@@ -115,17 +116,23 @@ def delete_version(name: str, number: int, runtime: RuntimeDep, principal: Write
 
 @router.post("/{name}/versions/{number}/repair", status_code=202, response_model=TaskRead,
              responses=ACCEPTED)
-def repair_version(name: str, number: int, runtime: RuntimeDep, principal: Writer):
+def repair_version(name: str, number: int, runtime: RuntimeDep, principal: Writer,
+                   body: RepairRequest | None = None):
+    """Re-hash a version's artifacts, fetch the missing and corrupt ones again from their
+    remotes (unless `report_only`), and report what was restored and what stays broken."""
     with runtime.db.read() as session:
         repository = service.get_repository(session, name)
         versions.get_version(session, repository, number)
     return dispatch(runtime, principal, tasks.repair, shared=[service.lock_name(repository)],
-                    repository_id=repository.id, number=number)
+                    repository_id=repository.id, number=number,
+                    report_only=(body or RepairRequest()).report_only)
 
 
 @router.post("/{name}/repair", status_code=202, response_model=TaskGroupRead)
-def repair_repository(name: str, runtime: RuntimeDep, principal: Writer) -> JSONResponse:
+def repair_repository(name: str, runtime: RuntimeDep, principal: Writer,
+                      body: RepairRequest | None = None) -> JSONResponse:
     """Repair every version, one task each, gathered in a task group."""
+    report_only = (body or RepairRequest()).report_only
     with runtime.db.write() as session:
         repository = service.get_repository(session, name)
         numbers = list(session.scalars(select(RepositoryVersion.number)
@@ -135,7 +142,7 @@ def repair_repository(name: str, runtime: RuntimeDep, principal: Writer) -> JSON
         for number in numbers:
             enqueue(session, tasks.repair, shared=[service.lock_name(repository)],
                     group_id=group.id, created_by=principal.username,
-                    repository_id=repository.id, number=number)
+                    repository_id=repository.id, number=number, report_only=report_only)
         body = group_read(session, group)
     runtime.wakeup.set()
     return JSONResponse(status_code=202, content=body.model_dump(mode="json"),

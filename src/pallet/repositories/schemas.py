@@ -94,6 +94,11 @@ class ModifyRequest(Body):
     base_version: Id | None = Field(None, description="Version to start from; default newest.")
 
 
+class RepairRequest(Body):
+    report_only: bool = Field(False, description="Only report missing and corrupt artifacts; "
+                                                 "fetch nothing, change nothing.")
+
+
 class DiffCounts(Schema):
     added: int
     removed: int

@@ -6,7 +6,7 @@ from pallet.errors import NotFound
 from pallet.publications.service import autopublish
 from pallet.repositories import service, versions
 from pallet.repositories.models import Repository
-from pallet.repositories.repair import check_artifacts
+from pallet.repositories import repair as repairing
 from pallet.runtime import Runtime
 from pallet.tasks.registry import task_function
 
@@ -64,12 +64,11 @@ def delete_version(runtime: Runtime, task, *, repository_id: int, number: int) -
 
 
 @task_function("repository.repair")
-def repair(runtime: Runtime, task, *, repository_id: int, number: int) -> None:
-    """Re-hash every artifact of a version; report the missing and the corrupt ones, and
-    the repository keys it holds twice."""
+def repair(runtime: Runtime, task, *, repository_id: int, number: int,
+           report_only: bool = False) -> None:
+    """Re-hash every artifact of a version; fetch the missing and corrupt ones again from
+    their remotes (unless `report_only`); report what was restored and what stays broken."""
     with runtime.db.read() as session:
-        repository = _repository(session, repository_id)
-        report = check_artifacts(session, runtime.storage, repository, number, task.progress)
-        report["duplicate_keys"] = versions.duplicate_keys(session, runtime.plugins,
-                                                           repository, number)
-        task.result = report
+        _repository(session, repository_id)
+    task.result = repairing.repair(runtime, repository_id, number, task.progress,
+                                   report_only=report_only)

@@ -119,11 +119,17 @@ def run_export(name: str, body: ExportRequest, runtime: RuntimeDep, principal: E
             responses={200: {"content": {"application/x-tar": {}},
                              "description": "The archive as one stream, its table of "
                                             "contents last."}})
-def stream_export(name: str, runtime: RuntimeDep, _: Exporting, incremental: bool = False):
+def stream_export(name: str, runtime: RuntimeDep, _: Exporting, incremental: bool = False,
+                  fetch: bool = True):
     """Export as a single stream, straight to the client (nothing is written on the server);
-    recorded like any export once the last byte is out."""
+    recorded like any export once the last byte is out. With `fetch`, the files of on-demand
+    units are fetched from their remotes before the first byte."""
     with runtime.db.read() as session:
         exporter_id = service.get_exporter(session, name).id
+
+    def choose(session):
+        return tasks.selections(session, session.get(Exporter, exporter_id),
+                                incremental=incremental, versions={}, start_versions={})
 
     def prepare(session):
         return tasks.prepare_export(session, session.get(Exporter, exporter_id),
@@ -133,7 +139,8 @@ def stream_export(name: str, runtime: RuntimeDep, _: Exporting, incremental: boo
         tasks.record_export(session, exporter_id, prepared.chosen, prepared.document,
                             chunks, prepared.key, seconds)
 
-    return stream_archive(runtime, prepare, record=record, filename=f"{name}.tar")
+    return stream_archive(runtime, prepare, record=record, fetch=choose if fetch else None,
+                          filename=f"{name}.tar")
 
 
 @router.post("/publications/{publication_id}/tree", status_code=202, response_model=TaskRead,

@@ -24,8 +24,10 @@ from pallet.db.base import utcnow
 from pallet.distributions.models import Distribution
 from pallet.errors import Invalid
 from pallet.publications.models import Publication
+from pallet.remotes import fetch
 from pallet.repositories.models import Repository, RepositoryVersion
 from pallet.repositories.versions import content_ids_query, diff_queries
+from pallet.runtime import Runtime
 from pallet.transfer import layout, signing
 from pallet.transfer.chunks import Chunk, Sink
 from pallet.transfer.writer import SMALL, ArchiveWriter
@@ -34,6 +36,10 @@ CA = ContentArtifact
 REPORTED_MISSING = 20
 # progress(stage, done, total), as a task reports it (it raises Canceled when asked to stop).
 Progress = Callable[[str, int, int | None], None]
+
+
+def no_progress(stage: str, done: int, total: int | None) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -74,9 +80,48 @@ def artifacts_query(selections: list[Selection]):
             .order_by(Artifact.sha256))
 
 
-def check_downloaded(session: Session, selections: list[Selection]) -> None:
-    """Refuse up front if a unit to export has a file whose bytes were never downloaded
-    (on-demand): the export would be incomplete. Lists what is missing."""
+def missing_files(selections: list[Selection]):
+    """SELECT (sha256, size) of the files of the units to export whose bytes are not
+    stored (on-demand), once each, by sha256."""
+    files = union(*(select(CA.sha256, CA.size).where(CA.content_id.in_(s.added()),
+                                                     CA.artifact_id.is_(None))
+                    for s in selections)).subquery()
+    return (select(files.c.sha256, func.max(files.c.size)).group_by(files.c.sha256)
+            .order_by(files.c.sha256))
+
+
+def fetch_missing(runtime: Runtime, choose: Callable[[Session], list[Selection]],
+                  progress: Progress = no_progress) -> None:
+    """Before an export's snapshot: fetch from their remotes the files of the units
+    `choose(session)` selects whose bytes are not stored (verified, stored and recorded);
+    if some cannot be fetched, fail up front, listing what is missing and why. The list
+    streams from one read transaction (a snapshot that locks nothing) while each batch is
+    fetched and recorded in transactions of its own, so memory stays bounded."""
+    failed: dict[str, str] = {}
+    with runtime.db.read() as session:
+        query = missing_files(choose(session)).subquery()
+        count, size = session.execute(select(func.count(), func.coalesce(
+            func.sum(query.c[1]), 0))).one()
+        if not count:
+            return
+        rows = session.execute(select(query).execution_options(yield_per=fetch.BATCH))
+        with fetch.Fetcher(runtime, total=count, total_bytes=int(size),
+                           progress=progress) as fetcher:
+            for batch in rows.partitions(fetch.BATCH):
+                result = fetcher.fetch([fetch.Wanted(*row) for row in batch])
+                failed.update(result.failed)
+                if failed:  # the export fails anyway: say so now, not after every batch
+                    break
+    if failed:
+        with runtime.db.read() as session:
+            check_downloaded(session, choose(session), reasons=failed)
+
+
+def check_downloaded(session: Session, selections: list[Selection], *,
+                     reasons: dict[str, str] | None = None) -> None:
+    """Refuse up front if a unit to export has a file whose bytes are not stored (on-demand):
+    the export would be incomplete. Lists what is missing, with `reasons` (sha256 -> why
+    fetching it failed) where known."""
     missing: list[dict[str, str]] = []
     total = 0
     for selection in selections:
@@ -87,11 +132,20 @@ def check_downloaded(session: Session, selections: list[Selection]) -> None:
                                             .limit(REPORTED_MISSING - len(missing))):
             missing.append({"repository": selection.repository.name, "relative_path": path,
                             "sha256": sha256})
-    if total:
-        names = ", ".join(f"{m['repository']}:{m['relative_path']}" for m in missing[:5])
-        raise Invalid(f"{total} file(s) to export were never downloaded (on-demand content), "
-                      f"e.g. {names}: sync them with the immediate policy first",
-                      code="not_downloaded", details={"missing": missing, "count": total})
+            if reasons and sha256 in reasons:
+                missing[-1]["reason"] = reasons[sha256]
+    if not total:
+        return
+    names = ", ".join(f"{m['repository']}:{m['relative_path']}" for m in missing[:5])
+    if reasons:
+        first = next(iter(reasons.values()))
+        message = (f"{total} file(s) to export are not stored and could not be fetched from "
+                   f"their remotes, e.g. {names}; the first failure: {first}")
+    else:
+        message = (f"{total} file(s) to export were never downloaded (on-demand content), "
+                   f"e.g. {names}: export them with fetching on, or sync them with the "
+                   "immediate policy first")
+    raise Invalid(message, code="not_downloaded", details={"missing": missing, "count": total})
 
 
 def _count(session: Session, query) -> int:

@@ -74,6 +74,8 @@ class ExportRequest(Body):
                                                       "versions (an explicit incremental).")
     chunk_size: int | None = Field(None, description="Override the exporter's chunk size.")
     single_file: bool = Field(False, description="One file, whatever the chunk size.")
+    fetch: bool = Field(True, description="Fetch the files of on-demand units from their "
+                                          "remotes first (else such files fail the export).")
 
 
 class ExportRead(Schema):

@@ -25,6 +25,7 @@ STALLED_SECONDS = 300  # a streamed export whose client reads nothing for this l
 
 Prepare = Callable[[Session], PreparedExport]
 Record = Callable[[Session, PreparedExport, list[Chunk], float], None]
+Choose = Callable[[Session], list[exporting.Selection]]
 
 
 class ArchiveBlocks:
@@ -42,12 +43,16 @@ class ArchiveBlocks:
 
 
 def archive_blocks(runtime: Runtime, prepare: Prepare, *, record: Record | None = None,
+                   fetch: Choose | None = None, progress: exporting.Progress | None = None,
                    name: str = "stream") -> ArchiveBlocks:
     """The archive `prepare(session)` describes, as blocks of bytes, written on a thread of
-    its own; `record` it once the last byte is out. An error before the first byte (a bad
-    request) is raised here; a later one breaks the iteration."""
+    its own; `record` it once the last byte is out. With `fetch`, the files of the units
+    `fetch(session)` selects whose bytes are not stored are fetched from their remotes
+    first. An error before the first byte (a bad request, a file no remote delivers) is
+    raised here; a later one breaks the iteration."""
     pipe = Pipe()
-    thread = threading.Thread(target=_produce, args=(runtime, prepare, record, pipe),
+    thread = threading.Thread(target=_produce, args=(runtime, prepare, record, fetch,
+                                                     progress, pipe),
                               name=f"export-{name}", daemon=True)
     thread.start()
     first = pipe.get()
@@ -57,9 +62,10 @@ def archive_blocks(runtime: Runtime, prepare: Prepare, *, record: Record | None 
 
 
 def stream_archive(runtime: Runtime, prepare: Prepare, *, record: Record | None = None,
-                   filename: str = "export.tar") -> StreamingResponse:
+                   fetch: Choose | None = None, filename: str = "export.tar"
+                   ) -> StreamingResponse:
     """Answer with the archive as the response body."""
-    blocks = archive_blocks(runtime, prepare, record=record, name=filename)
+    blocks = archive_blocks(runtime, prepare, record=record, fetch=fetch, name=filename)
     return StreamingResponse(blocks, media_type="application/x-tar",
                              headers={"Content-Disposition":
                                       f'attachment; filename="{filename}"'})
@@ -115,9 +121,12 @@ class Pipe:
             self.closed.set()
 
 
-def _produce(runtime: Runtime, prepare: Prepare, record: Record | None, pipe: Pipe) -> None:
+def _produce(runtime: Runtime, prepare: Prepare, record: Record | None,
+             fetch: Choose | None, progress: exporting.Progress | None, pipe: Pipe) -> None:
     started = time.monotonic()
     try:
+        if fetch is not None:  # before the snapshot, so that it sees what was fetched
+            exporting.fetch_missing(runtime, fetch, progress or exporting.no_progress)
         with runtime.db.snapshot() as session:
             prepared = prepare(session)
             pipe.put(b"")  # ready: the response may start

@@ -101,15 +101,25 @@ def prepare_export(session, exporter: Exporter, *, incremental: bool,
                                                         exporter=exporter.name))
 
 
+def _exporter(session, exporter_id: int) -> Exporter:
+    exporter = session.get(Exporter, exporter_id)
+    if exporter is None:
+        raise NotFound("the exporter was deleted before the task ran")
+    return exporter
+
+
 @task_function("transfer.export")
 def export(runtime: Runtime, task, *, exporter_id: int, incremental: bool = False,
            versions: dict[str, int] | None = None, start_versions: dict[str, int] | None = None,
-           chunk_size: int | None = None, single_file: bool = False) -> None:
+           chunk_size: int | None = None, single_file: bool = False,
+           fetch: bool = True) -> None:
     started = time.monotonic()
+    if fetch:
+        exporting.fetch_missing(runtime, lambda session: selections(
+            session, _exporter(session, exporter_id), incremental=incremental,
+            versions=versions or {}, start_versions=start_versions or {}), task.progress)
     with runtime.db.snapshot() as session:
-        exporter = session.get(Exporter, exporter_id)
-        if exporter is None:
-            raise NotFound("the exporter was deleted before the task ran")
+        exporter = _exporter(session, exporter_id)
         prepared = prepare_export(session, exporter, incremental=incremental,
                                   versions=versions or {}, start_versions=start_versions or {})
         chosen, key, document = prepared.chosen, prepared.key, prepared.document
