@@ -1,14 +1,18 @@
 """The `file` content type: a file at a relative path, identified by path and sha256.
 
-Remotes and publications speak Pulp's file format: a `PULP_MANIFEST` of CSV lines
+Remotes and publications speak Pulp's file format: a `PULP_MANIFEST` of lines
 `relative_path,sha256,size`, with the files at those paths beside it. So Pallet can mirror a
 Pulp file distribution, and Pulp (or another Pallet) can mirror Pallet's.
+
+The format is Pulp's exactly, which is not CSV: pulp_file splits a line at its last two
+commas and strips each field, skips blank lines and lines starting with `#`, and writes the
+fields raw. So a path may hold commas and quotes, but a path with leading or trailing
+whitespace or a first character `#` could not travel: a file unit refuses it.
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
 import re
 from typing import BinaryIO, Iterable, Iterator
 from urllib.parse import quote, urljoin
@@ -32,7 +36,11 @@ class FileUnit(UnitModel):
     @field_validator("relative_path")
     @classmethod
     def _safe_path(cls, value: str) -> str:
-        return validate_relative_path(value)
+        value = validate_relative_path(value)
+        if problem := _unfit_for_manifest(value):
+            raise Invalid(f"relative_path {value[:100]!r} is not allowed: {problem}",
+                          details={"field": "relative_path"})
+        return value
 
     @field_validator("sha256")
     @classmethod
@@ -52,6 +60,15 @@ class FilePublishOptions(PublishOptions):
         return validate_relative_path(value, what="manifest")
 
 
+def _unfit_for_manifest(path: str) -> str | None:
+    """Why `path` would not come back whole from a PULP_MANIFEST line, or None."""
+    if path != path.strip():  # str.strip, as Pulp's: Unicode whitespace too
+        return f"it has leading or trailing whitespace, which {MANIFEST} lines lose"
+    if path.startswith("#"):
+        return f"it starts with '#', which makes a {MANIFEST} line a comment"
+    return None  # newlines and other control characters: validate_relative_path refuses
+
+
 def _artifacts(unit: FileUnit) -> dict[str, str]:
     return {unit.relative_path: unit.sha256}
 
@@ -65,10 +82,10 @@ def read_manifest(index: BinaryIO, base_url: str) -> Iterator[RemoteUnit]:
         for number, line in enumerate(lines, start=1):
             if len(line) > MAX_LINE:
                 raise _bad(number, f"the line is longer than {MAX_LINE} characters")
-            text = line.rstrip("\r\n")
-            if not text.strip():
+            text = line.strip()
+            if not text or text.startswith("#"):
                 continue
-            fields = next(csv.reader([text]))
+            fields = [field.strip() for field in text.rsplit(",", 2)]
             if len(fields) != 3:
                 raise _bad(number, "expected 'relative_path,sha256,size'")
             path, sha256, size_text = fields
@@ -103,22 +120,17 @@ def _first_error(exc: Exception) -> str:
 
 def publish_manifest(units: Iterable[PublishedUnit], options: FilePublishOptions,
                      output: MetadataOutput) -> None:
+    """Lines as Pulp writes them: the fields raw, never quoted."""
     with output.open(options.manifest) as manifest:
         for unit in units:
             for file in unit.files:
-                line = _csv_line(file.relative_path, file.sha256, file.size or 0)
-                manifest.write(line.encode())
-
-
-def _csv_line(*values) -> str:
-    text = ",".join(_csv_field(str(v)) for v in values)
-    return text + "\n"
-
-
-def _csv_field(value: str) -> str:
-    if any(c in value for c in ',"\n\r'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
+                # A unit recorded before paths were checked for this could not travel.
+                if problem := _unfit_for_manifest(file.relative_path):
+                    raise Invalid(f"{file.relative_path[:100]!r} cannot be published in a "
+                                  f"{MANIFEST}: {problem}",
+                                  details={"relative_path": file.relative_path})
+                manifest.write(f"{file.relative_path},{file.sha256},{file.size or 0}\n"
+                               .encode())
 
 
 plugin = Plugin(
