@@ -70,6 +70,25 @@ def test_lines_as_pulp_writes_them_are_read_as_pulp_reads_them():
     assert found["spaced.bin"][:2] == (sha256(b"x"), 1)
 
 
+def test_lines_end_where_pulp_ends_them():
+    """Pulp reads its manifest in Python's text mode: only \n, \r\n and \r end a line, not
+    the other separators str.splitlines knows (U+2028, U+0085 and such)."""
+    odd = {"sep/a\u2028b.txt": b"ls", "sep/c\u2029d.txt": b"ps"}
+    text = "".join(pulp_line(p, d).replace("\n", "\r\n") for p, d in odd.items())
+    assert set(read(text)) == set(odd)
+    assert set(read(published(odd))) == set(odd)
+
+
+def test_a_huge_line_or_bytes_that_are_not_utf8_name_their_line():
+    first = pulp_line("a", b"a").encode()
+    for tail, words in ((b"x" * 20000 + b",a,1\n", "longer than 8192"),
+                        (b"caf\xe9,a,1\n" + first, "not UTF-8")):
+        index = io.BytesIO(first + tail)
+        with pytest.raises(Invalid, match=words) as caught:
+            list(read_manifest(index, "http://127.0.0.1:1/"))
+        assert caught.value.details == {"line": 2} and not index.closed
+
+
 def test_a_line_without_two_commas_names_its_line():
     with pytest.raises(Invalid, match="line 2") as caught:
         read(pulp_line("a", b"a") + "no-commas-here\n")

@@ -12,7 +12,6 @@ whitespace or a first character `#` could not travel: a file unit refuses it.
 
 from __future__ import annotations
 
-import codecs
 import re
 from typing import BinaryIO, Iterable, Iterator
 from urllib.parse import quote, urljoin
@@ -76,34 +75,40 @@ def _artifacts(unit: FileUnit) -> dict[str, str]:
 def read_manifest(index: BinaryIO, base_url: str) -> Iterator[RemoteUnit]:
     """Units from a PULP_MANIFEST. Every line is checked; the first bad one stops the sync."""
     seen: set[str] = set()
-    lines = codecs.getreader("utf-8")(index, errors="strict")
-    number = 0
+    # Bytes up to each \n, decoded one line at a time: line numbers stay exact, a huge line
+    # is refused without being held, and only \n (or \r\n) ends a line, as in Pulp's text
+    # mode; str.splitlines would also end one at U+2028 and such, which a path may hold.
+    lines = iter(lambda: index.readline(MAX_LINE + 1), b"")
+    for number, raw in enumerate(lines, start=1):
+        if len(raw) > MAX_LINE:
+            raise _bad(number, f"the line is longer than {MAX_LINE} bytes")
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise _bad(number, "the line is not UTF-8 text") from None
+        if not text or text.startswith("#"):
+            continue
+        yield _remote_unit(number, text, base_url, seen)
+
+
+def _remote_unit(number: int, text: str, base_url: str, seen: set[str]) -> RemoteUnit:
+    """The unit of one manifest line, split as Pulp splits it: at its last two commas."""
+    fields = [field.strip() for field in text.rsplit(",", 2)]
+    if len(fields) != 3:
+        raise _bad(number, "expected 'relative_path,sha256,size'")
+    path, sha256, size_text = fields
     try:
-        for number, line in enumerate(lines, start=1):
-            if len(line) > MAX_LINE:
-                raise _bad(number, f"the line is longer than {MAX_LINE} characters")
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            fields = [field.strip() for field in text.rsplit(",", 2)]
-            if len(fields) != 3:
-                raise _bad(number, "expected 'relative_path,sha256,size'")
-            path, sha256, size_text = fields
-            try:
-                unit = FileUnit(relative_path=path, sha256=sha256)
-            except Exception as exc:  # pydantic's ValidationError or Invalid from the path
-                raise _bad(number, _first_error(exc)) from None
-            if not (size_text.isascii() and size_text.isdigit()) or int(size_text) > MAX_SIZE:
-                raise _bad(number, f"size {size_text[:30]!r} is not a number of bytes")
-            if unit.relative_path in seen:
-                raise _bad(number, f"the path {unit.relative_path!r} is listed twice")
-            seen.add(unit.relative_path)
-            url = urljoin(base_url, quote(unit.relative_path))
-            yield RemoteUnit(type="file", fields=unit.model_dump(),
-                             files={unit.relative_path: RemoteFile(url, unit.sha256,
-                                                                   int(size_text))})
-    except UnicodeDecodeError:
-        raise _bad(number + 1, "the manifest is not UTF-8 text") from None
+        unit = FileUnit(relative_path=path, sha256=sha256)
+    except Exception as exc:  # pydantic's ValidationError or Invalid from the path
+        raise _bad(number, _first_error(exc)) from None
+    if not (size_text.isascii() and size_text.isdigit()) or int(size_text) > MAX_SIZE:
+        raise _bad(number, f"size {size_text[:30]!r} is not a number of bytes")
+    if unit.relative_path in seen:
+        raise _bad(number, f"the path {unit.relative_path!r} is listed twice")
+    seen.add(unit.relative_path)
+    url = urljoin(base_url, quote(unit.relative_path))
+    return RemoteUnit(type="file", fields=unit.model_dump(),
+                      files={unit.relative_path: RemoteFile(url, unit.sha256, int(size_text))})
 
 
 def _bad(number: int, reason: str) -> Invalid:
