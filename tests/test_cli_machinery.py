@@ -13,9 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import PASSWORD, server, server_database  # noqa: F401
+from tests.servers import Servers
+from tests.test_cli import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One `pallet serve` for the tests that need a server; its URL."""
+    running = Servers(tmp_path_factory.mktemp("machinery"))
+    try:
+        yield running.start("cli").url
+    finally:
+        running.close()
 
 
 def run(*args: str, input: str = "", env: dict[str, str] | None = None
