@@ -36,3 +36,32 @@ def test_bad_values_are_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("PALLET_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(ValueError, match="not a readable file"):
         Settings()
+
+
+def test_allowed_directories_take_a_json_list_or_one_plain_path(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.setenv("PALLET_ALLOWED_EXPORT_DIRS", "/srv/x")
+    monkeypatch.setenv("PALLET_ALLOWED_IMPORT_DIRS", '["/media/a", "/media/b"]')
+    settings = Settings(data_dir=tmp_path)
+    assert settings.allowed_export_dirs == [Path("/srv/x")]
+    assert settings.allowed_import_dirs == [Path("/media/a"), Path("/media/b")]
+    monkeypatch.setenv("PALLET_ALLOWED_EXPORT_DIRS", "")
+    assert Settings(data_dir=tmp_path).allowed_export_dirs == []
+    for broken in ('["/srv/x"', '{"a": 1}', '[1, 2]'):
+        monkeypatch.setenv("PALLET_ALLOWED_EXPORT_DIRS", broken)
+        with pytest.raises(ValidationError, match="JSON list"):
+            Settings(data_dir=tmp_path)
+
+
+def test_a_bad_allowed_directory_setting_is_one_line_naming_the_format(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PALLET_DATA_DIR": str(tmp_path), "PALLET_ALLOWED_EXPORT_DIRS":
+           '["/srv/x"'}
+    result = subprocess.run([sys.executable, "-m", "pallet.cli.main", "db", "current"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "allowed_export_dirs" in result.stderr and "JSON list" in result.stderr

@@ -7,12 +7,18 @@ docs/admin.md; a test keeps the two in step.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings import TomlConfigSettingsSource
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
+from pydantic_settings import SettingsConfigDict, TomlConfigSettingsSource
+
+# A list of directories: decoded by `_directories`, not by pydantic-settings, whose error
+# for `PALLET_ALLOWED_EXPORT_DIRS=/srv/x` said only "error parsing value".
+Directories = Annotated[list[Path], NoDecode]
 
 
 def _default_data_dir() -> Path:
@@ -37,8 +43,8 @@ class Settings(BaseSettings):
     max_upload_chunk_size: int = Field(64 * 2**20, gt=0, description="Largest single upload chunk, in bytes.")
     max_request_size: int = Field(128 * 2**20, gt=0, description="Largest API request body other than an upload chunk, in bytes.")
     auth_cache_seconds: float = Field(300.0, ge=0, description="How long a verified password is remembered, so basic auth does not re-hash on every request.")
-    allowed_import_dirs: list[Path] = Field(default_factory=list, description="Directories that `file://` remotes and imports may read from, as a JSON list; links are resolved before the check.")
-    allowed_export_dirs: list[Path] = Field(default_factory=list, description="Directories that exporters may write to, as a JSON list; links are resolved before the check.")
+    allowed_import_dirs: Directories = Field(default_factory=list, description="Directories that `file://` remotes and imports may read from, as a JSON list (or one plain path); links are resolved before the check.")
+    allowed_export_dirs: Directories = Field(default_factory=list, description="Directories that exporters may write to, as a JSON list (or one plain path); links are resolved before the check.")
     import_reserve_bytes: int = Field(256 * 2**20, ge=0, description="Free space an import leaves on the artifact store's file system: it stops with a clear error, changing nothing, rather than fill the disk.")
     content_cache_seconds: float = Field(2.0, ge=0, description="How long a content-app process trusts its cached look-ups before one query checks whether anything it serves changed (changes made in the same process show at once).")
     publication_grace_seconds: float = Field(300.0, ge=0, description="How long a superseded publication of a repository keeps serving paths the newest one lacks, so downloads in flight finish.")
@@ -58,6 +64,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"PALLET_CONFIG names {config}, which is not a readable file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)
+
+    @field_validator("allowed_import_dirs", "allowed_export_dirs", mode="before")
+    @classmethod
+    def _directories(cls, value: Any) -> Any:
+        """From the environment: a JSON list of paths, or one plain path."""
+        if not isinstance(value, str):
+            return value  # a TOML list, or keyword arguments
+        text = value.strip()
+        if not text:
+            return []
+        if not text.startswith(("[", "{", '"')):
+            return [text]
+        try:
+            paths = json.loads(text)
+        except ValueError:
+            paths = None
+        if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)):
+            raise ValueError(f"expected a JSON list of paths such as '[\"/srv/export\"]', "
+                             f"or one plain path; got {text[:100]!r}")
+        return paths
 
     @model_validator(mode="after")
     def _fill_database_url(self) -> "Settings":

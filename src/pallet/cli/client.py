@@ -6,7 +6,8 @@ options (`pallet --url ... --username ... repository list`), the environment (`P
 default `~/.config/pallet/cli.toml`, keys `url`, `username`, `password`, `token`).
 
 Every failure, from the server, the network or the settings, becomes a `ClientError`; the
-root command group turns it into one line on stderr and exit code 1.
+root command group turns it into one line on stderr and exit code 1. A usage error (an
+unknown option, a missing argument, a bad value) is one line too, with exit code 2.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
+try:  # Typer 0.2x carries its own copy of Click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # older Typer runs on Click itself
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
 import pallet
-from pallet.cli.output import fail
+from pallet.cli.output import error_line, fail
 
 DEFAULT_URL = "http://127.0.0.1:24817"
+USAGE_ERROR = 2  # exit code of a command line that cannot be parsed, as docs/users.md says
 KEYS = ("url", "username", "password", "token")
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 ALL_PAGES_LIMIT = 1000  # the API's largest page
@@ -212,7 +219,29 @@ def _present(params: dict[str, Any]) -> dict[str, Any]:
 
 class ClientGroup(TyperGroup):
     """The root command group: it makes the running command's context known to `connect`,
-    and a failed request ends any command with one clear line."""
+    and a failed request or a usage error ends any command with one clear line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            # Not standalone: Typer would print usage errors as a box of several lines.
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except NoArgsIsHelpError as exc:  # `pallet repository`: its help, as asked
+            exc.show()
+            code = USAGE_ERROR
+        except UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            error_line(exc.format_message().rstrip(".") + hint)
+            code = USAGE_ERROR
+        except ClickException as exc:  # e.g. a file option that cannot be opened
+            error_line(exc.format_message())
+            code = exc.exit_code
+        except typer.Abort:
+            error_line("aborted")
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: typer.Context) -> Any:
         running = _command.set(ctx)
@@ -224,6 +253,11 @@ class ClientGroup(TyperGroup):
             _command.reset(running)
 
 
+def root_context() -> typer.Context:
+    """The root command's context, while a command runs."""
+    return _command.get()
+
+
 def options(ctx: typer.Context,
             url: Annotated[str | None, typer.Option(
                 help=f"Server URL (else PALLET_URL, the config file, or {DEFAULT_URL}).")] = None,
@@ -233,24 +267,50 @@ def options(ctx: typer.Context,
                 help="Password (else PALLET_PASSWORD; asked for if a user name has none).")
             ] = None,
             token: Annotated[str | None, typer.Option(
-                help="API token, instead of a user name and password (else PALLET_TOKEN).")
+                help="API token, instead of a user name and password (else PALLET_TOKEN; "
+                     "visible in the process list: prefer --token-stdin or --token-file).")
+            ] = None,
+            token_stdin: Annotated[bool, typer.Option(
+                "--token-stdin", help="Read the API token from standard input.")] = False,
+            token_file: Annotated[Path | None, typer.Option(
+                metavar="FILE", dir_okay=False, help="Read the API token from this file.")
             ] = None) -> None:
     """Pallet: mirror, version, publish, serve and transfer software content.
 
     Client commands talk to a Pallet server over its REST API; the options below say where
     it is and who you are. The config file is PALLET_CLI_CONFIG (default
     ~/.config/pallet/cli.toml) with keys url, username, password, token."""
-    ctx.obj = {"url": url, "username": username, "password": password, "token": token}
+    from pallet.cli.secrets import check_one_source  # here: secrets imports this module
+
+    check_one_source("--token", token, token_stdin, token_file)
+    # The token is read when the first request needs it (`connect`), not before --help.
+    ctx.obj = {"url": url, "username": username, "password": password, "token": token,
+               "token_stdin": token_stdin, "token_file": token_file}
 
 
 def connect() -> Client:
     """The client of the running command, made once from the root command's options."""
     root = _command.get()
     if "client" not in root.meta:
-        config = load_config(root.obj or {})
-        if config.username and config.password is None and sys.stdin.isatty():
-            config = ClientConfig(config.url, config.username,
-                                  getpass.getpass(f"Password of {config.username}: "))
-        root.meta["client"] = Client(config)
+        root.meta["client"] = Client(_login(dict(root.obj or {})))
         root.call_on_close(root.meta["client"].close)
     return root.meta["client"]
+
+
+def _login(given: dict[str, Any]) -> ClientConfig:
+    """The configuration from the root options, a token read from where they say, and a
+    password asked for at a terminal when a user name has none."""
+    from pallet.cli.secrets import secret  # here: secrets needs this module's root_context
+
+    stdin, file = given.pop("token_stdin", False), given.pop("token_file", None)
+    given["token"] = secret("--token", given.get("token"), stdin=stdin, file=file)
+    config = load_config(given)
+    if config.username and config.password is None:
+        if not sys.stdin.isatty():
+            raise ClientError(f"no password given for {config.username}, and no terminal to "
+                              "ask at: set PALLET_PASSWORD, --password or the config file's "
+                              "password, or use a token (PALLET_TOKEN, --token-stdin, "
+                              "--token-file)")
+        config = ClientConfig(config.url, config.username,
+                              getpass.getpass(f"Password of {config.username}: "))
+    return config

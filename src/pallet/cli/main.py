@@ -9,7 +9,10 @@ from pallet.cli import (admin, content, distribution, orphan, publication, remot
                         version)
 from pallet.cli.client import ClientGroup, options
 
-app = typer.Typer(name="pallet", cls=ClientGroup, no_args_is_help=True, add_completion=False,
+# Plain help (rich_markup_mode=None): Typer's rich panels label every flag "<bool>", though
+# a flag takes no value. `--install-completion` / `--show-completion`: shell completion.
+app = typer.Typer(name="pallet", cls=ClientGroup, no_args_is_help=True, add_completion=True,
+                  rich_markup_mode=None,
                   help="Pallet: mirror, version, publish, serve and transfer software content.")
 app.callback()(options)
 admin.register(app)
@@ -36,7 +39,7 @@ app.add_typer(token.app, name="token")
 
 
 def main() -> None:
-    app()
+    app(prog_name="pallet")  # also as `python -m pallet.cli.main`: usage and completion
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from typing import Annotated, Any, Callable, NoReturn, Sequence, Union
@@ -21,21 +22,46 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON, fo
 Column = Union[str, tuple[str, Callable[[dict[str, Any]], Any]]]
 
 ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]00:?00)?$")
+# Control characters (C0, DEL, C1) and bidirectional overrides: in text from a server or an
+# archive they could move the cursor, retitle or clear the terminal, or reorder what it shows.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+PIPED_WIDTH = 1 << 16  # piped, a table is as wide as its rows
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written as its escape (`\\x1b`, `\\u202e`)."""
+    return UNPRINTABLE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match) -> str:
+    character = match.group()
+    if character in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[character]
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def error_line(message: str) -> None:
+    errors.print(f"[red]error:[/red] {escape(printable(message))}", highlight=False,
+                 soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    error_line(message)
     raise typer.Exit(code)
 
 
 def say(message: str) -> None:
     """A line for people; plain text, never markup."""
-    console.print(message, markup=False, highlight=False, soft_wrap=True)
+    console.print(printable(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
     """A line for people on stderr, so it does not mix with --json on stdout."""
-    errors.print(message, markup=False, highlight=False, soft_wrap=True)
+    errors.print(printable(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def deleted(what: str, href: str, *, as_json: bool) -> None:
@@ -60,15 +86,25 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, title: s
         grid.add_column(header, overflow="fold")
         getters.append(getter)
     for row in rows:
-        grid.add_row(*(escape(_cell(getter(row))) for getter in getters))
-    console.print(grid)
+        grid.add_row(*(escape(printable(_cell(getter(row)))) for getter in getters))
+    _table_console().print(grid)
+
+
+def _table_console() -> Console:
+    """At a terminal, or with COLUMNS set, the console at its width; piped, one without a
+    limit: Rich would fold long cells onto more lines at 80 columns, and a script reading
+    the rows would split them."""
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(width=PIPED_WIDTH)
 
 
 def record(item: dict[str, Any], fields: Sequence[Column] | None = None) -> None:
     for column in fields or list(item.keys()):
         key, getter = column if isinstance(column, tuple) else (column, _field(column))
-        console.print(f"[bold]{escape(key)}[/bold]: {escape(_cell(getter(item)))}",
-                      highlight=False, soft_wrap=True)
+        console.print(f"[bold]{escape(printable(key))}[/bold]: "
+                      f"{escape(printable(_cell(getter(item))))}", highlight=False,
+                      soft_wrap=True)
 
 
 def show_record(item: dict[str, Any], fields: Sequence[Column] | None = None, *,

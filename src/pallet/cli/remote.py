@@ -6,7 +6,6 @@ the server shows only whether they are set. Certificates and keys are read from 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +13,7 @@ import typer
 
 from pallet.cli.client import Limit, Offset, connect, path
 from pallet.cli.output import JsonFlag, fail, say, show_page, show_record
+from pallet.cli.secrets import secret
 from pallet.cli.task import NoWait, report
 
 app = typer.Typer(help="Remotes: where repositories sync from, and how to reach them.",
@@ -56,11 +56,7 @@ def parse_headers(values: list[str] | None) -> dict[str, str] | None:
 
 
 def secret_value(value: str | None, from_stdin: bool, option: str) -> str | None:
-    if from_stdin:
-        if value is not None:
-            fail(f"give {option} or {option}-stdin, not both")
-        return sys.stdin.readline().rstrip("\r\n")
-    return value
+    return secret(option, value, stdin=from_stdin)
 
 
 def _options(*, url: str | None, policy: str | None, mirror: bool | None,

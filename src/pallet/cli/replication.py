@@ -18,6 +18,7 @@ from pallet.cli.orphan import size_text
 from pallet.cli.output import JsonFlag, deleted, say, show_page, show_record
 from pallet.cli.remote import (CaCert, ClientCert, ClientKey, Password, PasswordStdin,
                                TlsValidation, Username, pem_summary, secret_value)
+from pallet.cli.secrets import TokenFile, TokenStdin, secret
 from pallet.cli.task import NoWait, report
 
 upstream_app = typer.Typer(help="Upstreams: Pallets this server replicates from.",
@@ -61,7 +62,9 @@ COLUMNS = ["name", "base_url", "every_seconds", "updated_at"]
 
 def _fields(*, url, username, password, token, ca_cert: Path | None,
             client_cert: Path | None, client_key: Path | None, tls_validation,
-            repository, distribution, every, **more: Any) -> dict[str, Any]:
+            repository, distribution, every, token_stdin: bool = False,
+            token_file: Path | None = None, **more: Any) -> dict[str, Any]:
+    token = secret("--token", token, stdin=token_stdin, file=token_file)
     values: dict[str, Any] = dict(base_url=url, username=username, password=password,
                                   token=token, tls_validation=tls_validation,
                                   repositories=repository or None,
@@ -82,6 +85,7 @@ def create_upstream(name: Name,
                     repository: Repository = None, distribution: Distribution = None,
                     username: Username = None, password: Password = None,
                     password_stdin: PasswordStdin = False, token: Token = None,
+                    token_stdin: TokenStdin = False, token_file: TokenFile = None,
                     ca_cert: CaCert = None, client_cert: ClientCert = None,
                     client_key: ClientKey = None, tls_validation: TlsValidation = None,
                     base_path_prefix: Prefix = None, remove_missing: RemoveMissing = None,
@@ -89,7 +93,8 @@ def create_upstream(name: Name,
     """Register an upstream Pallet and what to replicate from it."""
     body = {"name": name, **_fields(
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
-        token=token, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
+        token=token, token_stdin=token_stdin, token_file=token_file, ca_cert=ca_cert,
+        client_cert=client_cert, client_key=client_key,
         tls_validation=tls_validation, repository=repository, distribution=distribution,
         every=every, base_path_prefix=base_path_prefix, remove_missing=remove_missing)}
     show_record(connect().post("upstreams", body), UPSTREAM_FIELDS, as_json=as_json)
@@ -112,7 +117,8 @@ def show_upstream(name: Name, as_json: JsonFlag = False) -> None:
 def update_upstream(name: Name, url: Url = None, repository: Repository = None,
                     distribution: Distribution = None, username: Username = None,
                     password: Password = None, password_stdin: PasswordStdin = False,
-                    token: Token = None, ca_cert: CaCert = None,
+                    token: Token = None, token_stdin: TokenStdin = False,
+                    token_file: TokenFile = None, ca_cert: CaCert = None,
                     client_cert: ClientCert = None, client_key: ClientKey = None,
                     tls_validation: TlsValidation = None, base_path_prefix: Prefix = None,
                     remove_missing: RemoveMissing = None, every: Every = None,
@@ -120,7 +126,8 @@ def update_upstream(name: Name, url: Url = None, repository: Repository = None,
     """Change some of an upstream's settings (patterns given replace the earlier ones)."""
     changes = _fields(
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
-        token=token, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
+        token=token, token_stdin=token_stdin, token_file=token_file, ca_cert=ca_cert,
+        client_cert=client_cert, client_key=client_key,
         tls_validation=tls_validation, repository=repository, distribution=distribution,
         every=every, base_path_prefix=base_path_prefix, remove_missing=remove_missing)
     if no_schedule:
@@ -173,13 +180,15 @@ def create_downstream(name: Name,
                       repository: Repository = None, distribution: Distribution = None,
                       username: Username = None, password: Password = None,
                       password_stdin: PasswordStdin = False, token: Token = None,
+                      token_stdin: TokenStdin = False, token_file: TokenFile = None,
                       ca_cert: CaCert = None, client_cert: ClientCert = None,
                       client_key: ClientKey = None, tls_validation: TlsValidation = None,
                       every: Every = None, as_json: JsonFlag = False) -> None:
     """Register a downstream Pallet to push into (its importer maps and creates)."""
     body = {"name": name, **_fields(
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
-        token=token, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
+        token=token, token_stdin=token_stdin, token_file=token_file, ca_cert=ca_cert,
+        client_cert=client_cert, client_key=client_key,
         tls_validation=tls_validation, repository=repository, distribution=distribution,
         every=every, importer=importer)}
     show_record(connect().post("downstreams", body), DOWNSTREAM_FIELDS, as_json=as_json)
@@ -204,6 +213,7 @@ def update_downstream(name: Name, url: Url = None, importer: Annotated[Optional[
                       repository: Repository = None, distribution: Distribution = None,
                       username: Username = None, password: Password = None,
                       password_stdin: PasswordStdin = False, token: Token = None,
+                      token_stdin: TokenStdin = False, token_file: TokenFile = None,
                       ca_cert: CaCert = None, client_cert: ClientCert = None,
                       client_key: ClientKey = None, tls_validation: TlsValidation = None,
                       every: Every = None, no_schedule: NoSchedule = False,
@@ -211,7 +221,8 @@ def update_downstream(name: Name, url: Url = None, importer: Annotated[Optional[
     """Change some of a downstream's settings."""
     changes = _fields(
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
-        token=token, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
+        token=token, token_stdin=token_stdin, token_file=token_file, ca_cert=ca_cert,
+        client_cert=client_cert, client_key=client_key,
         tls_validation=tls_validation, repository=repository, distribution=distribution,
         every=every, importer=importer)
     if no_schedule:

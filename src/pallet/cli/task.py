@@ -11,12 +11,13 @@ import time
 from typing import Annotated, Any, Callable
 
 import typer
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskID,
-                           TextColumn, TimeElapsedColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task,
+                           TaskID, TimeElapsedColumn)
+from rich.text import Text
 
 from pallet.cli.client import Client, Limit, Offset, connect, path
-from pallet.cli.output import (JsonFlag, emit_json, errors, fail, note, record, say,
-                               show_page, show_record, table)
+from pallet.cli.output import (JsonFlag, emit_json, errors, fail, note, printable, record,
+                               say, show_page, show_record, table)
 
 FINISHED = ("completed", "failed", "canceled")
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Print the task and return at once "
@@ -30,10 +31,18 @@ group_app = typer.Typer(help="Task groups: tasks started together, such as a rep
 app.add_typer(group_app, name="group")
 
 
+class _Description(ProgressColumn):
+    """A bar's description as plain text: it holds the server's stage names, which must
+    neither be read as markup nor reach the terminal with their control characters."""
+
+    def render(self, task: Task) -> Text:
+        return Text(printable(task.description))
+
+
 def progress_bar(*columns: ProgressColumn) -> Progress:
     """Bars on stderr, only when it is a terminal; gone once done."""
     columns = columns or (MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(TextColumn("{task.description}"), BarColumn(), *columns, console=errors,
+    return Progress(_Description(), BarColumn(), *columns, console=errors,
                     transient=True, disable=not errors.is_terminal)
 
 

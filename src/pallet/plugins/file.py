@@ -1,14 +1,17 @@
 """The `file` content type: a file at a relative path, identified by path and sha256.
 
-Remotes and publications speak Pulp's file format: a `PULP_MANIFEST` of CSV lines
+Remotes and publications speak Pulp's file format: a `PULP_MANIFEST` of lines
 `relative_path,sha256,size`, with the files at those paths beside it. So Pallet can mirror a
 Pulp file distribution, and Pulp (or another Pallet) can mirror Pallet's.
+
+The format is Pulp's exactly, which is not CSV: pulp_file splits a line at its last two
+commas and strips each field, skips blank lines and lines starting with `#`, and writes the
+fields raw. So a path may hold commas and quotes, but a path with leading or trailing
+whitespace or a first character `#` could not travel: a file unit refuses it.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import re
 from typing import BinaryIO, Iterable, Iterator
 from urllib.parse import quote, urljoin
@@ -32,7 +35,11 @@ class FileUnit(UnitModel):
     @field_validator("relative_path")
     @classmethod
     def _safe_path(cls, value: str) -> str:
-        return validate_relative_path(value)
+        value = validate_relative_path(value)
+        if problem := _unfit_for_manifest(value):
+            raise Invalid(f"relative_path {value[:100]!r} is not allowed: {problem}",
+                          details={"field": "relative_path"})
+        return value
 
     @field_validator("sha256")
     @classmethod
@@ -52,6 +59,15 @@ class FilePublishOptions(PublishOptions):
         return validate_relative_path(value, what="manifest")
 
 
+def _unfit_for_manifest(path: str) -> str | None:
+    """Why `path` would not come back whole from a PULP_MANIFEST line, or None."""
+    if path != path.strip():  # str.strip, as Pulp's: Unicode whitespace too
+        return f"it has leading or trailing whitespace, which {MANIFEST} lines lose"
+    if path.startswith("#"):
+        return f"it starts with '#', which makes a {MANIFEST} line a comment"
+    return None  # newlines and other control characters: validate_relative_path refuses
+
+
 def _artifacts(unit: FileUnit) -> dict[str, str]:
     return {unit.relative_path: unit.sha256}
 
@@ -59,34 +75,40 @@ def _artifacts(unit: FileUnit) -> dict[str, str]:
 def read_manifest(index: BinaryIO, base_url: str) -> Iterator[RemoteUnit]:
     """Units from a PULP_MANIFEST. Every line is checked; the first bad one stops the sync."""
     seen: set[str] = set()
-    lines = codecs.getreader("utf-8")(index, errors="strict")
-    number = 0
+    # Bytes up to each \n, decoded one line at a time: line numbers stay exact, a huge line
+    # is refused without being held, and only \n (or \r\n) ends a line, as in Pulp's text
+    # mode; str.splitlines would also end one at U+2028 and such, which a path may hold.
+    lines = iter(lambda: index.readline(MAX_LINE + 1), b"")
+    for number, raw in enumerate(lines, start=1):
+        if len(raw) > MAX_LINE:
+            raise _bad(number, f"the line is longer than {MAX_LINE} bytes")
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise _bad(number, "the line is not UTF-8 text") from None
+        if not text or text.startswith("#"):
+            continue
+        yield _remote_unit(number, text, base_url, seen)
+
+
+def _remote_unit(number: int, text: str, base_url: str, seen: set[str]) -> RemoteUnit:
+    """The unit of one manifest line, split as Pulp splits it: at its last two commas."""
+    fields = [field.strip() for field in text.rsplit(",", 2)]
+    if len(fields) != 3:
+        raise _bad(number, "expected 'relative_path,sha256,size'")
+    path, sha256, size_text = fields
     try:
-        for number, line in enumerate(lines, start=1):
-            if len(line) > MAX_LINE:
-                raise _bad(number, f"the line is longer than {MAX_LINE} characters")
-            text = line.rstrip("\r\n")
-            if not text.strip():
-                continue
-            fields = next(csv.reader([text]))
-            if len(fields) != 3:
-                raise _bad(number, "expected 'relative_path,sha256,size'")
-            path, sha256, size_text = fields
-            try:
-                unit = FileUnit(relative_path=path, sha256=sha256)
-            except Exception as exc:  # pydantic's ValidationError or Invalid from the path
-                raise _bad(number, _first_error(exc)) from None
-            if not (size_text.isascii() and size_text.isdigit()) or int(size_text) > MAX_SIZE:
-                raise _bad(number, f"size {size_text[:30]!r} is not a number of bytes")
-            if unit.relative_path in seen:
-                raise _bad(number, f"the path {unit.relative_path!r} is listed twice")
-            seen.add(unit.relative_path)
-            url = urljoin(base_url, quote(unit.relative_path))
-            yield RemoteUnit(type="file", fields=unit.model_dump(),
-                             files={unit.relative_path: RemoteFile(url, unit.sha256,
-                                                                   int(size_text))})
-    except UnicodeDecodeError:
-        raise _bad(number + 1, "the manifest is not UTF-8 text") from None
+        unit = FileUnit(relative_path=path, sha256=sha256)
+    except Exception as exc:  # pydantic's ValidationError or Invalid from the path
+        raise _bad(number, _first_error(exc)) from None
+    if not (size_text.isascii() and size_text.isdigit()) or int(size_text) > MAX_SIZE:
+        raise _bad(number, f"size {size_text[:30]!r} is not a number of bytes")
+    if unit.relative_path in seen:
+        raise _bad(number, f"the path {unit.relative_path!r} is listed twice")
+    seen.add(unit.relative_path)
+    url = urljoin(base_url, quote(unit.relative_path))
+    return RemoteUnit(type="file", fields=unit.model_dump(),
+                      files={unit.relative_path: RemoteFile(url, unit.sha256, int(size_text))})
 
 
 def _bad(number: int, reason: str) -> Invalid:
@@ -103,22 +125,17 @@ def _first_error(exc: Exception) -> str:
 
 def publish_manifest(units: Iterable[PublishedUnit], options: FilePublishOptions,
                      output: MetadataOutput) -> None:
+    """Lines as Pulp writes them: the fields raw, never quoted."""
     with output.open(options.manifest) as manifest:
         for unit in units:
             for file in unit.files:
-                line = _csv_line(file.relative_path, file.sha256, file.size or 0)
-                manifest.write(line.encode())
-
-
-def _csv_line(*values) -> str:
-    text = ",".join(_csv_field(str(v)) for v in values)
-    return text + "\n"
-
-
-def _csv_field(value: str) -> str:
-    if any(c in value for c in ',"\n\r'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
+                # A unit recorded before paths were checked for this could not travel.
+                if problem := _unfit_for_manifest(file.relative_path):
+                    raise Invalid(f"{file.relative_path[:100]!r} cannot be published in a "
+                                  f"{MANIFEST}: {problem}",
+                                  details={"relative_path": file.relative_path})
+                manifest.write(f"{file.relative_path},{file.sha256},{file.size or 0}\n"
+                               .encode())
 
 
 plugin = Plugin(

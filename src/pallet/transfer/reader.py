@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from pallet.transfer import layout
+from pallet.transfer import foreign, layout
 from pallet.transfer.chunks import Chunk, ChunkSource, Source, StreamSource
-from pallet.transfer.tarstream import BadArchive, Member, TarReader
+from pallet.transfer.tarstream import BLOCK, BadArchive, Member, TarReader
 
 
 def read_toc_file(path: Path) -> dict[str, Any]:
@@ -54,7 +54,8 @@ class UnitsMember:
 class ArchiveReader:
     def __init__(self, source: Source, toc: dict[str, Any] | None) -> None:
         self.source, self.toc = source, toc
-        self.tar = TarReader(source.read)
+        self.tar = TarReader(self._read)
+        self._head = b""  # the first block: it names what a file that is no archive is
         self._pending: Member | None = None
         self._header: layout.Header | None = None
         self._streamed = toc is None
@@ -62,6 +63,12 @@ class ArchiveReader:
         self.unit_counts: dict[tuple[int, str], int] = {}
 
     # -- walking the members ------------------------------------------------------------------
+
+    def _read(self, n: int) -> bytes:
+        data = self.source.read(n)
+        if len(self._head) < BLOCK:
+            self._head += data[:BLOCK - len(self._head)]
+        return data
 
     def _peek(self) -> Member | None:
         if self._pending is None and not self.tar.ended:
@@ -76,7 +83,14 @@ class ArchiveReader:
         return member
 
     def header(self) -> layout.Header:
-        member = self._peek()
+        try:
+            member = self._peek()
+        except BadArchive as exc:
+            if exc.code not in ("bad_archive", "truncated"):  # a chunk's own error
+                raise
+            raise foreign.identify(self._head) or exc from None
+        if member is not None and (other := foreign.first_member(member.name)):
+            raise other
         if member is None or member.name != layout.HEADER:
             found = "nothing" if member is None else repr(member.name[:120])
             raise BadArchive(f"the archive must begin with {layout.HEADER}, not {found}: "
@@ -184,6 +198,8 @@ class ArchiveReader:
 def open_files(toc_path: Path) -> tuple[ArchiveReader, dict[str, Any]]:
     """A reader of the chunks a table-of-contents file lists, in its directory."""
     toc = read_toc_file(toc_path)
+    if foreign.is_pulp_toc(toc):
+        raise foreign.pulp_export(f"{toc_path.name} is its table of contents")
     parsed = layout.parse(layout.Toc, toc, "table of contents")
     chunks = [Chunk(c.name, c.size, c.sha256) for c in parsed.chunks]
     return ArchiveReader(ChunkSource(toc_path.parent, chunks), toc), toc

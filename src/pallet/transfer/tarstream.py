@@ -87,13 +87,18 @@ def _parse_size(field: bytes) -> int:
     return int(text, 8)
 
 
+def checksum_matches(block: bytes) -> bool:
+    """Whether a 512-byte block is a tar header: its checksum field holds its byte sum."""
+    stored = block[148:156].split(b"\0", 1)[0].strip()
+    actual = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    return bool(stored) and all(c in b"01234567" for c in stored) and int(stored, 8) == actual
+
+
 def parse_header(block: bytes) -> Member | None:
     """The member a header block describes, or None for the end-of-archive block."""
     if block == b"\0" * BLOCK:
         return None
-    stored = block[148:156].split(b"\0", 1)[0].strip()
-    actual = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    if not stored or any(c not in b"01234567" for c in stored) or int(stored, 8) != actual:
+    if not checksum_matches(block):
         raise BadArchive("a tar header's checksum is wrong: the archive is damaged or is "
                          "not a tar archive")
     raw_name = block[0:100].split(b"\0", 1)[0]
