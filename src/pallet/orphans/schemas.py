@@ -6,7 +6,7 @@ from pydantic import Field
 
 from pallet.api.schemas import Body
 
-# Ten thousand years: far beyond any sensible window, still a representable date.
+# Ten thousand years: far beyond any sensible window (cutoff() clamps to year 1).
 MAX_PROTECTION_SECONDS = 10_000 * 365 * 86_400
 
 
