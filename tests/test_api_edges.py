@@ -3,14 +3,21 @@ FIFOs), a full disk, absurd numbers, and what a refusal looks like."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import make_settings, wait_for_task
 from factories import make_files
+from processes import stop
+from test_cli import PASSWORD, _free_port, _wait_until_ready
 
 
 @pytest.fixture
@@ -112,3 +119,76 @@ def test_an_orphan_protection_beyond_the_calendar_keeps_everything(client, runti
     for seconds in (99999999999, 315_000_000_000):
         assert cleanup(seconds)["content_deleted"] == 0
     assert cleanup(0)["content_deleted"] == 2
+
+
+# -- a full disk ----------------------------------------------------------------------------
+
+def _can_mount_a_small_disk() -> bool:
+    try:
+        return subprocess.run(["unshare", "-Urm", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture
+def full_disk_server(tmp_path):
+    """`pallet serve` whose data directory and SQLite database lie on an 8 MiB tmpfs of
+    its own: mounted in a user and mount namespace (no root needed), so the disk is really
+    full and every layer (SQLite, the upload files) meets ENOSPC as in production. The
+    test reaches that disk through /proc/PID/root."""
+    if not _can_mount_a_small_disk():
+        pytest.skip("user namespaces are not available here, so no small disk can be mounted")
+    data = tmp_path / "data"
+    data.mkdir()
+    port = _free_port()
+    env = dict(os.environ, PALLET_DATA_DIR=str(data), PALLET_PORT=str(port),
+               PALLET_ADMIN_PASSWORD=PASSWORD, PALLET_WORKERS="1",
+               PALLET_DATABASE_URL=f"sqlite:///{data / 'pallet.db'}",
+               PALLET_LOG_LEVEL="warning")
+    env.pop("PALLET_CONFIG", None)
+    log_path = tmp_path / "server.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            ["unshare", "-Urm", "sh", "-c", 'mount -t tmpfs -o size=8m tmpfs "$0" && exec "$@"',
+             str(data), sys.executable, "-m", "pallet.cli.main", "serve"],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_ready(url, process, log_path)
+        yield url, Path(f"/proc/{process.pid}/root{data}")
+    finally:
+        stop(process)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_answers_503_with_a_sentence_and_changes_nothing(full_disk_server):
+    url, disk = full_disk_server
+    with httpx.Client(base_url=f"{url}/api/v1", auth=("admin", PASSWORD), timeout=10) as api:
+        upload = api.post("/uploads", json={"size": 1 << 20}).json()
+        filler = fill(disk)
+        description = "x" * 9_000  # more than the free pages SQLite holds
+        for response in (api.post("/repositories", json={"name": "web",
+                                                         "description": description}),
+                         api.put(upload["href"].removeprefix("/api/v1"), content=b"y" * 65536,
+                                 headers={"Content-Range": f"bytes 0-65535/{1 << 20}",
+                                          # refused before its body is read: a new
+                                          # connection after it
+                                          "Connection": "close"})):
+            error = assert_refused(response, 503, "no_space")
+            assert "disk is full" in error["message"]
+        filler.unlink()
+        assert api.get("/repositories/web").status_code == 404
+        assert api.post("/repositories", json={"name": "web"}).status_code == 201

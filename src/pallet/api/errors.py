@@ -11,7 +11,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from pallet.errors import PalletError, validation_problems
+from pallet.errors import PalletError, out_of_space, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(OperationalError)
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        if not database_unavailable(exc):  # SQLite reports a bad statement this way too
+        if out_of_space(exc) or not database_unavailable(exc):  # SQLite reports a bad statement this way too
             return await internal(request, exc)
         log.exception("database error on %s", request.url.path)
         return error_response(503, "unavailable", "the database is busy or unreachable; "
@@ -81,6 +81,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
+        if full := out_of_space(exc):  # wherever it happened: a file, SQLite, PostgreSQL
+            log.error("%s %s: %s (%s)", request.method, request.url.path, full.message, exc)
+            return await pallet_error(request, full)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, "internal", "an unexpected error occurred; the server log "
                               "has the details")
