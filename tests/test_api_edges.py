@@ -192,3 +192,29 @@ def test_a_full_disk_answers_503_with_a_sentence_and_changes_nothing(full_disk_s
         filler.unlink()
         assert api.get("/repositories/web").status_code == 404
         assert api.post("/repositories", json={"name": "web"}).status_code == 201
+
+
+def test_an_archive_whose_publication_would_hide_a_content_file_is_refused(client, runtime,
+                                                                           workers, tmp_path):
+    """The source auto-publishes with options that collide with its own newest version
+    (set after that version was made): importing that archive must not make the
+    publication, nor anything else."""
+    assert client.post("/api/v1/repositories", json={"name": "web"}).status_code == 201
+    ids = make_files(runtime, 2, prefix="rel")  # rel/0.txt, rel/1.txt
+    task = client.post("/api/v1/repositories/web/modify", json={"add_content": ids})
+    assert wait_for_task(client, task.json()["href"])["state"] == "completed"
+    client.patch("/api/v1/repositories/web", json={
+        "autopublish": True, "publish_options": {"manifest": "rel/0.txt"}})
+    client.post("/api/v1/exporters", json={"name": "ex", "path": str(tmp_path / "exports"),
+                                           "repositories": ["web"]})
+    export = wait_for_task(client, client.post("/api/v1/exporters/ex/export",
+                                               json={}).json()["href"])
+    assert export["state"] == "completed", export["error"]
+    client.post("/api/v1/importers", json={"name": "im", "mapping": {"web": "copy"},
+                                           "create_repositories": True})
+    task = wait_for_task(client, client.post("/api/v1/importers/im/import", json={
+        "path": export["result"]["toc"]}).json()["href"])
+    assert task["state"] == "failed", task
+    assert task["error"]["code"] == "path_collision", task["error"]
+    assert client.get("/api/v1/repositories/copy").status_code == 404
+    assert client.get("/api/v1/publications").json()["count"] == 0
