@@ -119,6 +119,9 @@ def test_an_orphan_protection_beyond_the_calendar_keeps_everything(client, runti
     for seconds in (99999999999, 315_000_000_000):
         assert cleanup(seconds)["content_deleted"] == 0
     assert cleanup(0)["content_deleted"] == 2
+    for not_a_number in (False, "60"):
+        assert_refused(client.post("/api/v1/orphans/cleanup",
+                                   json={"protection_seconds": not_a_number}))
 
 
 # -- a full disk ----------------------------------------------------------------------------
@@ -218,3 +221,26 @@ def test_an_archive_whose_publication_would_hide_a_content_file_is_refused(clien
     assert task["error"]["code"] == "path_collision", task["error"]
     assert client.get("/api/v1/repositories/copy").status_code == 404
     assert client.get("/api/v1/publications").json()["count"] == 0
+
+
+# -- what a refusal says --------------------------------------------------------------------
+
+def test_request_errors_name_the_field_in_a_sentence_without_pydantics_words(client):
+    json_type = {"Content-Type": "application/json"}
+    cases = [
+        (client.post("/api/v1/repositories", content=b'{"name": "a",', headers=json_type),
+         "body", "not valid JSON"),
+        (client.post("/api/v1/content/file", json={"relative_path": "a", "sha256": "zz"}),
+         "sha256", "sha256 must be 64 hexadecimal characters"),
+        (client.post("/api/v1/repositories", json={}), "name", "is required"),
+        (client.post("/api/v1/repositories", json={"name": "a", "colour": "red"}),
+         "colour", "is not a field of this request"),
+        (client.get("/api/v1/tasks", params={"limit": "many"}), "limit", "integer"),
+    ]
+    for response, field, words in cases:
+        error = assert_refused(response)
+        (problem, *_) = error["details"]["errors"]
+        assert problem["field"] == field, error
+        assert words in problem["problem"] and words in error["message"], error
+        assert not any(raw in response.text for raw in (
+            "pydantic", "https://", "Value error", "Field required", "Extra inputs")), error

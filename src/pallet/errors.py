@@ -64,11 +64,34 @@ class Canceled(PalletError):
     status, code = 409, "canceled"
 
 
+# Sentences for pydantic's error types whose own text is the library's, not a person's.
+_PROBLEMS = {"missing": "is required", "extra_forbidden": "is not a field of this request"}
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+_WHERE = {"body", "query", "path", "header", "cookie"}
+
+
+def _problem(error: dict[str, Any]) -> dict[str, str]:
+    loc = [str(p) for p in error.get("loc", ())]
+    if loc and loc[0] in _WHERE:
+        loc = loc[1:]
+    kind, text = error.get("type", ""), str(error.get("msg", ""))
+    if kind == "json_invalid":  # loc holds the character position, not a field
+        reason = (error.get("ctx") or {}).get("error", "")
+        return {"field": "body", "problem": f"is not valid JSON (at character "
+                                            f"{loc[0] if loc else 0}: {reason})"}
+    text = _PROBLEMS.get(kind) or text
+    for prefix in _PREFIXES:
+        text = text.removeprefix(prefix)
+    return {"field": ".".join(loc), "problem": text}
+
+
 def validation_problems(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, str]]]:
-    """A sentence and a list of {field, problem} from pydantic's validation errors."""
-    problems = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-                 "problem": e.get("msg", "")} for e in errors]
-    return "; ".join(f"{p['field'] or 'body'}: {p['problem']}" for p in problems[:5]), problems
+    """A sentence and a list of {field, problem} from pydantic's validation errors, in
+    words for people: no pydantic type names, prefixes or links."""
+    problems = [_problem(e) for e in errors]
+    return "; ".join(f"{p['field'] or 'body'} {p['problem']}"
+                     if p["problem"].startswith("is ") else
+                     f"{p['field'] or 'body'}: {p['problem']}" for p in problems[:5]), problems
 
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
