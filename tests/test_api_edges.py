@@ -244,3 +244,13 @@ def test_request_errors_name_the_field_in_a_sentence_without_pydantics_words(cli
         assert words in problem["problem"] and words in error["message"], error
         assert not any(raw in response.text for raw in (
             "pydantic", "https://", "Value error", "Field required", "Extra inputs")), error
+
+
+@pytest.mark.parametrize("url, body", [
+    ("/api/v1/remotes", '{"name": "up", "url": "http://up", "headers": {"X-A": "\\ud800"}}'),
+    ("/api/v1/remotes", '{"name": "up", "url": "http://up", "headers": {"\\udc80": "a"}}'),
+    ("/api/v1/repositories", '{"name": "web", "publish_options": {"manifest": "\\ud800"}}'),
+])
+def test_text_no_database_can_store_is_refused_wherever_it_is(client, url, body):
+    error = assert_refused(raw_json(client, "POST", url, body))
+    assert "not valid Unicode" in error["message"], error
