@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import pytest
 
+from conftest import basic
+
 from pallet.auth import passwords, service
 from pallet.auth.models import ApiToken
 from pallet.db.base import utcnow
@@ -53,3 +55,33 @@ def test_expired_tokens_are_refused(runtime):
         session.get(ApiToken, row.id).expires_at = utcnow() - timedelta(seconds=1)
     with runtime.db.read() as session, pytest.raises(Unauthorized, match="expired"):
         service.authenticate_token(session, token)
+
+
+def test_the_last_admin_can_be_neither_demoted_deactivated_nor_deleted(client):
+    refusals = [lambda: client.patch("/api/v1/users/admin", json={"roles": ["viewer"]}),
+                lambda: client.patch("/api/v1/users/admin", json={"is_active": False}),
+                lambda: client.delete("/api/v1/users/admin")]
+    for refuse in refusals:
+        response = refuse()
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "last_admin"
+        assert "last active admin" in response.json()["error"]["message"]
+    assert client.get("/api/v1/users/admin").json()["roles"] == ["admin"]
+    assert client.get("/api/v1/users/admin").json()["is_active"] is True
+
+    # With a second active admin, one may go; an inactive admin does not count.
+    client.post("/api/v1/users", json={"username": "ann", "password": "long-enough",
+                                       "roles": ["admin"]})
+    client.post("/api/v1/users", json={"username": "old", "password": "long-enough",
+                                       "roles": ["admin"]})
+    assert client.patch("/api/v1/users/old", json={"is_active": False}).status_code == 200
+    assert client.patch("/api/v1/users/admin", json={"roles": ["viewer", "exporter"]}
+                        ).status_code == 200
+    ann = basic("ann", "long-enough")  # admin is no admin now: ann does the rest
+    assert client.delete("/api/v1/users/ann", headers=ann).status_code == 409
+    assert client.patch("/api/v1/users/admin", json={"roles": ["admin"]},
+                        headers=ann).status_code == 200
+    assert client.delete("/api/v1/users/ann").status_code == 204
+    # Reactivating an admin and keeping the roles of an admin are no change to refuse.
+    assert client.patch("/api/v1/users/admin", json={"roles": ["admin", "viewer"],
+                                                     "is_active": True}).status_code == 200

@@ -302,3 +302,25 @@ def test_deleting_a_remote_leaves_its_repositories_without_one(client, runtime):
     with runtime.db.write() as session:
         session.delete(session.scalar(select(Remote).where(Remote.name == "upstream")))
     assert client.get(f"{API}/repositories/web").json()["remote"] is None
+
+
+def test_a_metadata_file_may_not_take_a_content_files_path(client, runtime, workers):
+    repository(client)
+    modify(client, "web", add_content=make_files(runtime, 2, prefix="rel"))  # rel/0.txt, …
+    for taken in ("rel/0.txt", "rel", "rel/1.txt/deeper"):
+        task = wait_for_task(client, client.post(f"{API}/publications", json={
+            "repository": "web", "options": {"manifest": taken}}).json()["href"])
+        assert task["state"] == "failed", task
+        assert task["error"]["code"] == "path_collision", task["error"]
+        assert taken in task["error"]["message"], task["error"]
+    assert publication_count(runtime) == 0
+    assert publish(client, options={"manifest": "rel0"})["result"]["created"]
+
+    # Auto-publishing refuses it the same way: the new version is not made either.
+    client.patch(f"{API}/repositories/web", json={"autopublish": True,
+                                                  "publish_options": {"manifest": "more/a"}})
+    more = make_files(runtime, 1, prefix="more/a")  # more/a/0.txt: under the manifest
+    task = wait_for_task(client, client.post(f"{API}/repositories/web/modify",
+                                             json={"add_content": more}).json()["href"])
+    assert task["state"] == "failed" and task["error"]["code"] == "path_collision", task
+    assert client.get(f"{API}/repositories/web").json()["latest_version"] == 1

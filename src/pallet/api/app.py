@@ -11,7 +11,7 @@ from sqlalchemy import select
 from swagger_ui_bundle import swagger_ui_path
 
 import pallet
-from pallet.api import errors
+from pallet.api import errors, openapi
 from pallet.api.deps import RuntimeDep
 from pallet.api.schemas import Schema
 from pallet.artifacts.api import router as artifacts_router
@@ -50,6 +50,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                   openapi_url=f"{API}/openapi.json",
                   description="Mirror, version, publish, serve and transfer software content.")
     app.state.runtime = runtime
+    app.openapi = lambda: openapi.document(app)
     app.state.password_cache = VerifiedCache(runtime.settings.auth_cache_seconds)
     errors.install(app)
     app.add_middleware(BodyLimit, default=runtime.settings.max_request_size,

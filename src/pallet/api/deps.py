@@ -6,9 +6,10 @@ import base64
 import binascii
 from typing import Annotated, Any, Callable
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from fastapi.security.http import HTTPBase
 
 from pallet.auth.service import Principal, authenticate_basic, authenticate_token
 from pallet.errors import Forbidden, Unauthorized
@@ -24,7 +25,21 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def authenticate(request: Request, runtime: RuntimeDep) -> Principal:
+class _Scheme(HTTPBase):
+    """An HTTP authentication scheme, named for the OpenAPI document (operations that need
+    a login list it, with the permission as the role). `authenticate` reads the header."""
+
+    async def __call__(self, request: Request) -> None:
+        return None
+
+
+_BASIC = _Scheme(scheme="basic", scheme_name="basic", auto_error=False)
+_BEARER = _Scheme(scheme="bearer", scheme_name="bearer", auto_error=False)
+
+
+def authenticate(request: Request, runtime: RuntimeDep,
+                 _basic: Annotated[None, Security(_BASIC)] = None,
+                 _bearer: Annotated[None, Security(_BEARER)] = None) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     with runtime.db.read() as session:
@@ -41,7 +56,10 @@ def authenticate(request: Request, runtime: RuntimeDep) -> Principal:
 
 
 def require(permission: str) -> Callable[..., Principal]:
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    # A default, not an annotation: annotations are strings here, and this one would name
+    # a local variable.
+    def check(principal: Principal = Security(authenticate, scopes=[permission])
+              ) -> Principal:
         if permission not in principal.permissions:
             raise Forbidden(f"user {principal.username!r} may not do this (needs the "
                             f"{permission!r} permission)", details={"needs": permission})

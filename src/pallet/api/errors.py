@@ -11,7 +11,8 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from pallet.errors import PalletError, validation_problems
+from pallet.api import openapi
+from pallet.errors import PalletError, out_of_space, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,15 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             message = f"there is nothing at {request.url.path}"
-        return error_response(exc.status_code, code, message)
+        if exc.status_code == 405:  # Starlette names one route's methods; a path has more
+            allowed = sorted(openapi.methods_at(request.app, request.url.path)) or [
+                m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.url.path} answers {', '.join(allowed)}, not {request.method}"
+        return error_response(exc.status_code, code, message, headers=headers or None)
 
     @app.exception_handler(IntegrityError)
     async def integrity(request: Request, exc: IntegrityError) -> JSONResponse:
@@ -73,7 +80,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(OperationalError)
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        if not database_unavailable(exc):  # SQLite reports a bad statement this way too
+        if out_of_space(exc) or not database_unavailable(exc):  # SQLite reports a bad statement this way too
             return await internal(request, exc)
         log.exception("database error on %s", request.url.path)
         return error_response(503, "unavailable", "the database is busy or unreachable; "
@@ -81,6 +88,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
+        if full := out_of_space(exc):  # wherever it happened: a file, SQLite, PostgreSQL
+            log.error("%s %s: %s (%s)", request.method, request.url.path, full.message, exc)
+            return await pallet_error(request, full)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, "internal", "an unexpected error occurred; the server log "
                               "has the details")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from pallet.auth.models import ApiToken, User
 from pallet.auth.passwords import VerifiedCache, generate_password, hash_password, new_token, token_hash
-from pallet.auth.permissions import ROLES, permissions_of
+from pallet.auth.permissions import ADMIN, ROLES, permissions_of
 from pallet.db.base import utcnow
 from pallet.errors import Conflict, Invalid, NotFound, Unauthorized
 
@@ -82,19 +82,39 @@ def list_users(session: Session, *, limit: int = 100, offset: int = 0
                                        .limit(limit).offset(offset)))
 
 
+def _is_admin(roles: list[str], is_active: bool) -> bool:
+    return is_active and ADMIN in permissions_of(roles)
+
+
+def _keep_an_admin(session: Session, user: User, what: str) -> None:
+    """Refuse to take the last active admin away: nobody could manage users then. The
+    active users' rows are locked in one order (on PostgreSQL; SQLite has one writer), so
+    two admins demoting each other at once wait for each other and cannot both pass."""
+    active = session.scalars(select(User).where(User.is_active.is_(True))
+                             .order_by(User.id).with_for_update()
+                             .execution_options(populate_existing=True))
+    if not any(_is_admin(other.roles, True) for other in active if other.id != user.id):
+        raise Conflict(f"{user.username!r} is the last active admin and cannot be {what}: "
+                       "make another user an admin first", code="last_admin",
+                       details={"username": user.username})
+
+
 def update_user(session: Session, user: User, *, password: str | None = None,
                 roles: list[str] | None = None, is_active: bool | None = None) -> User:
+    roles = _check_roles(roles) if roles is not None else user.roles
+    active = is_active if is_active is not None else user.is_active
+    if _is_admin(user.roles, user.is_active) and not _is_admin(roles, active):
+        _keep_an_admin(session, user, "demoted" if active else "deactivated")
     if password is not None:
         user.password_hash = hash_password(_check_password(password))
-    if roles is not None:
-        user.roles = _check_roles(roles)
-    if is_active is not None:
-        user.is_active = is_active
+    user.roles, user.is_active = roles, active
     session.flush()
     return user
 
 
 def delete_user(session: Session, user: User) -> None:
+    if _is_admin(user.roles, user.is_active):
+        _keep_an_admin(session, user, "deleted")
     session.delete(user)
     session.flush()
 

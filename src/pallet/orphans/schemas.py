@@ -6,13 +6,14 @@ from pydantic import Field
 
 from pallet.api.schemas import Body
 
-# Ten thousand years: far beyond any sensible window, still a representable date.
+# Ten thousand years: far beyond any sensible window (cutoff() clamps to year 1).
 MAX_PROTECTION_SECONDS = 10_000 * 365 * 86_400
 
 
 class OrphanCleanup(Body):
     protection_seconds: float | None = Field(
         None, ge=0, le=MAX_PROTECTION_SECONDS, allow_inf_nan=False,
+        strict=True,  # a number: not true, nor "1"
         description="Keep orphans younger than this many seconds (default: the server's "
                     "orphan_protection_seconds). 0 deletes every orphan.")
 

@@ -56,7 +56,11 @@ class Doomed:
 
 
 def cutoff(now: datetime, protection_seconds: float) -> datetime:
-    """Rows created before this are old enough to be deleted."""
+    """Rows created before this are old enough to be deleted. A protection reaching back
+    before year 1 (datetime's first) keeps everything: nothing was created before then."""
+    earliest = datetime.min.replace(tzinfo=now.tzinfo)
+    if protection_seconds >= (now - earliest).total_seconds():
+        return earliest
     return now - timedelta(seconds=protection_seconds)
 
 

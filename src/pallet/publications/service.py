@@ -6,14 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pallet.artifacts.models import Artifact
+from pallet.content.models import ContentArtifact
 from pallet.artifacts.service import record_artifact
 from pallet.artifacts.storage import ArtifactStorage, Writer
 from pallet.content.service import stream_units
@@ -27,7 +29,7 @@ from pallet.publications.models import Publication, PublishedMetadata
 from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
 from pallet.repositories.versions import present_at
 
-RC = RepositoryContent
+CA, RC = ContentArtifact, RepositoryContent
 PUBLISH_STAGE = "writing metadata"
 # progress(stage, done, total), as a task reports it (it raises Canceled when asked to stop).
 Progress = Callable[[str, int, int | None], None]
@@ -89,7 +91,10 @@ def render(session: Session, plugins: Registry, storage: ArtifactStorage,
     if progress is not None:
         total = sum(c.get("present", 0) for c in (version.counts or {}).values())
         units = _reporting(units, progress, total)
-    output = _StoringOutput(storage)
+    check = None
+    if repository_type.pass_through:
+        check = partial(_refuse_content_path, session, repository, version.number)
+    output = _StoringOutput(storage, check)
     try:
         repository_type.publish(units, options, output)
     finally:
@@ -122,6 +127,30 @@ def record_publication(session: Session, plugins: Registry, repository: Reposito
         return existing, False
     serving_changed(session)
     return publication, True
+
+
+def _refuse_content_path(session: Session, repository: Repository, number: int,
+                         path: str) -> None:
+    """Invalid if a pass-through publication's metadata file at `path` would collide with
+    a content file of version `number`: the same path (the content could no longer be
+    reached), or one inside the other as a folder (a tree could not hold both). Every
+    publication is rendered, whatever asks for it (the API, auto-publish, an import), so
+    the check is here, not in each plugin's options. Index look-ups on the path."""
+    parts = path.split("/")
+    ancestors = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    column = CA.relative_path
+    if session.get_bind().dialect.name == "postgresql":
+        column = column.collate("C")  # byte order, as '/' < '0' needs, whatever the locale
+    below = and_(column > path + "/", column < path + "0")
+    found = session.scalar(
+        select(CA.relative_path).join(RC, RC.content_id == CA.content_id)
+        .where(RC.repository_id == repository.id, present_at(RC, number),
+               or_(CA.relative_path.in_(ancestors), below)).limit(1))
+    if found is not None:
+        raise Invalid(f"the publication's metadata file {path!r} collides with the content "
+                      f"file {found!r} of version {number}: clients could not reach both; "
+                      "choose another path in the publish options", code="path_collision",
+                      details={"metadata_path": path, "content_path": found})
 
 
 def _reporting(units: Iterable[PublishedUnit], progress: Progress, total: int
@@ -226,8 +255,9 @@ class _Open:
 class _StoringOutput:
     """The publisher's output: each file goes through a verifying artifact writer."""
 
-    def __init__(self, storage: ArtifactStorage) -> None:
-        self.storage = storage
+    def __init__(self, storage: ArtifactStorage,
+                 check: Callable[[str], None] | None = None) -> None:
+        self.storage, self.check = storage, check
         self.files: dict[str, tuple[str, int]] = {}
         self._open: list[_Open] = []
 
@@ -236,6 +266,8 @@ class _StoringOutput:
         if relative_path in self.files or any(o.relative_path == relative_path
                                               for o in self._open):
             raise Invalid(f"the publisher wrote {relative_path!r} twice")
+        if self.check is not None:
+            self.check(relative_path)
         entry = _Open(self.storage.writer(), relative_path)
         self._open.append(entry)
         return _MetadataFile(self, entry)

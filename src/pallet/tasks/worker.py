@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from pallet.db.base import utcnow
-from pallet.errors import Canceled, PalletError
+from pallet.errors import Canceled, PalletError, out_of_space
 from pallet.runtime import Runtime
 from pallet.tasks import queue, registry, schedules, service
 from pallet.tasks.models import CANCELED, COMPLETED, FAILED, RUNNING, Task, Worker
@@ -74,11 +74,13 @@ def run_task(runtime: Runtime, worker: str, task_id: int, context: TaskContext) 
     except PalletError as exc:
         state, error = FAILED, exc.as_dict()
         log.info("task %s (%s) failed: %s", task_id, name, exc.message)
-    except Exception:  # a bug: the traceback goes to the log, a sentence to the user
+    except Exception as exc:  # a bug: the traceback goes to the log, a sentence to the user
         log.exception("task %s (%s) failed unexpectedly", task_id, name)
         state = FAILED
-        error = {"code": "internal", "details": {},
-                 "message": "the task failed unexpectedly; the server log has the details"}
+        full = out_of_space(exc)  # not a bug: the disk is full
+        error = full.as_dict() if full else {
+            "code": "internal", "details": {},
+            "message": "the task failed unexpectedly; the server log has the details"}
     with runtime.db.write() as session:
         session.execute(
             update(Task).where(Task.id == task_id, Task.state == RUNNING, Task.worker == worker)

@@ -37,7 +37,9 @@ class ExporterCreate(Body):
 
 
 class ExporterUpdate(Body):
-    path: str | None = None
+    # Left out: unchanged; never null (an exporter always has a directory).
+    path: str = Field(None, description="Output directory, under the allowed export "
+                                        "directories.")
     repositories: Names | None = Field(None, min_length=1, max_length=10_000)
     chunk_size: int | None = None
     signing_key: str | None = None

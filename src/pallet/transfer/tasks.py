@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Iterator
 from sqlalchemy import select
 
 from pallet.errors import Invalid, NotFound
-from pallet.paths import allowed_path
+from pallet.paths import allowed_path, regular_file
 from pallet.publications.models import Publication
 from pallet.repositories.models import Repository, RepositoryVersion
 from pallet.repositories.versions import get_version, latest_version
@@ -205,8 +205,8 @@ def open_archive(runtime: Runtime, *, path: str | None = None, upload_id: int | 
         file = upload_path(runtime.settings, upload_id)
         label = f"upload {upload_id}"
     else:
-        file = allowed_path(path, runtime.settings.allowed_import_dirs,
-                            setting="allowed_import_dirs")
+        file = regular_file(allowed_path(path, runtime.settings.allowed_import_dirs,
+                                         setting="allowed_import_dirs"))
         label = str(file)
     if path is not None and file.name.endswith(TOC_SUFFIX):
         reader, _ = open_files(file)
