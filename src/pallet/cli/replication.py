@@ -38,6 +38,12 @@ Distribution = Annotated[Optional[list[str]], typer.Option(
                                                    "distribution serves; repeatable.")]
 Every = Annotated[Optional[int], typer.Option(min=5, metavar="SECONDS",
                                               help="Replicate on a schedule, every SECONDS.")]
+ConnectTimeout = Annotated[Optional[float], typer.Option(
+    metavar="SECONDS", help="Seconds to connect before a request fails (default 15).")]
+ReadTimeout = Annotated[Optional[float], typer.Option(
+    metavar="SECONDS", help="Seconds without a byte either way before a request fails "
+                            "(default 120); a push also waits this long for the "
+                            "downstream's last import step.")]
 NoSchedule = Annotated[bool, typer.Option("--no-schedule", help="Stop the schedule.")]
 Prefix = Annotated[Optional[str], typer.Option(help="Serve the upstream's base paths under "
                                                     "this prefix here.")]
@@ -49,7 +55,8 @@ RemoveMissing = Annotated[Optional[bool], typer.Option(
 PEER_FIELDS = ["name", "base_url", "username", "has_password", "has_token",
                ("ca_cert", lambda r: pem_summary(r["ca_cert"])),
                ("client_cert", lambda r: pem_summary(r["client_cert"])), "has_client_key",
-               "tls_validation", ("repositories", lambda r: ", ".join(r["repositories"])),
+               "tls_validation", "connect_timeout", "read_timeout",
+               ("repositories", lambda r: ", ".join(r["repositories"])),
                ("distributions", lambda r: ", ".join(r["distributions"])), "every_seconds"]
 UPSTREAM_FIELDS = [*PEER_FIELDS, "base_path_prefix", "remove_missing",
                    ("replicas", lambda r: ", ".join(f"{x['repository']} (upstream version "
@@ -61,9 +68,11 @@ COLUMNS = ["name", "base_url", "every_seconds", "updated_at"]
 
 def _fields(*, url, username, password, token, ca_cert: Path | None,
             client_cert: Path | None, client_key: Path | None, tls_validation,
-            repository, distribution, every, **more: Any) -> dict[str, Any]:
+            connect_timeout, read_timeout, repository, distribution, every,
+            **more: Any) -> dict[str, Any]:
     values: dict[str, Any] = dict(base_url=url, username=username, password=password,
                                   token=token, tls_validation=tls_validation,
+                                  connect_timeout=connect_timeout, read_timeout=read_timeout,
                                   repositories=repository or None,
                                   distributions=distribution or None, every_seconds=every,
                                   **more)
@@ -84,13 +93,15 @@ def create_upstream(name: Name,
                     password_stdin: PasswordStdin = False, token: Token = None,
                     ca_cert: CaCert = None, client_cert: ClientCert = None,
                     client_key: ClientKey = None, tls_validation: TlsValidation = None,
+                    connect_timeout: ConnectTimeout = None, read_timeout: ReadTimeout = None,
                     base_path_prefix: Prefix = None, remove_missing: RemoveMissing = None,
                     every: Every = None, as_json: JsonFlag = False) -> None:
     """Register an upstream Pallet and what to replicate from it."""
     body = {"name": name, **_fields(
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
         token=token, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
-        tls_validation=tls_validation, repository=repository, distribution=distribution,
+        tls_validation=tls_validation, connect_timeout=connect_timeout,
+        read_timeout=read_timeout, repository=repository, distribution=distribution,
         every=every, base_path_prefix=base_path_prefix, remove_missing=remove_missing)}
     show_record(connect().post("upstreams", body), UPSTREAM_FIELDS, as_json=as_json)
 
@@ -114,14 +125,17 @@ def update_upstream(name: Name, url: Url = None, repository: Repository = None,
                     password: Password = None, password_stdin: PasswordStdin = False,
                     token: Token = None, ca_cert: CaCert = None,
                     client_cert: ClientCert = None, client_key: ClientKey = None,
-                    tls_validation: TlsValidation = None, base_path_prefix: Prefix = None,
+                    tls_validation: TlsValidation = None,
+                    connect_timeout: ConnectTimeout = None, read_timeout: ReadTimeout = None,
+                    base_path_prefix: Prefix = None,
                     remove_missing: RemoveMissing = None, every: Every = None,
                     no_schedule: NoSchedule = False, as_json: JsonFlag = False) -> None:
     """Change some of an upstream's settings (patterns given replace the earlier ones)."""
     changes = _fields(
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
         token=token, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
-        tls_validation=tls_validation, repository=repository, distribution=distribution,
+        tls_validation=tls_validation, connect_timeout=connect_timeout,
+        read_timeout=read_timeout, repository=repository, distribution=distribution,
         every=every, base_path_prefix=base_path_prefix, remove_missing=remove_missing)
     if no_schedule:
         changes["every_seconds"] = None
@@ -175,12 +189,14 @@ def create_downstream(name: Name,
                       password_stdin: PasswordStdin = False, token: Token = None,
                       ca_cert: CaCert = None, client_cert: ClientCert = None,
                       client_key: ClientKey = None, tls_validation: TlsValidation = None,
+                      connect_timeout: ConnectTimeout = None, read_timeout: ReadTimeout = None,
                       every: Every = None, as_json: JsonFlag = False) -> None:
     """Register a downstream Pallet to push into (its importer maps and creates)."""
     body = {"name": name, **_fields(
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
         token=token, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
-        tls_validation=tls_validation, repository=repository, distribution=distribution,
+        tls_validation=tls_validation, connect_timeout=connect_timeout,
+        read_timeout=read_timeout, repository=repository, distribution=distribution,
         every=every, importer=importer)}
     show_record(connect().post("downstreams", body), DOWNSTREAM_FIELDS, as_json=as_json)
 
@@ -206,13 +222,15 @@ def update_downstream(name: Name, url: Url = None, importer: Annotated[Optional[
                       password_stdin: PasswordStdin = False, token: Token = None,
                       ca_cert: CaCert = None, client_cert: ClientCert = None,
                       client_key: ClientKey = None, tls_validation: TlsValidation = None,
+                      connect_timeout: ConnectTimeout = None, read_timeout: ReadTimeout = None,
                       every: Every = None, no_schedule: NoSchedule = False,
                       as_json: JsonFlag = False) -> None:
     """Change some of a downstream's settings."""
     changes = _fields(
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
         token=token, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key,
-        tls_validation=tls_validation, repository=repository, distribution=distribution,
+        tls_validation=tls_validation, connect_timeout=connect_timeout,
+        read_timeout=read_timeout, repository=repository, distribution=distribution,
         every=every, importer=importer)
     if no_schedule:
         changes["every_seconds"] = None

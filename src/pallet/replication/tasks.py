@@ -21,7 +21,7 @@ from sqlalchemy import select
 from pallet.distributions.models import Distribution
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.replication import offer
-from pallet.replication.client import PeerClient, PeerError
+from pallet.replication.client import PeerClient, PeerError, excerpt
 from pallet.replication.models import Downstream, Replica, Upstream
 from pallet.replication.schemas import Catalogue, CatalogueEntry
 from pallet.repositories import service as repositories
@@ -102,9 +102,14 @@ def _catalogue(client: PeerClient, upstream: Upstream, names: list[str]
         catalogue = Catalogue.model_validate(answer)
         for entry in catalogue.repositories:
             validate_name(entry.name)
-    except (ValidationError, Invalid) as exc:
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
         raise PeerError(f"{client.label} sent a catalogue this server cannot read: "
-                        f"{str(exc)[:300]}") from None
+                        f"{where}: {excerpt(first['msg'])}") from None
+    except Invalid as exc:
+        raise PeerError(f"{client.label} sent a catalogue this server cannot read: "
+                        f"{excerpt(exc.message)}") from None
     seen: set[str] = set()
     for entry in catalogue.repositories:
         chosen = offer.matches(entry.name, upstream.repositories) or any(
@@ -240,11 +245,12 @@ def push(runtime: Runtime, task, *, downstream_id: int) -> None:
                                          blocks)
                 if answer["state"] != "completed":
                     error = (answer.get("error") or {}).get("message", answer["state"])
-                    raise PeerError(f"the import on {client.label} failed: {error}",
+                    raise PeerError(f"the import on {client.label} failed: "
+                                    f"{excerpt(str(error))}",
                                     details={"task": answer.get("href")})
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise PeerError(f"{client.label} answered something this server cannot read "
-                            f"({type(exc).__name__}: {exc})") from None
+                            f"({type(exc).__name__}: {excerpt(str(exc))})") from None
     task.result = {"downstream": downstream.name, "repositories": report,
                    "import_task": answer.get("href") if answer else None}
 
