@@ -1,5 +1,6 @@
 """What a replication says when the other side is not a Pallet that works: the status, and a
-short excerpt of the answer with its control characters escaped, never the answer itself."""
+short excerpt of the answer with its control characters escaped, never the answer itself.
+And a selection that names nothing fails, saying so."""
 
 from __future__ import annotations
 
@@ -78,3 +79,24 @@ def test_a_catalogue_it_cannot_read_is_cut_short(client, workers, answering):
     assert len(task["error"]["message"]) < 400
     assert not any(ch in task["error"]["message"] for ch in "\x1b\r\n")
 
+
+# -- a selection that names nothing -----------------------------------------------------------
+
+def test_a_selection_that_matches_no_upstream_repository_fails(client, workers, answering):
+    empty = json.dumps({"repositories": [], "absent": []}).encode()
+    task = replicate_from(client, answering(200, empty, "application/json").url)
+    assert task["state"] == "failed", task
+    assert task["error"]["code"] == "nothing_selected"
+    assert "no repository that the selection names (repositories: web)" in \
+        task["error"]["message"]
+    assert task["progress"][0] == {"stage": "asking the upstream", "done": 1, "total": 1}
+
+
+def test_a_push_whose_selection_matches_nothing_here_fails(client, workers, answering):
+    made = client.post("/api/v1/downstreams", json={
+        "name": "down", "base_url": answering(500, b"never asked").url, "importer": "in",
+        "repositories": ["nothing-*"]})
+    assert made.status_code == 201, made.text
+    task = wait_for_task(client, client.post("/api/v1/downstreams/down/push").json()["href"])
+    assert task["state"] == "failed" and task["error"]["code"] == "nothing_selected"
+    assert "this server has no repository" in task["error"]["message"]

@@ -18,7 +18,7 @@ from pallet.cli.orphan import size_text
 from pallet.cli.output import JsonFlag, deleted, say, show_page, show_record
 from pallet.cli.remote import (CaCert, ClientCert, ClientKey, Password, PasswordStdin,
                                TlsValidation, Username, pem_summary, secret_value)
-from pallet.cli.task import NoWait, report
+from pallet.cli.task import NoWait, describes, report
 
 upstream_app = typer.Typer(help="Upstreams: Pallets this server replicates from.",
                            no_args_is_help=True)
@@ -151,6 +151,7 @@ def delete_upstream(name: Name, as_json: JsonFlag = False) -> None:
     deleted(f"upstream {name}", f"/api/v1/{href}", as_json=as_json)
 
 
+@describes("replication.pull")
 def _describe_pull(task: dict[str, Any]) -> None:
     result = task["result"]
     for line in result["repositories"]:
@@ -246,6 +247,7 @@ def delete_downstream(name: Name, as_json: JsonFlag = False) -> None:
     deleted(f"downstream {name}", f"/api/v1/{href}", as_json=as_json)
 
 
+@describes("replication.push")
 def _describe_push(task: dict[str, Any]) -> None:
     for line in task["result"]["repositories"]:
         say(f"{line['name']} -> {line['destination']}: {line['state']} (version "

@@ -49,6 +49,9 @@ def pull(runtime: Runtime, task, *, upstream_id: int) -> None:
     task.progress("asking the upstream", 0, None)
     with PeerClient(upstream, "upstream") as client:
         offered, absent = _catalogue(client, upstream, sorted(known))
+        task.progress("asking the upstream", 1, 1)
+        if not offered and not set(known) & set(absent):
+            raise _nothing_selected(f"upstream {upstream.name!r} has", upstream)
         wanted, report, mapping = _wanted(runtime, upstream, offered, known)
         received, plan = 0, None
         if wanted:
@@ -77,6 +80,18 @@ def pull(runtime: Runtime, task, *, upstream_id: int) -> None:
                    "removed": removed, "bytes_received": received,
                    "import": plan["import"] if plan else None,
                    "bytes_written": plan["bytes_to_write"] if plan else 0}
+
+
+def _nothing_selected(where: str, peer: Upstream | Downstream) -> Invalid:
+    """A selection that names nothing is a mistake to say, not a success to report."""
+    selection = "; ".join(f"{what}: {', '.join(patterns)}" for what, patterns in
+                          (("repositories", peer.repositories),
+                           ("distributions", peer.distributions)) if patterns)
+    return Invalid(f"{where} no repository that the selection names ({selection}): check "
+                   "the names and patterns, and that the user may see them; nothing was "
+                   "replicated", code="nothing_selected",
+                   details={"repositories": peer.repositories,
+                            "distributions": peer.distributions})
 
 
 def _in_a_group(runtime: Runtime, task_id: int, description: str) -> None:
@@ -221,7 +236,9 @@ def push(runtime: Runtime, task, *, downstream_id: int) -> None:
         offered = offer.catalogue(session, downstream.repositories,
                                   downstream.distributions)["repositories"]
     _in_a_group(runtime, task.id, f"push into downstream {downstream.name}")
-    task.progress("asking the downstream", 0, None)
+    if not offered:
+        raise _nothing_selected("this server has", downstream)
+    task.progress("asking the downstream", 0, len(offered))
     with PeerClient(downstream, "downstream") as client:
         try:
             mapping = dict(client.get(f"/importers/{downstream.importer}")["mapping"])
@@ -229,6 +246,7 @@ def push(runtime: Runtime, task, *, downstream_id: int) -> None:
             for entry in offered:
                 destination = str(mapping.get(entry["name"], entry["name"]))
                 held = _held_digest(client, destination)
+                task.progress("asking the downstream", len(report) + 1, len(offered))
                 line = {"name": entry["name"], "destination": destination,
                         "version": entry["version"], "digest": entry["digest"]}
                 if held == entry["digest"]:
