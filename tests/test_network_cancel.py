@@ -5,18 +5,31 @@ and read timeouts, and a cancel reaches a task blocked on the network within sec
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 import time
 
+import httpx
 import pytest
 
+from factories import make_files
 from pallet.errors import PalletError
 from pallet.tasks import service
 from pallet.tasks.registry import task_function
-from tests.conftest import wait_for_task
+from tests.conftest import ADMIN_PASSWORD, make_settings, wait_for_task
 from tests.peers import Silent
+from tests.test_clients import uvicorn_serving
 
 CANCEL_SECONDS = 5
+
+
+@pytest.fixture
+def settings(tmp_path, database_url):
+    (tmp_path / "exports").mkdir()
+    return make_settings(tmp_path, database_url, allowed_export_dirs=[tmp_path / "exports"],
+                         import_reserve_bytes=0)
 
 
 @pytest.fixture
@@ -165,3 +178,52 @@ def test_a_canceled_task_ends_canceled_whatever_it_raised(runtime, client, worke
     href = f"/api/v1/tasks/{task_id}"
     final = cancel_within(client, {"href": href})
     assert final["state"] == "canceled" and final["error"] is None
+
+
+def test_a_streamed_import_into_a_silent_server_times_out(silent):
+    env = dict(os.environ, PALLET_URL=silent.url, PALLET_USERNAME="admin",
+               PALLET_PASSWORD="unused")
+    env.pop("PALLET_CONFIG", None)
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "pallet.cli.main", "importer", "run", "in", "-",
+                          "--read-timeout", "1"], input=b"x" * 1000, env=env,
+                         capture_output=True, timeout=60)
+    assert run.returncode == 1, run.stderr
+    assert b"did not answer in time" in run.stderr and b"Traceback" not in run.stderr
+    assert time.monotonic() - started < 20  # the CLI's start-up, and one second of silence
+
+
+def test_cancel_reaches_a_streamed_import_whose_sender_stalls(client, runtime, workers,
+                                                              tmp_path):
+    ids = make_files(runtime, 8)
+    create(client, "repositories", {"name": "web"})
+    modify = client.post("/api/v1/repositories/web/modify", json={"add_content": ids}).json()
+    assert wait_for_task(client, modify["href"])["state"] == "completed"
+    create(client, "exporters", {"name": "ex", "path": str(tmp_path / "exports"),
+                                 "repositories": ["web"]})
+    data = client.get("/api/v1/exporters/ex/stream").content
+    create(client, "importers", {"name": "im", "mapping": {"web": "copy"},
+                                 "create_repositories": True})
+    release = threading.Event()
+
+    def stalling():
+        yield data[: len(data) // 2]
+        release.wait(30)  # the sender goes quiet, the connection stays open
+
+    with uvicorn_serving(runtime) as url:
+        sender = threading.Thread(target=lambda: httpx.post(
+            f"{url}/api/v1/importers/im/import-stream", content=stalling(), timeout=60,
+            headers={"Content-Type": "application/x-tar"}, auth=("admin", ADMIN_PASSWORD)))
+        sender.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not (running := client.get("/api/v1/tasks", params={
+                    "name": "transfer.import", "state": "running"}).json()["results"]):
+                assert time.monotonic() < deadline, "the streamed import never started"
+                time.sleep(0.05)
+            final = cancel_within(client, running[0])
+            assert final["state"] == "canceled", final["error"]
+            assert client.get("/api/v1/repositories/copy").status_code == 404
+        finally:
+            release.set()
+            sender.join(30)
