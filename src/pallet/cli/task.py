@@ -215,14 +215,16 @@ def wait_task(task_id: TaskId, as_json: JsonFlag = False) -> None:
 
 @app.command("cancel")
 def cancel_task(task_id: TaskId, as_json: JsonFlag = False) -> None:
-    """Cancel a task: a waiting one at once, a running one at its next progress report."""
+    """Cancel a task: a waiting one at once, a running one at its next progress report (or
+    within a second or two if it waits on the network)."""
     task = connect().post(path("tasks", task_id, "cancel"))
     if as_json:
         emit_json(task)
     elif task["state"] == "canceled":
         say(f"task {task_id} canceled")
     else:
-        say(f"task {task_id}: cancel requested; it stops at its next progress report")
+        say(f"task {task_id}: cancel requested; it stops at its next progress report, or "
+            "within a second or two if it waits on the network")
 
 
 @app.command("purge")
