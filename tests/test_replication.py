@@ -7,6 +7,7 @@ to cut or encrypt the connection."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -394,14 +395,21 @@ def test_the_cli_registers_an_upstream_and_replicates(running, tmp_path):
                PALLET_PASSWORD=PASSWORD)
     made = subprocess.run([sys.executable, "-m", "pallet.cli.main", "upstream", "create", "up",
                            "--url", up.url, "--username", "admin", "--password-stdin",
-                           "--repository", "web", "--base-path-prefix", "mirror"],
+                           "--repository", "web", "--base-path-prefix", "mirror",
+                           "--read-timeout", "30"],
                           input=PASSWORD + "\n", env=env, capture_output=True, text=True,
                           timeout=60)
     assert made.returncode == 0, made.stderr
     assert PASSWORD not in made.stdout
     run = pallet(down.url, "upstream", "replicate", "up")
     assert "web: created (upstream version 1)" in run.stdout, run.stdout
-    assert "web (upstream version 1)" in pallet(down.url, "upstream", "show", "up").stdout
+    shown = pallet(down.url, "upstream", "show", "up").stdout
+    assert "web (upstream version 1)" in shown and "read_timeout: 30" in shown, shown
+    listed = json.loads(pallet(down.url, "task", "list", "--name", "replication.pull",
+                               "--json").stdout)
+    task = pallet(down.url, "task", "show", str(listed["results"][0]["id"])).stdout
+    assert "asking the upstream 1/1" in task and "None" not in task, task
+    assert "web: created (upstream version 1)" in task and '{"' not in task, task
     again = pallet(down.url, "upstream", "replicate", "up")
     assert "web: up to date" in again.stdout and "received 0" in again.stdout
     wrong = pallet(down.url, "upstream", "update", "up", "--password", "wrong-password")
@@ -409,3 +417,9 @@ def test_the_cli_registers_an_upstream_and_replicates(running, tmp_path):
     failed = pallet(down.url, "upstream", "replicate", "up", check=False)
     assert failed.returncode == 1 and "refused the credentials" in failed.stderr
     assert "Traceback" not in failed.stderr
+    pallet(down.url, "upstream", "update", "up", "--password", PASSWORD,
+           "--repository", "nothing-*")
+    nothing = pallet(down.url, "upstream", "replicate", "up", check=False)
+    assert nothing.returncode == 1, nothing.stdout
+    assert "no repository that the selection names (repositories: nothing-*)" in \
+        nothing.stderr, nothing.stderr

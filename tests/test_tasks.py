@@ -145,6 +145,29 @@ def test_purge_groups_and_filters(runtime, client, workers):
     wait(client, spinning)
 
 
+def test_a_scheduled_run_waits_one_period_and_never_runs_beside_a_manual_one(runtime):
+    from pallet.tasks import schedules
+    from pallet.tasks.models import TaskSchedule
+
+    with runtime.db.write() as session:
+        made = schedules.set_schedule(session, "test:2", "test.record", 600,
+                                      exclusive=["thing:2"])
+        assert made.next_run_at > utcnow() + timedelta(seconds=590)
+    assert schedules.queue_due(runtime.db) == []
+    manual = enqueue(runtime, "test.record", exclusive=["thing:2"])  # queued by hand
+    with runtime.db.write() as session:
+        session.scalar(select(TaskSchedule)).next_run_at = utcnow() - timedelta(seconds=1)
+    assert schedules.queue_due(runtime.db) == []  # skipped: the manual run is unfinished
+    with runtime.db.write() as session:
+        session.get(Task, manual).state = "completed"
+        session.scalar(select(TaskSchedule)).next_run_at = utcnow() - timedelta(seconds=1)
+    assert len(schedules.queue_due(runtime.db)) == 1
+    with runtime.db.write() as session:  # a new period starts counting again
+        changed = schedules.set_schedule(session, "test:2", "test.record", 300,
+                                         exclusive=["thing:2"])
+        assert changed.next_run_at > utcnow() + timedelta(seconds=290)
+
+
 def test_cancel_a_finished_group_task_is_a_conflict(runtime):
     with runtime.db.write() as session:
         task = service.enqueue(session, "test.record")
@@ -174,6 +197,9 @@ def test_a_schedule_queues_its_task_once_per_interval_and_never_piles_up(runtime
     with runtime.db.write() as session:
         schedules.set_schedule(session, "test:1", "test.record", 60, exclusive=["thing:1"],
                                seconds=0)
+    assert schedules.queue_due(runtime.db) == []  # the first run is one period later
+    with runtime.db.write() as session:
+        session.scalar(select(TaskSchedule)).next_run_at = utcnow() - timedelta(seconds=1)
     first = schedules.queue_due(runtime.db)
     assert len(first) == 1
     assert schedules.queue_due(runtime.db) == []  # not due again for a minute

@@ -19,7 +19,7 @@ from pallet.cli.output import JsonFlag, deleted, say, show_page, show_record
 from pallet.cli.remote import (CaCert, ClientCert, ClientKey, Password, PasswordStdin,
                                TlsValidation, Username, pem_summary, secret_value)
 from pallet.cli.secrets import TokenFile, TokenStdin, secret
-from pallet.cli.task import NoWait, report
+from pallet.cli.task import NoWait, describes, report
 
 upstream_app = typer.Typer(help="Upstreams: Pallets this server replicates from.",
                            no_args_is_help=True)
@@ -39,6 +39,12 @@ Distribution = Annotated[Optional[list[str]], typer.Option(
                                                    "distribution serves; repeatable.")]
 Every = Annotated[Optional[int], typer.Option(min=5, metavar="SECONDS",
                                               help="Replicate on a schedule, every SECONDS.")]
+ConnectTimeout = Annotated[Optional[float], typer.Option(
+    metavar="SECONDS", help="Seconds to connect before a request fails (default 15).")]
+ReadTimeout = Annotated[Optional[float], typer.Option(
+    metavar="SECONDS", help="Seconds without a byte either way before a request fails "
+                            "(default 120); a push also waits this long for the "
+                            "downstream's last import step.")]
 NoSchedule = Annotated[bool, typer.Option("--no-schedule", help="Stop the schedule.")]
 Prefix = Annotated[Optional[str], typer.Option(help="Serve the upstream's base paths under "
                                                     "this prefix here.")]
@@ -50,7 +56,8 @@ RemoveMissing = Annotated[Optional[bool], typer.Option(
 PEER_FIELDS = ["name", "base_url", "username", "has_password", "has_token",
                ("ca_cert", lambda r: pem_summary(r["ca_cert"])),
                ("client_cert", lambda r: pem_summary(r["client_cert"])), "has_client_key",
-               "tls_validation", ("repositories", lambda r: ", ".join(r["repositories"])),
+               "tls_validation", "connect_timeout", "read_timeout",
+               ("repositories", lambda r: ", ".join(r["repositories"])),
                ("distributions", lambda r: ", ".join(r["distributions"])), "every_seconds"]
 UPSTREAM_FIELDS = [*PEER_FIELDS, "base_path_prefix", "remove_missing",
                    ("replicas", lambda r: ", ".join(f"{x['repository']} (upstream version "
@@ -62,11 +69,13 @@ COLUMNS = ["name", "base_url", "every_seconds", "updated_at"]
 
 def _fields(*, url, username, password, token, ca_cert: Path | None,
             client_cert: Path | None, client_key: Path | None, tls_validation,
-            repository, distribution, every, token_stdin: bool = False,
-            token_file: Path | None = None, **more: Any) -> dict[str, Any]:
+            connect_timeout, read_timeout, repository, distribution, every,
+            token_stdin: bool = False, token_file: Path | None = None,
+            **more: Any) -> dict[str, Any]:
     token = secret("--token", token, stdin=token_stdin, file=token_file)
     values: dict[str, Any] = dict(base_url=url, username=username, password=password,
                                   token=token, tls_validation=tls_validation,
+                                  connect_timeout=connect_timeout, read_timeout=read_timeout,
                                   repositories=repository or None,
                                   distributions=distribution or None, every_seconds=every,
                                   **more)
@@ -88,6 +97,7 @@ def create_upstream(name: Name,
                     token_stdin: TokenStdin = False, token_file: TokenFile = None,
                     ca_cert: CaCert = None, client_cert: ClientCert = None,
                     client_key: ClientKey = None, tls_validation: TlsValidation = None,
+                    connect_timeout: ConnectTimeout = None, read_timeout: ReadTimeout = None,
                     base_path_prefix: Prefix = None, remove_missing: RemoveMissing = None,
                     every: Every = None, as_json: JsonFlag = False) -> None:
     """Register an upstream Pallet and what to replicate from it."""
@@ -95,7 +105,8 @@ def create_upstream(name: Name,
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
         token=token, token_stdin=token_stdin, token_file=token_file, ca_cert=ca_cert,
         client_cert=client_cert, client_key=client_key,
-        tls_validation=tls_validation, repository=repository, distribution=distribution,
+        tls_validation=tls_validation, connect_timeout=connect_timeout,
+        read_timeout=read_timeout, repository=repository, distribution=distribution,
         every=every, base_path_prefix=base_path_prefix, remove_missing=remove_missing)}
     show_record(connect().post("upstreams", body), UPSTREAM_FIELDS, as_json=as_json)
 
@@ -120,7 +131,9 @@ def update_upstream(name: Name, url: Url = None, repository: Repository = None,
                     token: Token = None, token_stdin: TokenStdin = False,
                     token_file: TokenFile = None, ca_cert: CaCert = None,
                     client_cert: ClientCert = None, client_key: ClientKey = None,
-                    tls_validation: TlsValidation = None, base_path_prefix: Prefix = None,
+                    tls_validation: TlsValidation = None,
+                    connect_timeout: ConnectTimeout = None, read_timeout: ReadTimeout = None,
+                    base_path_prefix: Prefix = None,
                     remove_missing: RemoveMissing = None, every: Every = None,
                     no_schedule: NoSchedule = False, as_json: JsonFlag = False) -> None:
     """Change some of an upstream's settings (patterns given replace the earlier ones)."""
@@ -128,7 +141,8 @@ def update_upstream(name: Name, url: Url = None, repository: Repository = None,
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
         token=token, token_stdin=token_stdin, token_file=token_file, ca_cert=ca_cert,
         client_cert=client_cert, client_key=client_key,
-        tls_validation=tls_validation, repository=repository, distribution=distribution,
+        tls_validation=tls_validation, connect_timeout=connect_timeout,
+        read_timeout=read_timeout, repository=repository, distribution=distribution,
         every=every, base_path_prefix=base_path_prefix, remove_missing=remove_missing)
     if no_schedule:
         changes["every_seconds"] = None
@@ -144,6 +158,7 @@ def delete_upstream(name: Name, as_json: JsonFlag = False) -> None:
     deleted(f"upstream {name}", f"/api/v1/{href}", as_json=as_json)
 
 
+@describes("replication.pull")
 def _describe_pull(task: dict[str, Any]) -> None:
     result = task["result"]
     for line in result["repositories"]:
@@ -183,13 +198,15 @@ def create_downstream(name: Name,
                       token_stdin: TokenStdin = False, token_file: TokenFile = None,
                       ca_cert: CaCert = None, client_cert: ClientCert = None,
                       client_key: ClientKey = None, tls_validation: TlsValidation = None,
+                      connect_timeout: ConnectTimeout = None, read_timeout: ReadTimeout = None,
                       every: Every = None, as_json: JsonFlag = False) -> None:
     """Register a downstream Pallet to push into (its importer maps and creates)."""
     body = {"name": name, **_fields(
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
         token=token, token_stdin=token_stdin, token_file=token_file, ca_cert=ca_cert,
         client_cert=client_cert, client_key=client_key,
-        tls_validation=tls_validation, repository=repository, distribution=distribution,
+        tls_validation=tls_validation, connect_timeout=connect_timeout,
+        read_timeout=read_timeout, repository=repository, distribution=distribution,
         every=every, importer=importer)}
     show_record(connect().post("downstreams", body), DOWNSTREAM_FIELDS, as_json=as_json)
 
@@ -216,6 +233,7 @@ def update_downstream(name: Name, url: Url = None, importer: Annotated[Optional[
                       token_stdin: TokenStdin = False, token_file: TokenFile = None,
                       ca_cert: CaCert = None, client_cert: ClientCert = None,
                       client_key: ClientKey = None, tls_validation: TlsValidation = None,
+                      connect_timeout: ConnectTimeout = None, read_timeout: ReadTimeout = None,
                       every: Every = None, no_schedule: NoSchedule = False,
                       as_json: JsonFlag = False) -> None:
     """Change some of a downstream's settings."""
@@ -223,7 +241,8 @@ def update_downstream(name: Name, url: Url = None, importer: Annotated[Optional[
         url=url, username=username, password=secret_value(password, password_stdin, "--password"),
         token=token, token_stdin=token_stdin, token_file=token_file, ca_cert=ca_cert,
         client_cert=client_cert, client_key=client_key,
-        tls_validation=tls_validation, repository=repository, distribution=distribution,
+        tls_validation=tls_validation, connect_timeout=connect_timeout,
+        read_timeout=read_timeout, repository=repository, distribution=distribution,
         every=every, importer=importer)
     if no_schedule:
         changes["every_seconds"] = None
@@ -239,6 +258,7 @@ def delete_downstream(name: Name, as_json: JsonFlag = False) -> None:
     deleted(f"downstream {name}", f"/api/v1/{href}", as_json=as_json)
 
 
+@describes("replication.push")
 def _describe_push(task: dict[str, Any]) -> None:
     for line in task["result"]["repositories"]:
         say(f"{line['name']} -> {line['destination']}: {line['state']} (version "

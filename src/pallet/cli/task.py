@@ -17,7 +17,7 @@ from rich.text import Text
 
 from pallet.cli.client import Client, Limit, Offset, connect, path
 from pallet.cli.output import (JsonFlag, emit_json, errors, fail, note, printable, record,
-                               say, show_page, show_record, table)
+                               say, show_page, table)
 
 FINISHED = ("completed", "failed", "canceled")
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Print the task and return at once "
@@ -117,12 +117,28 @@ def check(task: dict[str, Any]) -> dict[str, Any]:
     return task
 
 
+# How the results of some kinds of task read, by task name (registered by their commands'
+# modules); other results print as fields.
+RESULTS: dict[str, Describe] = {}
+
+
+def describes(name: str) -> Callable[[Describe], Describe]:
+    def register(describe: Describe) -> Describe:
+        RESULTS[name] = describe
+        return describe
+    return register
+
+
+def describe_result(task: dict[str, Any]) -> None:
+    if task["result"]:
+        RESULTS.get(task["name"], lambda t: record(t["result"]))(task)
+
+
 def describe_task(task: dict[str, Any]) -> None:
     say(f"task {task['id']} ({task['name']}) completed")
     for href in task["created_resources"]:
         say(f"created {href}")
-    if task["result"]:
-        record(task["result"])
+    describe_result(task)
 
 
 def queued(item: dict[str, Any], kind: str, *, as_json: bool) -> None:
@@ -149,21 +165,21 @@ def report(api: Client, task: dict[str, Any], *, no_wait: bool, as_json: bool,
     return task
 
 
-def _progress_cell(task: dict[str, Any]) -> str:
-    if not task["progress"]:
-        return ""
-    step = task["progress"][-1]
+def _stage(step: dict[str, Any]) -> str:
     return f"{step['stage']} {step['done']}/{step['total'] if step['total'] is not None else '?'}"
+
+
+def _progress_cell(task: dict[str, Any]) -> str:
+    return _stage(task["progress"][-1]) if task["progress"] else ""
 
 
 TASK_FIELDS = ["id", "name", "state", "group", "worker", "created_by", "cancel_requested",
                ("locks", lambda t: ", ".join(f"{lock['resource']} "
                                              f"({'exclusive' if lock['exclusive'] else 'shared'})"
                                              for lock in t["locks"])),
-               ("progress", lambda t: "; ".join(f"{s['stage']} {s['done']}/{s['total']}"
-                                                for s in t["progress"])),
+               ("progress", lambda t: "; ".join(map(_stage, t["progress"]))),
                ("error", lambda t: t["error"] and t["error"]["message"]),
-               "created_resources", "result", "created_at", "started_at", "finished_at"]
+               "created_resources", "created_at", "started_at", "finished_at"]
 TASK_COLUMNS = ["id", "name", "state", ("progress", _progress_cell), "created_by",
                 "created_at", "finished_at"]
 
@@ -189,7 +205,14 @@ def list_tasks(state: Annotated[str | None, typer.Option(
 @app.command("show")
 def show_task(task_id: TaskId, as_json: JsonFlag = False) -> None:
     """Show a task: state, progress, error, what it created and its result."""
-    show_record(connect().get(path("tasks", task_id)), TASK_FIELDS, as_json=as_json)
+    task = connect().get(path("tasks", task_id))
+    if as_json:
+        emit_json(task)
+        return
+    record(task, TASK_FIELDS)
+    if task["result"]:
+        say("result:")
+        describe_result(task)
 
 
 @app.command("wait")
@@ -201,14 +224,16 @@ def wait_task(task_id: TaskId, as_json: JsonFlag = False) -> None:
 
 @app.command("cancel")
 def cancel_task(task_id: TaskId, as_json: JsonFlag = False) -> None:
-    """Cancel a task: a waiting one at once, a running one at its next progress report."""
+    """Cancel a task: a waiting one at once, a running one at its next progress report (or
+    within a second or two if it waits on the network)."""
     task = connect().post(path("tasks", task_id, "cancel"))
     if as_json:
         emit_json(task)
     elif task["state"] == "canceled":
         say(f"task {task_id} canceled")
     else:
-        say(f"task {task_id}: cancel requested; it stops at its next progress report")
+        say(f"task {task_id}: cancel requested; it stops at its next progress report, or "
+            "within a second or two if it waits on the network")
 
 
 @app.command("purge")

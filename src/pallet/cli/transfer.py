@@ -429,9 +429,16 @@ def check_import(name: Name, server_path: ServerPath = None, file: LocalFile = N
            as_json=as_json, describe=describe_plan)
 
 
+StreamTimeout = Annotated[float, typer.Option(
+    min=1, max=7 * 86400, metavar="SECONDS",
+    help="With -: fail if the server takes no byte, or sends no answer once the stream has "
+         "ended (its import's last step), for this long.")]
+
+
 @importer_app.command("run")
 def run_import(name: Name, server_path: ServerPath = None, file: LocalFile = None,
-               no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
+               read_timeout: StreamTimeout = 600, no_wait: NoWait = False,
+               as_json: JsonFlag = False) -> None:
     """Import an archive: every destination gets its new version, or none does. A path of
     `-` streams the archive from standard input (`pallet exporter stream NAME -o - | ssh
     host pallet importer run NAME -`)."""
@@ -442,7 +449,7 @@ def run_import(name: Name, server_path: ServerPath = None, file: LocalFile = Non
         task = api.request("POST", path("importers", name, "import-stream"),
                            content=_stdin_blocks(),
                            headers={"Content-Type": "application/x-tar"},
-                           timeout=httpx.Timeout(None, connect=10.0))
+                           timeout=httpx.Timeout(read_timeout, connect=10.0))
         report(api, task, no_wait=False, as_json=as_json,
                describe=describe_plan)
         return

@@ -43,6 +43,7 @@ from pallet.artifacts.storage import ArtifactStorage, DigestMismatch, Writer
 from pallet.paths import allowed_path
 from pallet.errors import Invalid, PalletError
 from pallet.plugin import RemoteFile
+from pallet.remotes.outgoing import aiohttp_session, cancels_this_task
 from pallet.remotes.small_files import SmallFiles
 from pallet.settings import Settings
 
@@ -203,6 +204,7 @@ class Downloader:
         self._pool = ThreadPoolExecutor(max(2, min(config.download_concurrency, 16)),
                                         thread_name_prefix="download")
         self._small_files = SmallFiles(storage)
+        self._cancel = contextlib.ExitStack()
 
     async def __aenter__(self) -> "Downloader":
         config = self.config
@@ -215,16 +217,15 @@ class Downloader:
                    **dict(config.headers)}
         if config.username:  # aiohttp drops it on a redirect to another origin
             headers["Authorization"] = basic_auth(config.username, config.password)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=config.download_concurrency, ssl=context),
-            timeout=aiohttp.ClientTimeout(total=config.total_timeout,
-                                          sock_connect=config.connect_timeout,
-                                          sock_read=config.read_timeout),
-            headers=headers, auto_decompress=False, trust_env=False,
-            read_bufsize=CHUNK)
+        self._session = aiohttp_session(
+            connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
+            total_timeout=config.total_timeout, tls=context,
+            limit=config.download_concurrency, headers=headers, read_bufsize=CHUNK)
+        self._cancel.enter_context(cancels_this_task())  # in a task: its cancel stops us
         return self
 
     async def __aexit__(self, *exc_info) -> None:
+        self._cancel.close()
         if self._session is not None:
             await self._session.close()
         self._small_files.close()

@@ -8,6 +8,7 @@ blocking file for the archive reader, `push` sends an iterator of blocks as a re
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
@@ -16,11 +17,13 @@ import httpx
 
 from pallet.errors import PalletError
 from pallet.remotes.downloader import tls_context
+from pallet.remotes.outgoing import http_client
 from pallet.replication.models import Peer
 
-TIMEOUT = httpx.Timeout(300.0, connect=15.0)
 BLOCK = 1 << 20
 MAX_ERROR = 64 << 10  # of an error answer, this much is read
+EXCERPT = 160  # of what a peer sent, this many characters go into an error message
+PEER_CODE = re.compile(r"[a-z][a-z_]{0,63}")  # a peer's error code, passed on if it is one
 
 
 class PeerError(PalletError):
@@ -40,8 +43,11 @@ class PeerClient:
             else None
         context = tls_context(ca_cert=peer.ca_cert, client_cert=peer.client_cert,
                               client_key=peer.client_key, verify=peer.tls_validation)
-        self.http = httpx.Client(base_url=peer.base_url.rstrip("/") + "/api/v1",
-                                 headers=headers, auth=auth, verify=context, timeout=TIMEOUT)
+        self.timeouts = peer.connect_timeout, peer.read_timeout
+        self.http = http_client(base_url=peer.base_url.rstrip("/") + "/api/v1",
+                                connect_timeout=peer.connect_timeout,
+                                read_timeout=peer.read_timeout, tls=context, headers=headers,
+                                auth=auth)
 
     def close(self) -> None:
         self.http.close()
@@ -70,7 +76,7 @@ class PeerClient:
                 if response.headers.get("content-encoding", "identity") != "identity":
                     raise PeerError(f"{self.label} sent a compressed stream, which this "
                                     "server does not accept")
-                yield ResponseStream(response, self.label)
+                yield ResponseStream(response, self.label, self.timeouts)
 
     def push(self, path: str, blocks: Iterable[bytes]) -> Any:
         """POST `blocks` as a streamed (chunked) request body; the JSON answer."""
@@ -87,15 +93,18 @@ class PeerClient:
             return response.json()
         except ValueError:
             raise PeerError(f"{self.label} did not answer with JSON (is it a Pallet?): "
-                            f"{response.text[:200]!r}") from None
+                            f"{excerpt(response.content)}") from None
 
     def _refuse(self, response: httpx.Response, body: bytes) -> None:
-        """Raise the PeerError a non-success answer means."""
+        """Raise the PeerError a non-success answer means: its status, and a short escaped
+        excerpt of what came (it may not be a Pallet answering, or not an honest one)."""
         try:
             error = json.loads(body)["error"]
-            message, code = str(error["message"]), error.get("code")
+            message, code = excerpt(str(error["message"])), error.get("code")
         except (ValueError, KeyError, TypeError):
-            message, code = body[:300].decode(errors="replace") or response.reason_phrase, None
+            message, code = excerpt(body or response.reason_phrase), None
+        if not (isinstance(code, str) and PEER_CODE.fullmatch(code)):
+            code = "peer_failed"
         if response.status_code == 401:
             raise PeerError(f"{self.label} refused the credentials (401 {message}): check "
                             "the username and password or the token",
@@ -105,15 +114,24 @@ class PeerClient:
                             "give the user the exporter role there (the importer role to "
                             "push)", code="peer_forbidden")
         raise PeerError(f"{self.label} answered {response.status_code}: {message}",
-                        code=code if isinstance(code, str) else "peer_failed",
-                        details={"status": response.status_code})
+                        code=code, details={"status": response.status_code})
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
             yield
         except httpx.HTTPError as exc:
-            raise connection_error(self.label, exc) from None
+            raise connection_error(self.label, exc, self.timeouts) from None
+
+
+def excerpt(text: str | bytes, limit: int = EXCERPT) -> str:
+    """At most `limit` characters of what a peer sent, each unprintable one escaped (a
+    terminal showing the error then shows only text)."""
+    if isinstance(text, bytes):
+        text = text[:4 * limit].decode("utf-8", errors="replace")
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                    for c in text[:limit])
+    return shown + ("…" if len(text) > limit else "")
 
 
 def _head(response: httpx.Response) -> bytes:
@@ -126,7 +144,8 @@ def _head(response: httpx.Response) -> bytes:
     return head[:MAX_ERROR]
 
 
-def connection_error(label: str, exc: httpx.HTTPError) -> PeerError:
+def connection_error(label: str, exc: httpx.HTTPError,
+                     timeouts: tuple[float, float]) -> PeerError:
     reason = exc.__context__ if isinstance(exc.__context__, ssl.SSLError) else None
     if isinstance(reason, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
         detail = getattr(reason, "verify_message", None) or str(exc)
@@ -135,8 +154,12 @@ def connection_error(label: str, exc: httpx.HTTPError) -> PeerError:
                          code="peer_untrusted")
     if isinstance(exc, httpx.ConnectError):
         return PeerError(f"cannot connect to {label}: {exc}", code="peer_unreachable")
+    if isinstance(exc, httpx.ConnectTimeout):
+        return PeerError(f"no connection to {label} within {timeouts[0]:g} s "
+                         "(connect_timeout)", code="peer_timeout")
     if isinstance(exc, httpx.TimeoutException):
-        return PeerError(f"{label} did not answer in time: {exc}", code="peer_timeout")
+        return PeerError(f"{label} sent nothing for {timeouts[1]:g} s (read_timeout)",
+                         code="peer_timeout")
     return PeerError(f"the connection to {label} broke: {exc or type(exc).__name__}",
                      code="peer_broken")
 
@@ -145,8 +168,9 @@ class ResponseStream:
     """A response's body, read as it arrives, as the archive reader reads a file. A broken
     connection (the peer stopped, the network failed) is a PeerError, never a short read."""
 
-    def __init__(self, response: httpx.Response, label: str) -> None:
-        self.label = label
+    def __init__(self, response: httpx.Response, label: str,
+                 timeouts: tuple[float, float]) -> None:
+        self.label, self.timeouts = label, timeouts
         self._blocks = response.iter_bytes(BLOCK)
         self._pending = memoryview(b"")
         self.received = 0
@@ -156,7 +180,7 @@ class ResponseStream:
             try:
                 block = next(self._blocks, b"")
             except httpx.HTTPError as exc:
-                error = connection_error(self.label, exc)
+                error = connection_error(self.label, exc, self.timeouts)
                 error.message = (f"{error.message} after {self.received} bytes; nothing was "
                                  "replicated, and a retry reuses what was stored")
                 error.args = (error.message,)

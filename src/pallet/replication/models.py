@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Integer, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pallet.db.base import AUTOINCREMENT, Base, BigId, utcnow
@@ -22,6 +23,9 @@ class Peer:
     client_cert: Mapped[str | None] = mapped_column(Text)
     client_key: Mapped[str | None] = mapped_column(Text)
     tls_validation: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Seconds to connect, and without a byte (either way) before a request fails.
+    connect_timeout: Mapped[float] = mapped_column(Float, default=15.0)
+    read_timeout: Mapped[float] = mapped_column(Float, default=120.0)
     # Names or shell-style patterns of the upstream's repositories and distributions.
     repositories: Mapped[list[str]] = mapped_column(JSON, default=list)
     distributions: Mapped[list[str]] = mapped_column(JSON, default=list)

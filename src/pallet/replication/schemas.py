@@ -5,11 +5,16 @@ from typing import Any
 from pydantic import Field
 
 from pallet.api.schemas import Body, Schema, UtcDatetime
+from pallet.remotes.schemas import CONNECT, READ
 from pallet.replication.models import Downstream, Peer, Upstream
 from pallet.transfer.layout import DistributionEntry
 
 PATTERNS = ("Names or shell-style patterns (`*`, `?`, `[...]`) of the upstream's "
             "repositories")
+CONNECT_DOC = "Seconds to connect before a request fails."
+READ_DOC = ("Seconds without a byte either way before a request fails; this includes the "
+            "downstream's answer to a push once the whole stream is sent (its import's last "
+            "step).")
 EVERY = dict(ge=5, le=366 * 86400, description="Replicate every this many seconds (a task "
                                                 "schedule); null: only when asked.")
 
@@ -28,6 +33,8 @@ class PeerFields(Body):
     client_key: str | None = Field(None, description="PEM key of the client certificate; "
                                                      "never shown again.")
     tls_validation: bool = True
+    connect_timeout: float = Field(15.0, **CONNECT, description=CONNECT_DOC)
+    read_timeout: float = Field(120.0, **READ, description=READ_DOC)
     repositories: list[str] = Field(default_factory=list, max_length=1000,
                                     description=PATTERNS + ".")
     distributions: list[str] = Field(default_factory=list, max_length=1000,
@@ -64,6 +71,8 @@ class PeerUpdate(Body):
     client_cert: str | None = None
     client_key: str | None = None
     tls_validation: bool | None = None
+    connect_timeout: float | None = Field(None, **CONNECT, description=CONNECT_DOC)
+    read_timeout: float | None = Field(None, **READ, description=READ_DOC)
     repositories: list[str] | None = Field(None, max_length=1000)
     distributions: list[str] | None = Field(None, max_length=1000)
     every_seconds: int | None = Field(None, **EVERY)
@@ -89,6 +98,8 @@ class PeerRead(Schema):
     client_cert: str | None
     has_client_key: bool
     tls_validation: bool
+    connect_timeout: float
+    read_timeout: float
     repositories: list[str]
     distributions: list[str]
     every_seconds: int | None
@@ -119,6 +130,7 @@ def _peer(peer: Peer, href: str) -> dict[str, Any]:
                 has_password=bool(peer.password), has_token=bool(peer.token),
                 ca_cert=peer.ca_cert, client_cert=peer.client_cert,
                 has_client_key=bool(peer.client_key), tls_validation=peer.tls_validation,
+                connect_timeout=peer.connect_timeout, read_timeout=peer.read_timeout,
                 repositories=list(peer.repositories), distributions=list(peer.distributions),
                 every_seconds=peer.every_seconds, created_at=peer.created_at,
                 updated_at=peer.updated_at)

@@ -45,8 +45,8 @@ def _validate(peer: Peer, what: str) -> None:
                 client_key=peer.client_key, verify=peer.tls_validation)
 
 
-REQUIRED = ("base_url", "tls_validation", "repositories", "distributions", "base_path_prefix",
-            "remove_missing", "importer")
+REQUIRED = ("base_url", "tls_validation", "connect_timeout", "read_timeout", "repositories",
+            "distributions", "base_path_prefix", "remove_missing", "importer")
 
 
 def _apply(peer: Peer, values: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from pallet.distributions.models import Distribution
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.replication import offer
-from pallet.replication.client import PeerClient, PeerError
+from pallet.replication.client import PeerClient, PeerError, excerpt
 from pallet.replication.models import Downstream, Replica, Upstream
 from pallet.replication.schemas import Catalogue, CatalogueEntry
 from pallet.repositories import service as repositories
@@ -49,6 +49,9 @@ def pull(runtime: Runtime, task, *, upstream_id: int) -> None:
     task.progress("asking the upstream", 0, None)
     with PeerClient(upstream, "upstream") as client:
         offered, absent = _catalogue(client, upstream, sorted(known))
+        task.progress("asking the upstream", 1, 1)
+        if not offered and not set(known) & set(absent):
+            raise _nothing_selected(f"upstream {upstream.name!r} has", upstream)
         wanted, report, mapping = _wanted(runtime, upstream, offered, known)
         received, plan = 0, None
         if wanted:
@@ -79,6 +82,18 @@ def pull(runtime: Runtime, task, *, upstream_id: int) -> None:
                    "bytes_written": plan["bytes_to_write"] if plan else 0}
 
 
+def _nothing_selected(where: str, peer: Upstream | Downstream) -> Invalid:
+    """A selection that names nothing is a mistake to say, not a success to report."""
+    selection = "; ".join(f"{what}: {', '.join(patterns)}" for what, patterns in
+                          (("repositories", peer.repositories),
+                           ("distributions", peer.distributions)) if patterns)
+    return Invalid(f"{where} no repository that the selection names ({selection}): check "
+                   "the names and patterns, and that the user may see them; nothing was "
+                   "replicated", code="nothing_selected",
+                   details={"repositories": peer.repositories,
+                            "distributions": peer.distributions})
+
+
 def _in_a_group(runtime: Runtime, task_id: int, description: str) -> None:
     """A replication is a task group of its own, queued by hand or by its schedule."""
     with runtime.db.write() as session:
@@ -102,9 +117,14 @@ def _catalogue(client: PeerClient, upstream: Upstream, names: list[str]
         catalogue = Catalogue.model_validate(answer)
         for entry in catalogue.repositories:
             validate_name(entry.name)
-    except (ValidationError, Invalid) as exc:
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
         raise PeerError(f"{client.label} sent a catalogue this server cannot read: "
-                        f"{str(exc)[:300]}") from None
+                        f"{where}: {excerpt(first['msg'])}") from None
+    except Invalid as exc:
+        raise PeerError(f"{client.label} sent a catalogue this server cannot read: "
+                        f"{excerpt(exc.message)}") from None
     seen: set[str] = set()
     for entry in catalogue.repositories:
         chosen = offer.matches(entry.name, upstream.repositories) or any(
@@ -216,7 +236,9 @@ def push(runtime: Runtime, task, *, downstream_id: int) -> None:
         offered = offer.catalogue(session, downstream.repositories,
                                   downstream.distributions)["repositories"]
     _in_a_group(runtime, task.id, f"push into downstream {downstream.name}")
-    task.progress("asking the downstream", 0, None)
+    if not offered:
+        raise _nothing_selected("this server has", downstream)
+    task.progress("asking the downstream", 0, len(offered))
     with PeerClient(downstream, "downstream") as client:
         try:
             mapping = dict(client.get(f"/importers/{downstream.importer}")["mapping"])
@@ -224,6 +246,7 @@ def push(runtime: Runtime, task, *, downstream_id: int) -> None:
             for entry in offered:
                 destination = str(mapping.get(entry["name"], entry["name"]))
                 held = _held_digest(client, destination)
+                task.progress("asking the downstream", len(report) + 1, len(offered))
                 line = {"name": entry["name"], "destination": destination,
                         "version": entry["version"], "digest": entry["digest"]}
                 if held == entry["digest"]:
@@ -241,11 +264,12 @@ def push(runtime: Runtime, task, *, downstream_id: int) -> None:
                                          blocks)
                 if answer["state"] != "completed":
                     error = (answer.get("error") or {}).get("message", answer["state"])
-                    raise PeerError(f"the import on {client.label} failed: {error}",
+                    raise PeerError(f"the import on {client.label} failed: "
+                                    f"{excerpt(str(error))}",
                                     details={"task": answer.get("href")})
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise PeerError(f"{client.label} answered something this server cannot read "
-                            f"({type(exc).__name__}: {exc})") from None
+                            f"({type(exc).__name__}: {excerpt(str(exc))})") from None
     task.result = {"downstream": downstream.name, "repositories": report,
                    "import_task": answer.get("href") if answer else None}
 

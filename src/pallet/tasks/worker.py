@@ -8,6 +8,7 @@ The embedded server runs a pool of these in-process; `pallet worker` runs one on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -23,6 +24,7 @@ from pallet.db.base import utcnow
 from pallet.errors import Canceled, PalletError, out_of_space
 from pallet.runtime import Runtime
 from pallet.tasks import queue, registry, schedules, service
+from pallet.tasks.cancel import CancelEvent, running
 from pallet.tasks.models import CANCELED, COMPLETED, FAILED, RUNNING, Task, Worker
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class TaskContext:
         self.id = task_id
         self.created_resources: list[str] = []
         self.result: dict[str, Any] | None = None
-        self.canceled = threading.Event()
+        self.canceled = CancelEvent()  # setting it also wakes the task's network waits
         self._stages: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -65,22 +67,12 @@ def run_task(runtime: Runtime, worker: str, task_id: int, context: TaskContext) 
     with runtime.db.read() as session:
         task = session.get(Task, task_id)
         name, args = task.name, dict(task.args)
-    error: dict[str, Any] | None = None
     try:
-        registry.lookup(name)(runtime, context, **args)
-        state = COMPLETED
-    except Canceled:
-        state = CANCELED
-    except PalletError as exc:
-        state, error = FAILED, exc.as_dict()
-        log.info("task %s (%s) failed: %s", task_id, name, exc.message)
-    except Exception as exc:  # a bug: the traceback goes to the log, a sentence to the user
-        log.exception("task %s (%s) failed unexpectedly", task_id, name)
-        state = FAILED
-        full = out_of_space(exc)  # not a bug: the disk is full
-        error = full.as_dict() if full else {
-            "code": "internal", "details": {},
-            "message": "the task failed unexpectedly; the server log has the details"}
+        with running(context.canceled):
+            registry.lookup(name)(runtime, context, **args)
+        state, error = COMPLETED, None
+    except (Exception, asyncio.CancelledError) as exc:
+        state, error = _ended(task_id, name, exc, context.canceled.is_set())
     with runtime.db.write() as session:
         session.execute(
             update(Task).where(Task.id == task_id, Task.state == RUNNING, Task.worker == worker)
@@ -88,6 +80,24 @@ def run_task(runtime: Runtime, worker: str, task_id: int, context: TaskContext) 
                     progress=context.snapshot(), created_resources=context.created_resources,
                     result=context.result))
     return state
+
+
+def _ended(task_id: int, name: str, exc: BaseException, canceled: bool
+           ) -> tuple[str, dict[str, Any] | None]:
+    """The state and error of a task that raised `exc`. After a cancel, whatever broke
+    (a socket shut down, a coroutine cancelled) broke because the task was stopped."""
+    if canceled or isinstance(exc, Canceled):
+        return CANCELED, None
+    if isinstance(exc, PalletError):
+        log.info("task %s (%s) failed: %s", task_id, name, exc.message)
+        return FAILED, exc.as_dict()
+    # A bug: the traceback goes to the log, a sentence to the user.
+    log.error("task %s (%s) failed unexpectedly", task_id, name, exc_info=exc)
+    full = out_of_space(exc) if isinstance(exc, Exception) else None
+    if full is not None:  # not a bug: the disk is full
+        return FAILED, full.as_dict()
+    return FAILED, {"code": "internal", "details": {},
+                    "message": "the task failed unexpectedly; the server log has the details"}
 
 
 class WorkerPool:

@@ -16,6 +16,7 @@ from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.publications.service import get_publication
+from pallet.tasks import cancel
 from pallet.tasks.schemas import TaskRead, task_read
 from pallet.tasks.service import get_task
 from pallet.transfer import service, tasks
@@ -308,6 +309,7 @@ class _RequestBody:
                 block = future.result(timeout=1.0)
             except TimeoutError:
                 future.cancel()
+                cancel.check()  # a sender that stalls must not keep a cancel waiting
                 waited += 1.0
                 if self._closed or waited > STALLED_SECONDS:
                     block = b""  # an archive cut short: the reader says it is truncated
