@@ -299,3 +299,35 @@ except OSError as exc:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "failed as expected"
     assert list(tmp_path.iterdir()) == []
+
+
+def _stream_with_header(doc) -> io.BytesIO:
+    from pallet.transfer.tarstream import END, write_member
+    out = io.BytesIO()
+    write_member(out.write, layout.HEADER, json.dumps(doc).encode())
+    out.write(END)
+    return io.BytesIO(out.getvalue())
+
+
+@pytest.mark.parametrize("version, shown", [(True, "true"), (1.0, "1.0"), ("1", '"1"'),
+                                            (None, "null")])
+def test_a_format_version_must_be_the_number_itself(version, shown):
+    doc = _header_doc(BLOBS)
+    doc["format_version"] = version
+    with pytest.raises(BadArchive) as refused:
+        open_stream(_stream_with_header(doc)).header()
+    assert refused.value.code == "format_version"
+    assert f"format version {shown};" in refused.value.message
+    assert "reads format version 1" in refused.value.message
+
+
+@pytest.mark.parametrize("field, value", [("artifacts", "3"), ("artifacts", 3.0),
+                                          ("incremental", 0), ("exporter", 5)])
+def test_header_fields_are_taken_as_their_json_type_only(field, value):
+    doc = _header_doc(BLOBS)
+    doc[field] = value
+    with pytest.raises(BadArchive) as refused:
+        open_stream(_stream_with_header(doc)).header()
+    assert refused.value.details["errors"][0]["field"] == field
+    text = refused.value.message + json.dumps(refused.value.details)
+    assert "pydantic" not in text and "http" not in text and "input_value" not in text

@@ -528,3 +528,16 @@ def test_a_change_starts_from_the_version_holding_the_digest(source):
         assert "base_version" not in entry and entry["added"] == 4  # sent whole
         with pytest.raises(NotFound):
             prepare_change(session, [{"name": "nope"}])
+
+
+@pytest.mark.parametrize("options", [{"manifest": "../evil"}, {"manifest": 5},
+                                     {"unknown": 1}])
+def test_refused_publish_options_are_named_in_pallet_words(source, destination, tmp_path,
+                                                           options):
+    repository(source, "web", make_files(source, 2))
+    path = _stream_archive(source, tmp_path, mutate=lambda d: d["repositories"][0].update(
+        publications=[options]))
+    with pytest.raises(BadArchive, match="publish options") as refused:
+        run(tasks.check, destination, importer_id=importer(destination), path=path)
+    text = refused.value.message + json.dumps(refused.value.details)
+    assert "pydantic" not in text and "http" not in text and "input_value" not in text

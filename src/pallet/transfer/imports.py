@@ -33,7 +33,7 @@ from pallet.content.bulk import (NewUnit, find_artifacts, find_content, record_a
                                  record_units)
 from pallet.content.identity import identity_digest
 from pallet.content.service import validate_unit
-from pallet.errors import Conflict, Invalid, NotFound, PalletError
+from pallet.errors import Conflict, Invalid, NotFound, PalletError, validation_problems
 from pallet.plugins import Registry
 from pallet.publications.service import autopublish, publish
 from pallet.repositories import service as repositories
@@ -164,9 +164,13 @@ def _check_publishing(plugins: Registry, entry: layout.RepositoryEntry) -> None:
     for options in wanted:
         try:
             repository_type.publish_options.model_validate(options)
-        except (ValidationError, Invalid) as exc:
+        except ValidationError as exc:  # pydantic's own text names its web site: not here
+            summary, problems = validation_problems(exc.errors())
             raise BadArchive(f"repository {entry.name} brings publish options this server "
-                             f"refuses: {str(exc)[:300]}") from None
+                             f"refuses: {summary}", details={"errors": problems[:20]}) from None
+        except Invalid as exc:
+            raise BadArchive(f"repository {entry.name} brings publish options this server "
+                             f"refuses: {exc.message}", details=exc.details) from None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Written as files, the table of contents is a file of its own beside the chunks.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -47,7 +48,8 @@ def units_member(index: int, kind: str, number: int) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON's types as they are; "3", 3.0 or true are not the number 3.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class DistributionEntry(_Strict):
@@ -109,11 +111,17 @@ class Toc(_Strict):
 
 
 def check_version(version: object) -> None:
-    if version not in READABLE_VERSIONS:
+    # By type too: true == 1 and 1.0 == 1 in Python, but neither is a format version.
+    if type(version) is not int or version not in READABLE_VERSIONS:
         readable = ", ".join(map(str, READABLE_VERSIONS))
-        raise BadArchive(f"the archive has format version {version}; this Pallet reads "
+        shown = json.dumps(version)[:40] if _is_json_scalar(version) else "of another kind"
+        raise BadArchive(f"the archive has format version {shown}; this Pallet reads "
                          f"format version {readable}", code="format_version",
-                         details={"format_version": version, "readable": list(READABLE_VERSIONS)})
+                         details={"format_version": shown, "readable": list(READABLE_VERSIONS)})
+
+
+def _is_json_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def parse(model: type[BaseModel], document: object, what: str):
