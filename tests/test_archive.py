@@ -331,3 +331,53 @@ def test_header_fields_are_taken_as_their_json_type_only(field, value):
     assert refused.value.details["errors"][0]["field"] == field
     text = refused.value.message + json.dumps(refused.value.details)
     assert "pydantic" not in text and "http" not in text and "input_value" not in text
+
+
+def _peak_while(fn):
+    """The peak of memory Python allocated while `fn()` ran, and what it raised."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+    except BadArchive as exc:
+        return tracemalloc.get_traced_memory()[1], exc
+    finally:
+        tracemalloc.stop()
+    raise AssertionError("not refused")
+
+
+def _member_stream(name, data, head=None) -> io.BytesIO:
+    from pallet.transfer.tarstream import END, write_member
+    out = io.BytesIO()
+    if head is not None:
+        write_member(out.write, layout.HEADER, head)
+    write_member(out.write, name, data)
+    out.write(END)
+    return io.BytesIO(out.getvalue())
+
+
+@pytest.mark.parametrize("size", [15 << 20, 60 << 20])
+def test_a_header_of_countless_tiny_values_is_refused_by_its_shape(size):
+    """[{},{},…] costs ~20 times its size once decoded: refused before it is decoded."""
+    data = b"[" + b"{}," * (size // 3 - 1) + b"{}]"
+    stream = _member_stream(layout.HEADER, data)
+    peak, refused = _peak_while(lambda: open_stream(stream).header())
+    assert refused.code == "bad_archive" and layout.HEADER in refused.message
+    assert peak < 3 * len(data)
+
+
+def test_a_units_member_of_countless_tiny_values_is_refused_by_its_shape():
+    doc = json.dumps(_header_doc([], added=1, removed=0)).encode()
+    unit = {"type": "file", "fields": {"relative_path": "a", "sha256": "b" * 64,
+                                       "x": "PLACE"}, "artifacts": {}}
+    line = json.dumps(unit).encode().replace(b'"PLACE"', b"[" + b"[]," * (20 << 20) + b"[]]")
+    stream = _member_stream(layout.units_member(0, "added", 0), line + b"\n", head=doc)
+
+    def read():
+        reader = open_stream(stream)
+        reader.header()
+        list(reader.artifacts())
+        list(reader.repository_units())
+    peak, refused = _peak_while(read)
+    assert "added-000000" in refused.message
+    assert peak < 4 * len(line)  # the member, its count, and the reading's buffers

@@ -35,6 +35,12 @@ UNITS = re.compile(r"^pallet-export/repositories/(\d{4})/(added|removed)-(\d{6})
 UNITS_PER_MEMBER = 10_000
 MAX_METADATA_MEMBER = 64 << 20
 MAX_TOC_SIZE = 16 << 20
+MAX_HEADER_SIZE = MAX_TOC_SIZE  # the table of contents holds the header whole
+# Decoded JSON costs up to ~120 bytes per value ([{},{},…]: 3 bytes each, ~20 times its size),
+# so metadata may hold at most one value per this many bytes of its limit: decoded, it stays
+# within ~8 times the limit whatever its shape.
+BYTES_PER_VALUE = 16
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 HEX64 = r"^[0-9a-f]{64}$"
 
 
@@ -108,6 +114,30 @@ class Toc(_Strict):
     chunks: list[ChunkEntry] = Field(min_length=1, max_length=1_000_000)
     summary: Header
     signature: SignatureEntry | None = None
+
+
+def check_shape(data: bytes, what: str, limit: int) -> None:
+    """Refuse JSON of more than `limit` bytes, or with more values than `limit` allows,
+    before it is decoded. Counts at C speed: strings, then what separates or opens values
+    outside them (an upper bound of the values)."""
+    if len(data) > limit:
+        raise BadArchive(f"{what} has {len(data)} bytes, more than the limit of {limit}",
+                         details={"member": what})
+    outside, strings = _STRING.subn(b"", data)
+    values = strings + outside.count(b",") + outside.count(b"[") + outside.count(b"{")
+    if values > limit // BYTES_PER_VALUE:
+        raise BadArchive(f"{what} holds more than {limit // BYTES_PER_VALUE} JSON values: it "
+                         "is not Pallet metadata", details={"member": what})
+
+
+def decode_json(data: bytes, what: str, limit: int) -> Any:
+    """`data` decoded as JSON, once its size and shape are known to be bounded."""
+    check_shape(data, what, limit)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # bad JSON, huge numbers, deep nesting
+        raise BadArchive(f"{what} is not valid JSON: {str(exc)[:200]}",
+                         details={"member": what}) from None
 
 
 def check_version(version: object) -> None:
