@@ -541,3 +541,60 @@ def test_refused_publish_options_are_named_in_pallet_words(source, destination, 
         run(tasks.check, destination, importer_id=importer(destination), path=path)
     text = refused.value.message + json.dumps(refused.value.details)
     assert "pydantic" not in text and "http" not in text and "input_value" not in text
+
+
+def test_a_check_refuses_a_header_digest_its_units_do_not_make(source, destination,
+                                                              tmp_path):
+    repository(source, "web", make_files(source, 3))
+    path = _stream_archive(source, tmp_path, mutate=lambda d: d["repositories"][0].update(
+        digest="0" * 64))
+    importer_id = importer(destination)
+    with pytest.raises(PalletError, match="content digest") as refused:
+        run(tasks.check, destination, importer_id=importer_id, path=path)
+    assert refused.value.code == "digest_mismatch"
+    with pytest.raises(PalletError) as imported:
+        run(tasks.import_archive, destination, importer_id=importer_id, path=path)
+    assert imported.value.code == "digest_mismatch"
+
+
+def test_a_check_of_an_incremental_computes_the_digest_from_the_destination(
+        source, destination, tmp_path):
+    ids = make_files(source, 4)
+    repository(source, "web", ids[:3])
+    exporter_id = exporter(source, tmp_path, ["web"])
+    full = run(tasks.export, source, exporter_id=exporter_id)
+    repository(source, "web", ids[3:], remove=ids[:1])
+    incremental = run(tasks.export, source, exporter_id=exporter_id, incremental=True)
+    importer_id = importer(destination)
+    run(tasks.import_archive, destination, importer_id=importer_id, path=full["toc"])
+    plan = run(tasks.check, destination, importer_id=importer_id, path=incremental["toc"])
+    assert plan["repositories"][0]["target_digest"] == digest(source, "web")
+
+
+def test_a_check_refuses_repository_publish_options_the_import_would_refuse(
+        source, destination, tmp_path):
+    repository(source, "web", make_files(source, 2))
+    path = _stream_archive(source, tmp_path, mutate=lambda d: d["repositories"][0].update(
+        autopublish=False, publish_options={"manifest": "../evil"}))
+    with pytest.raises(BadArchive, match="publish options"):
+        run(tasks.check, destination, importer_id=importer(destination), path=path)
+
+
+def test_damaged_bytes_of_an_artifact_held_here_already_are_refused(source, destination,
+                                                                     tmp_path):
+    data = b"the genuine bytes " * 100
+    sha = store_bytes(source, data)
+    store_bytes(destination, data)  # the destination holds these bytes already
+    with source.db.write() as session:
+        unit = create_content(session, source.plugins, type="file",
+                              fields={"relative_path": "a", "sha256": sha})[0].id
+    repository(source, "web", [unit])
+    source.storage.path(sha).write_bytes(b"X" * len(data))  # rotted in the source's store
+    path = _stream_archive(source, tmp_path)  # a consistent archive of damaged bytes
+    importer_id = importer(destination)
+    for task in (tasks.check, tasks.import_archive):
+        with pytest.raises(BadArchive, match="damaged") as refused:
+            run(task, destination, importer_id=importer_id, path=path)
+        assert refused.value.code == "digest_mismatch"
+    with destination.db.read() as session:
+        assert repositories.list_repositories(session)[0] == 0

@@ -37,6 +37,7 @@ from pallet.errors import Conflict, Invalid, NotFound, PalletError, validation_p
 from pallet.plugins import Registry
 from pallet.publications.service import autopublish, publish
 from pallet.repositories import service as repositories
+from pallet.repositories.contentset import LtHash
 from pallet.repositories.models import Repository
 from pallet.repositories.versions import create_version, latest_version
 from pallet.runtime import Runtime
@@ -67,6 +68,7 @@ class Target:
     current_version: int | None = None
     current_digest: str | None = None
     next_version: int = 1
+    current_state: bytes | None = None  # the newest version's LtHash state
     created_version: int | None = None  # once applied
     add_ids: array = field(default_factory=lambda: array("q"))
     remove_ids: array = field(default_factory=lambda: array("q"))
@@ -134,7 +136,7 @@ def resolve_targets(session: Session, plugins: Registry, importer: Importer,
                           code="wrong_type", details={"destination": destination})
         latest = latest_version(session, repository)
         target = Target(entry, destination, repository.id, latest.number, latest.digest,
-                        repository.next_version)
+                        repository.next_version, latest.lthash)
         if (not target.up_to_date and entry.base_digest is not None
                 and latest.digest != entry.base_digest):
             raise Conflict(f"the archive's changes of {entry.name} apply onto a version with "
@@ -156,7 +158,7 @@ def _check_publishing(plugins: Registry, entry: layout.RepositoryEntry) -> None:
     """The publications the import would make must be valid here, as the check promises."""
     repository_type = plugins.repository_type(entry.type)
     wanted = list(entry.publications)
-    if entry.autopublish:
+    if entry.autopublish or entry.publish_options:  # a created repository keeps them
         wanted.append(entry.publish_options)
     if wanted and repository_type.publish is None:
         raise Invalid(f"repository {entry.name} brings publications, but {entry.type} "
@@ -227,6 +229,11 @@ class ArchiveImport:
         with self.runtime.db.read() as session:
             self.targets = resolve_targets(session, self.runtime.plugins, self.importer,
                                            header)
+        # What each new version's state would be: a check proves the digests as the import's
+        # final transaction does (a full import replaces everything; an incremental applies
+        # onto the destination's newest version).
+        self.expected = [LtHash(t.current_state if t.entry.base_digest else None)
+                         for t in self.targets]
         self._artifacts(header)
         for member in self.reader.repository_units():
             self._units(member)
@@ -234,6 +241,7 @@ class ArchiveImport:
         if streamed:  # a stream's table of contents is its last member
             signed_by = self._verify(toc)
         if self.dry_run:
+            self._check_digests()
             return self._plan(header, signed_by)
         with self.runtime.db.write() as session:
             self._apply(session)
@@ -260,6 +268,7 @@ class ArchiveImport:
             if self.storage.exists(member.sha256):
                 self.artifacts_present += 1
                 self._check_present_size(member)
+                self._rehash(member)  # held here, but the archive's bytes must be right too
                 if not self.dry_run:
                     self._pending[member.sha256] = member.size
             else:
@@ -358,6 +367,7 @@ class ArchiveImport:
                 raise Conflict(f"the archive removes {missing} unit(s) from {target.destination} "
                                "that this server does not hold", code="wrong_base")
             target.remove_ids.extend(ids.values())
+            self.expected[member.index].remove(member.lines)
             return
         units = [self._unit(target, unit, member, number)
                  for number, unit in enumerate(member.lines, start=1)]
@@ -366,6 +376,7 @@ class ArchiveImport:
             with self.runtime.db.read() as session:
                 known = set(find_artifacts(session, shas))
             self._require(shas - known - self.in_archive, target)
+            self.expected[member.index].add(unit.digest for unit in units)
             return
         with self.runtime.db.write() as session:
             artifacts = find_artifacts(session, shas)
@@ -401,6 +412,17 @@ class ArchiveImport:
                           details={"missing": sorted(missing)[:20]})
 
     # -- the plan and the one transaction -----------------------------------------------------
+
+    def _check_digests(self) -> None:
+        for target, state in zip(self.targets, self.expected):
+            entry = target.entry
+            if not target.up_to_date and state.digest != entry.digest:
+                raise Conflict(f"importing {entry.name} into {target.destination!r} would give "
+                               f"content digest {state.digest}, not the exported "
+                               f"{entry.digest}: the archive's units do not make the version "
+                               "its header names", code="digest_mismatch",
+                               details={"destination": target.destination,
+                                        "digest": state.digest, "exported": entry.digest})
 
     def _plan(self, header: layout.Header, signed_by: str | None) -> dict[str, Any]:
         free = shutil.disk_usage(self.storage.root).free
