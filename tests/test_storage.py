@@ -148,3 +148,25 @@ def test_serve_refuses_a_store_of_an_unknown_layout_in_one_line(tmp_path):
     assert result.returncode == 1
     assert "has layout '9'; this Pallet knows layout 2" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_temporary_files_of_a_dead_owner_go_at_the_next_start(tmp_path):
+    """A process killed mid-write leaves its temporary folder; its lock is then free, and
+    the next store object on the same root removes it, leaving live owners' alone."""
+    live = LocalStorage(tmp_path)
+    code = ("import os, signal, sys; from pathlib import Path\n"
+            "from pallet.artifacts.storage import LocalStorage\n"
+            "storage = LocalStorage(Path(sys.argv[1]))\n"
+            "writer = storage.writer(); writer.write(b'half'); writer._file.flush()\n"
+            "print(storage.tmp.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
+    dead = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True).stdout.strip()
+    assert [p.name for p in (tmp_path / ".tmp" / dead).iterdir()][0].startswith("incoming-")
+    with open(live.tmp / "in-use", "wb"):
+        again = LocalStorage(tmp_path)
+    assert not (tmp_path / ".tmp" / dead).exists()
+    assert not (tmp_path / ".tmp" / f"{dead}.lock").exists()
+    assert (live.tmp / "in-use").exists()
+    again.close()
+    assert not again.tmp.exists()
+    live.close()

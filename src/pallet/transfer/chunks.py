@@ -185,7 +185,16 @@ class StreamSink(Sink):
 
 
 class Source(ABC):
-    """An archive's bytes in order. `read(n)` returns n bytes unless the archive ends."""
+    """An archive's bytes in order. `read(n)` returns n bytes unless the archive ends.
+
+    `chunk` is the piece the last byte read came from; `vouched`, how many leading pieces
+    are vouched for: chunk files once they match their checksum. A stream's one piece is
+    vouched for as it is read: its checksum, in the table of contents it ends with, comes too
+    late to hold its bytes back, and an importer that requires a signature verifies a stream
+    whole before it imports it."""
+
+    chunk = 0
+    vouched = 1
 
     @abstractmethod
     def read(self, n: int) -> bytes: ...
@@ -209,6 +218,7 @@ class ChunkSource(Source):
         self._left = 0  # bytes of the current chunk file not yet read
         self._hash: ParallelSha256 | None = None
         self._block, self._offset = b"", 0
+        self.vouched = 0
 
     def check_present(self) -> None:
         """Every chunk is there as a regular file of its expected size."""
@@ -232,6 +242,7 @@ class ChunkSource(Source):
         if self._index >= len(self.chunks):
             return False
         self._file = open(self.paths[self._index], "rb", buffering=0)
+        self.chunk = self._index
         self._left = self.chunks[self._index].size
         self._hash = ParallelSha256()
         return True
@@ -251,6 +262,7 @@ class ChunkSource(Source):
             raise BadArchive(f"chunk {chunk.name} has sha256 {actual}, the table of contents "
                              f"says {chunk.sha256}: it is damaged or was altered",
                              code="chunk_checksum", details={"chunk": chunk.name})
+        self.vouched = self._index + 1
 
     def _refill(self) -> bool:
         """The next block of the archive into the buffer; False at its end."""
