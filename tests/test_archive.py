@@ -381,3 +381,29 @@ def test_a_units_member_of_countless_tiny_values_is_refused_by_its_shape():
     peak, refused = _peak_while(read)
     assert "added-000000" in refused.message
     assert peak < 4 * len(line)  # the member, its count, and the reading's buffers
+
+
+def test_what_a_killed_export_wrote_goes_when_the_next_export_starts(tmp_path):
+    """Three chunks of a process killed with SIGKILL mid-export, a whole export beside them:
+    the next FileSink in the directory removes the first and keeps the second."""
+    whole = FileSink(tmp_path, "done.tar", chunk_size=1 << 20)
+    _, toc = write_archive(whole)
+    write_toc_file(tmp_path / "done.toc.json", toc)
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    script = f"""
+import os, signal
+from pathlib import Path
+from pallet.transfer.chunks import FileSink
+sink = FileSink(Path({str(tmp_path)!r}), "killed.tar", chunk_size=1 << 20)
+sink.write(b"x" * (2 << 20) + b"y" * 1000)
+sink._flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    subprocess.run([sys.executable, "-c", script], timeout=60)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name not in kept)
+    assert left and all(name.startswith(("killed", ".killed")) for name in left)
+    FileSink(tmp_path, "next.tar", chunk_size=None).abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+    whole.release()  # the export is recorded: its lock goes, its files stay
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "done.tar.0000", "done.toc.json"]

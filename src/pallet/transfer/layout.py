@@ -28,6 +28,7 @@ FORMAT = "pallet-export"
 FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)  # this release reads these; the next keeps reading the previous
 
+TOC_FILE_SUFFIX = ".toc.json"  # a table of contents written as a file: <base>.toc.json
 HEADER = "pallet-export/header.json"
 TOC = "pallet-export/toc.json"
 ARTIFACT = re.compile(r"^artifacts/([0-9a-f]{64})$")
