@@ -23,23 +23,43 @@ JOURNALS = "journals"  # .tmp/journals: what dead processes placed without recor
 LOOSE_SECONDS = 3600  # loose files in .tmp (releases before owner folders) are old by then
 
 
-def own_folder(temporaries: Path) -> tuple[Path, int]:
-    """A temporary folder of this store object's own, and the descriptor holding its lock.
-    The lock file comes first and is checked after locking: a cleaner that took it for a
-    dead one's in between has removed it, and a new name is tried."""
-    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:60]
+def hold_lock(path: Path) -> int:
+    """A descriptor holding an flock on the lock file `path`, made for it. Checked after
+    locking: a cleaner may have found it free and removed it in between (then again)."""
     while True:
-        name = temporaries / f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
-        lock = f"{name}.lock"
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                name.mkdir()
-                return name, fd
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def take_abandoned(path: Path) -> int | None:
+    """A descriptor holding the lock file `path` if nobody held it (its owner is dead);
+    None if it is held, or gone."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # alive
+        os.close(fd)
+        return None
+    return fd
+
+
+def own_folder(temporaries: Path) -> tuple[Path, int]:
+    """A temporary folder of this store object's own, and the descriptor holding its lock
+    (made first, so a folder without a lock is a dead one's)."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:60]
+    name = temporaries / f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+    fd = hold_lock(Path(f"{name}.lock"))
+    name.mkdir()
+    return name, fd
 
 
 def remove_dead_temporaries(temporaries: Path) -> None:
@@ -62,14 +82,7 @@ def remove_dead_temporaries(temporaries: Path) -> None:
 
 def _remove_if_dead(temporaries: Path, name: str) -> None:
     lock = temporaries / f"{name}.lock"
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # alive
-        os.close(fd)
+    if (fd := take_abandoned(lock)) is None:
         return
     try:
         _remove_folder(temporaries, name)

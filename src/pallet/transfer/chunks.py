@@ -11,7 +11,6 @@ chunk's size and sha256 the moment its last byte has been read.
 from __future__ import annotations
 
 import errno
-import fcntl
 import glob
 import hashlib
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, Sequence
 
 from pallet.artifacts.storage import fsync_dir, start_writeback
+from pallet.artifacts.temporaries import hold_lock, take_abandoned
 from pallet.transfer import layout
 from pallet.transfer.tarstream import BadArchive
 
@@ -103,7 +103,7 @@ class FileSink(Sink):
         self.paths: list[Path] = []  # partial files until close(), then the chunks
         remove_abandoned(self.directory)
         self._lock = self.directory / f".{base}.writing"
-        self._lock_fd: int | None = _locked(self._lock)
+        self._lock_fd: int | None = hold_lock(self._lock)
         self._fd: int | None = None
         self._hash: ParallelSha256 | None = None
         self._in_chunk = 0
@@ -195,31 +195,11 @@ class FileSink(Sink):
         self.release()
 
 
-def _locked(path: Path) -> int:
-    """A descriptor holding an flock on the lock file `path`, created for it."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:  # a cleaner may have taken it for a dead one's and removed it in between
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-
-
 def remove_abandoned(directory: Path) -> None:
     """Remove what killed exports left in `directory`: each lock no process holds, its
     partial files, and its chunks if their table of contents was never written."""
     for lock in directory.glob(".*.writing"):
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # being written
-            os.close(fd)
+        if (fd := take_abandoned(lock)) is None:  # being written
             continue
         try:
             base = lock.name[1:-len(".writing")]
