@@ -170,3 +170,24 @@ def test_temporary_files_of_a_dead_owner_go_at_the_next_start(tmp_path):
     again.close()
     assert not again.tmp.exists()
     live.close()
+
+
+def test_staged_bytes_stay_out_of_the_store_until_placed_a_batch_at_a_time(tmp_path):
+    storage = LocalStorage(tmp_path)
+    staging = storage.staging()
+    blobs = [f"blob {i}".encode() for i in range(5)]
+    shas = [hashlib.sha256(b).hexdigest() for b in blobs]
+    for data, sha in zip(blobs, shas):
+        staging.put_bytes(data, sha, group=3)
+    with pytest.raises(DigestMismatch):
+        staging.put_bytes(b"other bytes", shas[0], group=3)
+    assert not any(storage.exists(sha) for sha in shas) and staging.groups() == [3]
+    sizes = []
+    for files in staging.staged(3, batch=2):
+        sizes.append(len(files))
+        for sha, size, path in files:
+            assert storage.place(path, sha) and size == len(blobs[shas.index(sha)])
+    assert sizes == [2, 2, 1] and all(storage.exists(sha) for sha in shas)
+    assert staging.groups() == [] and list(staging.dir.iterdir()) == []
+    staging.discard()
+    assert list(storage.tmp.iterdir()) == []

@@ -403,17 +403,22 @@ class Staging:
     def groups(self) -> list[int]:
         return sorted(self._groups)
 
-    def staged(self, group: int) -> Iterator[tuple[str, int, Path]]:
-        """(sha256, size, path) of each file of a group; the group is forgotten."""
+    def staged(self, group: int, batch: int) -> Iterator[list[tuple[str, int, Path]]]:
+        """(sha256, size, path) of a group's files, up to `batch` at a time, for the caller
+        to move away before the next batch (each read from a fresh listing, as a folder
+        changed while it is listed may skip entries); the group is forgotten."""
         if group not in self._groups:
             return
         self._groups.discard(group)
         folder = self.dir / str(group)
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                yield entry.name, entry.stat().st_size, Path(entry.path)
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)
+        while True:
+            with os.scandir(folder) as entries:
+                files = [(entry.name, entry.stat().st_size, Path(entry.path))
+                         for entry, _ in zip(entries, range(batch))]
+            if not files:
+                break
+            yield files
+        os.rmdir(folder)
 
     def discard(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

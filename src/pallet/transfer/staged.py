@@ -60,13 +60,8 @@ class StagedImport:
             if group == filling and self._counts.get(group, 0) < STORE_BATCH:
                 continue
             self._counts.pop(group, None)
-            batch: dict[str, int] = {}
-            for sha256, size, path in self.staging.staged(group):
-                batch[sha256] = size
-                if len(batch) >= STORE_BATCH:
-                    self._place(group, batch)
-                    batch = {}
-            self._place(group, batch)
+            for files in self.staging.staged(group, STORE_BATCH):
+                self._place(group, {sha256: size for sha256, size, _ in files})
 
     def _place(self, group: int, batch: dict[str, int]) -> None:
         if not batch:
