@@ -299,3 +299,111 @@ except OSError as exc:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "failed as expected"
     assert list(tmp_path.iterdir()) == []
+
+
+def _stream_with_header(doc) -> io.BytesIO:
+    from pallet.transfer.tarstream import END, write_member
+    out = io.BytesIO()
+    write_member(out.write, layout.HEADER, json.dumps(doc).encode())
+    out.write(END)
+    return io.BytesIO(out.getvalue())
+
+
+@pytest.mark.parametrize("version, shown", [(True, "true"), (1.0, "1.0"), ("1", '"1"'),
+                                            (None, "null")])
+def test_a_format_version_must_be_the_number_itself(version, shown):
+    doc = _header_doc(BLOBS)
+    doc["format_version"] = version
+    with pytest.raises(BadArchive) as refused:
+        open_stream(_stream_with_header(doc)).header()
+    assert refused.value.code == "format_version"
+    assert f"format version {shown};" in refused.value.message
+    assert "reads format version 1" in refused.value.message
+
+
+@pytest.mark.parametrize("field, value", [("artifacts", "3"), ("artifacts", 3.0),
+                                          ("incremental", 0), ("exporter", 5)])
+def test_header_fields_are_taken_as_their_json_type_only(field, value):
+    doc = _header_doc(BLOBS)
+    doc[field] = value
+    with pytest.raises(BadArchive) as refused:
+        open_stream(_stream_with_header(doc)).header()
+    assert refused.value.details["errors"][0]["field"] == field
+    text = refused.value.message + json.dumps(refused.value.details)
+    assert "pydantic" not in text and "http" not in text and "input_value" not in text
+
+
+def _peak_while(fn):
+    """The peak of memory Python allocated while `fn()` ran, and what it raised."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+    except BadArchive as exc:
+        return tracemalloc.get_traced_memory()[1], exc
+    finally:
+        tracemalloc.stop()
+    raise AssertionError("not refused")
+
+
+def _member_stream(name, data, head=None) -> io.BytesIO:
+    from pallet.transfer.tarstream import END, write_member
+    out = io.BytesIO()
+    if head is not None:
+        write_member(out.write, layout.HEADER, head)
+    write_member(out.write, name, data)
+    out.write(END)
+    return io.BytesIO(out.getvalue())
+
+
+@pytest.mark.parametrize("size", [15 << 20, 60 << 20])
+def test_a_header_of_countless_tiny_values_is_refused_by_its_shape(size):
+    """[{},{},…] costs ~20 times its size once decoded: refused before it is decoded."""
+    data = b"[" + b"{}," * (size // 3 - 1) + b"{}]"
+    stream = _member_stream(layout.HEADER, data)
+    peak, refused = _peak_while(lambda: open_stream(stream).header())
+    assert refused.code == "bad_archive" and layout.HEADER in refused.message
+    assert peak < 3 * len(data)
+
+
+def test_a_units_member_of_countless_tiny_values_is_refused_by_its_shape():
+    doc = json.dumps(_header_doc([], added=1, removed=0)).encode()
+    unit = {"type": "file", "fields": {"relative_path": "a", "sha256": "b" * 64,
+                                       "x": "PLACE"}, "artifacts": {}}
+    line = json.dumps(unit).encode().replace(b'"PLACE"', b"[" + b"[]," * (20 << 20) + b"[]]")
+    stream = _member_stream(layout.units_member(0, "added", 0), line + b"\n", head=doc)
+
+    def read():
+        reader = open_stream(stream)
+        reader.header()
+        list(reader.artifacts())
+        list(reader.repository_units())
+    peak, refused = _peak_while(read)
+    assert "added-000000" in refused.message
+    assert peak < 4 * len(line)  # the member, its count, and the reading's buffers
+
+
+def test_what_a_killed_export_wrote_goes_when_the_next_export_starts(tmp_path):
+    """Three chunks of a process killed with SIGKILL mid-export, a whole export beside them:
+    the next FileSink in the directory removes the first and keeps the second."""
+    whole = FileSink(tmp_path, "done.tar", chunk_size=1 << 20)
+    _, toc = write_archive(whole)
+    write_toc_file(tmp_path / "done.toc.json", toc)
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    script = f"""
+import os, signal
+from pathlib import Path
+from pallet.transfer.chunks import FileSink
+sink = FileSink(Path({str(tmp_path)!r}), "killed.tar", chunk_size=1 << 20)
+sink.write(b"x" * (2 << 20) + b"y" * 1000)
+sink._flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    subprocess.run([sys.executable, "-c", script], timeout=60)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name not in kept)
+    assert left and all(name.startswith(("killed", ".killed")) for name in left)
+    FileSink(tmp_path, "next.tar", chunk_size=None).abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+    whole.release()  # the export is recorded: its lock goes, its files stay
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "done.tar.0000", "done.toc.json"]

@@ -148,3 +148,46 @@ def test_serve_refuses_a_store_of_an_unknown_layout_in_one_line(tmp_path):
     assert result.returncode == 1
     assert "has layout '9'; this Pallet knows layout 2" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_temporary_files_of_a_dead_owner_go_at_the_next_start(tmp_path):
+    """A process killed mid-write leaves its temporary folder; its lock is then free, and
+    the next store object on the same root removes it, leaving live owners' alone."""
+    live = LocalStorage(tmp_path)
+    code = ("import os, signal, sys; from pathlib import Path\n"
+            "from pallet.artifacts.storage import LocalStorage\n"
+            "storage = LocalStorage(Path(sys.argv[1]))\n"
+            "writer = storage.writer(); writer.write(b'half'); writer._file.flush()\n"
+            "print(storage.tmp.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
+    dead = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True).stdout.strip()
+    assert [p.name for p in (tmp_path / ".tmp" / dead).iterdir()][0].startswith("incoming-")
+    with open(live.tmp / "in-use", "wb"):
+        again = LocalStorage(tmp_path)
+    assert not (tmp_path / ".tmp" / dead).exists()
+    assert not (tmp_path / ".tmp" / f"{dead}.lock").exists()
+    assert (live.tmp / "in-use").exists()
+    again.close()
+    assert not again.tmp.exists()
+    live.close()
+
+
+def test_staged_bytes_stay_out_of_the_store_until_placed_a_batch_at_a_time(tmp_path):
+    storage = LocalStorage(tmp_path)
+    staging = storage.staging()
+    blobs = [f"blob {i}".encode() for i in range(5)]
+    shas = [hashlib.sha256(b).hexdigest() for b in blobs]
+    for data, sha in zip(blobs, shas):
+        staging.put_bytes(data, sha, group=3)
+    with pytest.raises(DigestMismatch):
+        staging.put_bytes(b"other bytes", shas[0], group=3)
+    assert not any(storage.exists(sha) for sha in shas) and staging.groups() == [3]
+    sizes = []
+    for files in staging.staged(3, batch=2):
+        sizes.append(len(files))
+        for sha, size, path in files:
+            assert storage.place(path, sha) and size == len(blobs[shas.index(sha)])
+    assert sizes == [2, 2, 1] and all(storage.exists(sha) for sha in shas)
+    assert staging.groups() == [] and list(staging.dir.iterdir()) == []
+    staging.discard()
+    assert list(storage.tmp.iterdir()) == []

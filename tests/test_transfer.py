@@ -3,8 +3,12 @@ copies, full and incremental, checked before acting, and refusals that change no
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -533,3 +537,230 @@ def test_a_change_starts_from_the_version_holding_the_digest(source):
         assert "base_version" not in entry and entry["added"] == 4  # sent whole
         with pytest.raises(NotFound):
             prepare_change(session, [{"name": "nope"}])
+
+
+@pytest.mark.parametrize("options", [{"manifest": "../evil"}, {"manifest": 5},
+                                     {"unknown": 1}])
+def test_refused_publish_options_are_named_in_pallet_words(source, destination, tmp_path,
+                                                           options):
+    repository(source, "web", make_files(source, 2))
+    path = _stream_archive(source, tmp_path, mutate=lambda d: d["repositories"][0].update(
+        publications=[options]))
+    with pytest.raises(BadArchive, match="publish options") as refused:
+        run(tasks.check, destination, importer_id=importer(destination), path=path)
+    text = refused.value.message + json.dumps(refused.value.details)
+    assert "pydantic" not in text and "http" not in text and "input_value" not in text
+
+
+def test_a_check_refuses_a_header_digest_its_units_do_not_make(source, destination,
+                                                              tmp_path):
+    repository(source, "web", make_files(source, 3))
+    path = _stream_archive(source, tmp_path, mutate=lambda d: d["repositories"][0].update(
+        digest="0" * 64))
+    importer_id = importer(destination)
+    with pytest.raises(PalletError, match="content digest") as refused:
+        run(tasks.check, destination, importer_id=importer_id, path=path)
+    assert refused.value.code == "digest_mismatch"
+    with pytest.raises(PalletError) as imported:
+        run(tasks.import_archive, destination, importer_id=importer_id, path=path)
+    assert imported.value.code == "digest_mismatch"
+
+
+def test_a_check_of_an_incremental_computes_the_digest_from_the_destination(
+        source, destination, tmp_path):
+    ids = make_files(source, 4)
+    repository(source, "web", ids[:3])
+    exporter_id = exporter(source, tmp_path, ["web"])
+    full = run(tasks.export, source, exporter_id=exporter_id)
+    repository(source, "web", ids[3:], remove=ids[:1])
+    incremental = run(tasks.export, source, exporter_id=exporter_id, incremental=True)
+    importer_id = importer(destination)
+    run(tasks.import_archive, destination, importer_id=importer_id, path=full["toc"])
+    plan = run(tasks.check, destination, importer_id=importer_id, path=incremental["toc"])
+    assert plan["repositories"][0]["target_digest"] == digest(source, "web")
+
+
+def test_a_check_refuses_repository_publish_options_the_import_would_refuse(
+        source, destination, tmp_path):
+    repository(source, "web", make_files(source, 2))
+    path = _stream_archive(source, tmp_path, mutate=lambda d: d["repositories"][0].update(
+        autopublish=False, publish_options={"manifest": "../evil"}))
+    with pytest.raises(BadArchive, match="publish options"):
+        run(tasks.check, destination, importer_id=importer(destination), path=path)
+
+
+def test_damaged_bytes_of_an_artifact_held_here_already_are_refused(source, destination,
+                                                                     tmp_path):
+    data = b"the genuine bytes " * 100
+    sha = store_bytes(source, data)
+    store_bytes(destination, data)  # the destination holds these bytes already
+    with source.db.write() as session:
+        unit = create_content(session, source.plugins, type="file",
+                              fields={"relative_path": "a", "sha256": sha})[0].id
+    repository(source, "web", [unit])
+    source.storage.path(sha).write_bytes(b"X" * len(data))  # rotted in the source's store
+    path = _stream_archive(source, tmp_path)  # a consistent archive of damaged bytes
+    importer_id = importer(destination)
+    for task in (tasks.check, tasks.import_archive):
+        with pytest.raises(BadArchive, match="damaged") as refused:
+            run(task, destination, importer_id=importer_id, path=path)
+        assert refused.value.code == "digest_mismatch"
+    with destination.db.read() as session:
+        assert repositories.list_repositories(session)[0] == 0
+
+
+def unrecorded(runtime) -> set[str]:
+    """Files in the artifact store that no artifact row records (cleanup never sees them)."""
+    stored = {path.name for path in runtime.storage.root.glob("??/*")}
+    with runtime.db.read() as session:
+        return stored - set(session.scalars(select(Artifact.sha256)))
+
+
+def temporaries(runtime) -> list[str]:
+    """What is left under the store's .tmp, besides this process's own (empty) folder."""
+    own = runtime.storage.tmp
+    left = [str(p.relative_to(own.parent)) for p in own.parent.rglob("*")
+            if p not in (own, Path(f"{own}.lock"), runtime.storage.journals)]
+    return sorted(left + [p.name for p in own.iterdir()])
+
+
+def _big_units(runtime, count, size=300_000):
+    units = []
+    for i in range(count):
+        sha = store_bytes(runtime, os.urandom(size))
+        with runtime.db.write() as session:
+            units.append(create_content(session, runtime.plugins, type="file",
+                                        fields={"relative_path": f"big/{i}", "sha256": sha}
+                                        )[0].id)
+    return units
+
+
+def test_a_signed_chunk_with_replaced_bytes_stores_nothing_of_them(source, destination,
+                                                                  tmp_path):
+    """The replacement is named by its own sha256, so it verifies as an artifact; only the
+    chunk's checksum, which the signature covers, tells it is not the exporter's."""
+    from pallet.transfer.tarstream import BLOCK, header as tar_header
+    data = b"the exporter's bytes " * 50
+    sha = store_bytes(source, data)
+    with source.db.write() as session:
+        unit = create_content(session, source.plugins, type="file",
+                              fields={"relative_path": "a", "sha256": sha})[0].id
+        key = service.create_key(session, name="release")
+        public = key.public_key
+    repository(source, "web", [unit])
+    result = run(tasks.export, source, exporter_id=exporter(source, tmp_path, ["web"],
+                                                            signing_key="release"))
+    toc = json.loads(Path(result["toc"]).read_text())
+    chunk = Path(result["toc"]).parent / toc["chunks"][0]["name"]
+    raw = bytearray(chunk.read_bytes())
+    evil = b"an attacker's bytes!" * 52 + b"x" * (len(data) - 1040)
+    evil_sha = hashlib.sha256(evil).hexdigest()
+    start = raw.index(f"artifacts/{sha}".encode())
+    raw[start:start + BLOCK] = tar_header(f"artifacts/{evil_sha}", len(evil))
+    raw[start + BLOCK:start + BLOCK + len(evil)] = evil
+    chunk.write_bytes(bytes(raw))
+    importer_id = importer(destination, trusted_keys=[public], require_signature=True)
+    with pytest.raises(PalletError) as refused:
+        run(tasks.import_archive, destination, importer_id=importer_id, path=result["toc"])
+    assert refused.value.code == "chunk_checksum"
+    assert not destination.storage.exists(evil_sha)
+    assert list(destination.storage.root.glob("??/*")) == []
+    assert temporaries(destination) == []
+
+
+def test_a_truncated_stream_leaves_only_recorded_files(source, destination, tmp_path):
+    repository(source, "web", _big_units(source, 8))
+    path = Path(_stream_archive(source, tmp_path))
+    path.write_bytes(path.read_bytes()[:path.stat().st_size * 2 // 3])
+    with pytest.raises(PalletError) as refused:
+        run(tasks.import_archive, destination, importer_id=importer(destination),
+            path=str(path))
+    assert refused.value.code == "truncated"
+    assert unrecorded(destination) == set() and temporaries(destination) == []
+    assert len(list(destination.storage.root.glob("??/*"))) > 0  # kept for a rerun
+
+
+def test_running_out_of_space_midway_leaves_no_file_behind(source, destination, tmp_path):
+    import shutil
+    repository(source, "web", _big_units(source, 12))
+    path = _stream_archive(source, tmp_path)
+    # Room for about three of the twelve artifacts before the reserve is reached.
+    free = shutil.disk_usage(destination.storage.root).free
+    destination.settings.import_reserve_bytes = free - 1_000_000
+    with pytest.raises(PalletError) as refused:
+        run(tasks.import_archive, destination, importer_id=importer(destination), path=path)
+    assert refused.value.code == "out_of_space"
+    assert list(destination.storage.root.glob("??/*")) == []  # the space is given back
+    assert temporaries(destination) == []
+
+
+@pytest.mark.slow
+def test_an_import_killed_midway_leaves_nothing_the_next_start_does_not_clear(
+        source, destination, tmp_path):
+    """A worker process reads a stream from a FIFO and is killed with SIGKILL while it is
+    half read: what it stored is recorded or removed once a process opens the store again."""
+    import signal
+    import threading
+    from pallet.artifacts.storage import LocalStorage
+    from pallet.tasks.service import enqueue
+    from tests.processes import pallet_env, stop, wait_until
+    repository(source, "web", _big_units(source, 8))
+    archive = Path(_stream_archive(source, tmp_path)).read_bytes()
+    fifo = tmp_path / "exports" / "slow.tar"
+    os.mkfifo(fifo)
+    importer_id = importer(destination)
+    with destination.db.write() as session:
+        enqueue(session, tasks.import_archive, exclusive=["importer:1"],
+                importer_id=importer_id, path=str(fifo))
+
+    def feed() -> None:  # a third of the archive, then silence until the reader dies
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as out:
+            out.write(archive[:len(archive) // 3])
+            out.flush()
+            killed.wait(30)
+
+    killed = threading.Event()
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    env = pallet_env(destination.settings, PALLET_IMPORT_RESERVE_BYTES="0",
+                     PALLET_ALLOWED_IMPORT_DIRS=json.dumps([str(tmp_path / "exports")]))
+    with open(tmp_path / "worker.log", "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "pallet.cli.main", "worker"],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        root, tmp = destination.storage.root, destination.storage.root / ".tmp"
+        wait_until(lambda: any(root.glob("??/*")) or any(tmp.glob("*/staged-*/*/*")), 30,
+                   "the import never stored anything")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        killed.set()
+        stop(worker)
+    feeder.join(10)
+    again = LocalStorage(destination.storage.root)  # the next start
+    try:
+        assert unrecorded(destination) == set()
+        assert sorted(os.listdir(tmp)) == sorted(["journals", again.tmp.name,
+                                                  f"{again.tmp.name}.lock",
+                                                  destination.storage.tmp.name,
+                                                  f"{destination.storage.tmp.name}.lock"])
+    finally:
+        again.close()
+
+
+def test_what_a_dead_import_placed_unrecorded_is_recorded_or_removed(destination):
+    from pallet.transfer.staged import recover
+    good, bad = b"placed, not recorded", b"cut short by a crash"
+    good_sha, bad_sha = (hashlib.sha256(d).hexdigest() for d in (good, bad))
+    storage = destination.storage
+    for sha, data in ((good_sha, good), (bad_sha, b"cut")):  # as a journal's batch was left
+        storage.path(sha).parent.mkdir(exist_ok=True)
+        storage.path(sha).write_bytes(data)
+    storage.abandon(storage.journal([good_sha, bad_sha, "0" * 64]))
+    assert unrecorded(destination) == {good_sha, bad_sha}
+    assert recover(destination.db, storage) == 1
+    assert unrecorded(destination) == set() and not storage.exists(bad_sha)
+    with destination.db.read() as session:
+        assert session.scalar(select(Artifact.size).where(Artifact.sha256 == good_sha)) \
+            == len(good)
+    assert list(storage.journals.iterdir()) == []

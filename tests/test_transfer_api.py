@@ -3,6 +3,9 @@ importers, checks and imports (from files and from an upload), and their permiss
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from conftest import basic, make_settings, wait_for_task
@@ -157,3 +160,96 @@ def test_a_waiting_task_bound_to_a_vanished_worker_is_failed(runtime):
     with runtime.db.read() as session:
         task = get_task(session, task_id)
         assert task.state == "failed" and task.error["code"] == "worker_lost"
+
+
+def _stalled_import(port: int, auth: dict[str, str], start: bytes | None = None
+                    ) -> "socket.socket":
+    """An import-stream request that sends its headers and `start`, by default 100 KB of a
+    header member that announces 200 KB, then nothing."""
+    import socket
+    from pallet.transfer import layout
+    from pallet.transfer.tarstream import header as tar_header
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (f"POST /api/v1/importers/im/import-stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {auth['Authorization']}\r\nContent-Type: application/x-tar\r\n"
+            f"Content-Length: {10 << 20}\r\n\r\n").encode()
+    if start is None:
+        start = tar_header(layout.HEADER, 200_000) + b"{" * 100_000
+    connection.sendall(head + start)
+    return connection
+
+
+def _answer(connection) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) == 0:
+        block = connection.recv(65536)
+        if not block:
+            break
+        data += block
+    return int(data.split(b" ", 2)[1]), data
+
+
+@pytest.mark.slow
+def test_stalled_streamed_imports_neither_hold_their_locks_nor_stop_the_api(tmp_path):
+    """41 requests that stall after 100 KB: the server still answers at once, refuses the
+    streams beyond its bound, and fails the others when their body has been idle too long."""
+    import httpx
+    from tests.servers import Servers
+    from tests.test_cli import PASSWORD
+    servers = Servers(tmp_path)
+    try:
+        server = servers.start("s", PALLET_IMPORT_STREAMS="2",
+                               PALLET_IMPORT_STREAM_IDLE_SECONDS="3")
+        auth = basic("admin", PASSWORD)
+        with httpx.Client(base_url=f"{server.url}/api/v1", headers=auth, timeout=5) as api:
+            assert api.post("/importers", json={"name": "im"}).status_code == 201
+            stalled = [_stalled_import(server.port, auth) for _ in range(41)]
+            time.sleep(1)
+            started = time.monotonic()
+            assert api.get("/status").status_code == 200  # within the client's 5 s
+            assert api.get("/importers").status_code == 200
+            assert time.monotonic() - started < 5
+            answers = [_answer(connection) for connection in stalled]
+            codes = sorted(code for code, _ in answers)
+            assert codes.count(503) == 39 and codes[:2] == [408, 408], codes
+            assert all(b"import_stream_idle_seconds" in data for code, data in answers
+                       if code == 408)
+            for connection in stalled:
+                connection.close()
+
+            # Stalled after its header, as a running task holding its locks: it fails, and
+            # frees them for the next import.
+            assert api.post("/repositories", json={"name": "web"}).status_code == 201
+            archive = _empty_archive(api)
+            header_only = archive[:archive.index(b"pallet-export/toc.json")]
+            connection = _stalled_import(server.port, auth, header_only)
+            code, data = _answer(connection)
+            task = json.loads(data.split(b"\r\n\r\n", 1)[1])
+            assert code == 200 and task["state"] == "failed", task
+            assert task["error"]["code"] == "stalled"
+            answer = api.post("/importers/im/import-stream", content=archive)
+            assert answer.json()["state"] == "completed", answer.text
+    finally:
+        servers.close()
+
+
+def _empty_archive(api) -> bytes:
+    """A single-stream archive of the empty repository `web`, written by hand as the
+    server's exporters may write only under allowed directories."""
+    import io
+    from pallet.transfer.chunks import StreamSink
+    from pallet.transfer.writer import ArchiveWriter
+    digest = api.get("/repositories/web/versions/0").json()["digest"]
+    document = {"format": "pallet-export", "format_version": 1, "export_id": "e" * 32,
+                "created_at": "2026-12-01T00:00:00+00:00", "exporter": "x",
+                "incremental": False, "artifacts": 0, "artifact_bytes": 0,
+                "repositories": [{"index": 0, "name": "web", "type": "file",
+                                  "version": 1, "digest": digest, "counts": {},
+                                  "added": 0, "removed": 0}]}
+    out = io.BytesIO()
+    writer = ArchiveWriter(StreamSink(out))
+    writer.header(document)
+    writer.finish(lambda chunks: {"format": "pallet-export", "format_version": 1,
+                                  "export_id": "e" * 32, "summary": document,
+                                  "chunks": [c.as_dict() for c in chunks]})
+    return out.getvalue()

@@ -40,3 +40,4 @@ class Runtime:
 
     def close(self) -> None:
         self.db.dispose()
+        self.storage.close()

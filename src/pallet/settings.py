@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(300.0, ge=0, description="How long a verified password is remembered, so basic auth does not re-hash on every request.")
     allowed_import_dirs: Directories = Field(default_factory=list, description="Directories that `file://` remotes and imports may read from, as a JSON list (or one plain path); links are resolved before the check.")
     allowed_export_dirs: Directories = Field(default_factory=list, description="Directories that exporters may write to, as a JSON list (or one plain path); links are resolved before the check.")
+    import_streams: int = Field(4, ge=1, le=1000, description="Streamed imports (`POST /importers/{name}/import-stream`) a server process runs at once, each on a thread of its own; more are refused with 503, so they never take the threads other requests need.")
+    import_stream_idle_seconds: float = Field(60.0, gt=0, description="How long a streamed import waits for the next bytes of its request body; then it fails, freeing its locks.")
     import_reserve_bytes: int = Field(256 * 2**20, ge=0, description="Free space an import leaves on the artifact store's file system: it stops with a clear error, changing nothing, rather than fill the disk.")
     content_cache_seconds: float = Field(2.0, ge=0, description="How long a content-app process trusts its cached look-ups before one query checks whether anything it serves changed (changes made in the same process show at once).")
     publication_grace_seconds: float = Field(300.0, ge=0, description="How long a superseded publication of a repository keeps serving paths the newest one lacks, so downloads in flight finish.")

@@ -3,6 +3,9 @@
 Bytes enter through a `Writer` that hashes while it writes. Nothing is placed under its
 digest until the digest has been checked: a temporary file is fsynced, then renamed into
 place, so a reader never sees a half-written or unverified artifact.
+
+Temporary files live in a folder of the store object's own (`.tmp/<owner>/`, see
+`temporaries`); whoever opens the store next removes those whose owner is dead.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import hashlib
 import logging
 import os
 import re
+import secrets
+import shutil
 import threading
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
+from pallet.artifacts.temporaries import JOURNALS, own_folder, remove_dead_temporaries
 from pallet.errors import Invalid, PalletError
 
 READ_BLOCK = 1 << 20
@@ -132,10 +138,53 @@ class LocalStorage(ArtifactStorage):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.tmp = self.root / ".tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.temporaries = self.root / ".tmp"
+        self.journals = self.temporaries / JOURNALS
+        self.journals.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(self.temporaries)
+        self.tmp, self._lock_fd = own_folder(self.temporaries)
         self._root, self._tmp = str(self.root), str(self.tmp)
         self._settle_layout()
+
+    def close(self) -> None:
+        """Remove this store object's temporary folder (a killed process's goes at the next
+        start)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        Path(f"{self.tmp}.lock").unlink(missing_ok=True)
+        os.close(self._lock_fd)
+
+    def staging(self) -> "Staging":
+        return Staging(self)
+
+    def place(self, path: Path, sha256: str) -> bool:
+        """Move a verified file into place, not yet durable (see `flush`); False if the
+        store held those bytes already (the file is then removed)."""
+        target = self._location(sha256)
+        if os.path.isfile(target):
+            os.unlink(path)
+            return False
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # the first file of its folder
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(path, target)
+        return True
+
+    def journal(self, sha256s: list[str]) -> Path:
+        """A durable list of artifacts about to be placed: if the process dies before it
+        records them, `journals` gets it at the next start, and a later import records
+        them (so orphan cleanup can judge them)."""
+        path = self.tmp / f"journal-{secrets.token_hex(8)}"
+        with open(path, "w") as file:
+            file.write("".join(f"{sha}\n" for sha in sha256s))
+            file.flush()
+            os.fsync(file.fileno())
+        return path
+
+    def abandon(self, journal: Path) -> None:
+        """Hand a journal over to the next recovery (its records could not be written)."""
+        with contextlib.suppress(OSError):
+            os.replace(journal, self.journals / journal.name)
 
     def _settle_layout(self) -> None:
         """Move the artifacts of a layout-1 store up one folder, once. The first process
@@ -271,8 +320,12 @@ class LocalStorage(ArtifactStorage):
 
 
 class _LocalWriter(Writer):
-    def __init__(self, storage: LocalStorage) -> None:
+    """`place(path, sha256)` moves the verified file where it belongs (into the store)."""
+
+    def __init__(self, storage: LocalStorage,
+                 place: Callable[[Path, str], None] | None = None) -> None:
         self.storage = storage
+        self._place = place or storage.adopt
         fd, name = tempfile.mkstemp(dir=storage.tmp, prefix="incoming-")
         self._file = os.fdopen(fd, "wb")
         self._path = Path(name)
@@ -298,7 +351,7 @@ class _LocalWriter(Writer):
         if self.storage.exists(digest):
             self._path.unlink(missing_ok=True)
         else:
-            self.storage.adopt(self._path, digest)
+            self._place(self._path, digest)
         self._done = True
         return digest
 
@@ -307,6 +360,69 @@ class _LocalWriter(Writer):
             self._file.close()
             self._path.unlink(missing_ok=True)
             self._done = True
+
+
+class Staging:
+    """Verified bytes held apart from the store, in numbered groups, until something else
+    vouches for them too (an import: the checksum of the chunk they came in). `staged(group)`
+    lists a group's files for the caller to `place`; `discard()` drops whatever is left.
+    It lives in the owner's temporary folder, so a killed process's staging goes too."""
+
+    def __init__(self, storage: LocalStorage) -> None:
+        self.storage = storage
+        self.dir = Path(tempfile.mkdtemp(dir=storage.tmp, prefix="staged-"))
+        self._groups: set[int] = set()
+
+    def _path(self, group: int, sha256: str) -> str:
+        if group not in self._groups:
+            os.mkdir(self.dir / str(group))
+            self._groups.add(group)
+        return f"{self.dir}/{group}/{sha256}"
+
+    def put_bytes(self, data: bytes, expected_sha256: str, group: int) -> int:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected_sha256.lower():
+            raise DigestMismatch(
+                f"the bytes have sha256 {actual}, not the expected {expected_sha256}",
+                details={"expected": expected_sha256, "actual": actual})
+        fd = os.open(self._path(group, actual), os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                     | os.O_CLOEXEC, 0o666)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        finally:
+            os.close(fd)
+        return len(data)
+
+    def writer(self, group: int) -> Writer:
+        return _LocalWriter(self.storage,
+                            place=lambda path, sha256: os.replace(path,
+                                                                  self._path(group, sha256)))
+
+    def groups(self) -> list[int]:
+        return sorted(self._groups)
+
+    def staged(self, group: int, batch: int) -> Iterator[list[tuple[str, int, Path]]]:
+        """(sha256, size, path) of a group's files, up to `batch` at a time, for the caller
+        to move away before the next batch (each read from a fresh listing, as a folder
+        changed while it is listed may skip entries); the group is forgotten."""
+        if group not in self._groups:
+            return
+        self._groups.discard(group)
+        folder = self.dir / str(group)
+        while True:
+            with os.scandir(folder) as entries:
+                files = [(entry.name, entry.stat().st_size, Path(entry.path))
+                         for entry, _ in zip(entries, range(batch))]
+            if not files:
+                break
+            yield files
+        os.rmdir(folder)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self._groups.clear()
 
 
 def _known_layout(marker: Path) -> str | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -14,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from pallet.api.deps import Admin, Exporting, Importing, RuntimeDep, dispatch
 from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
+from pallet.errors import PalletError
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.publications.service import get_publication
 from pallet.tasks import cancel
@@ -21,7 +24,7 @@ from pallet.tasks.schemas import TaskRead, task_read
 from pallet.tasks.service import get_task
 from pallet.transfer import service, tasks
 from pallet.transfer.models import Export, Exporter, Importer, SigningKey
-from pallet.transfer.streaming import STALLED_SECONDS, stream_archive
+from pallet.transfer.streaming import stream_archive
 from pallet.transfer.schemas import (ExporterCreate, ExporterRead, ExporterUpdate, ExportRead,
                                      ExportRequest, ImporterCreate, ImporterRead,
                                      ImporterUpdate, ImportRead, ImportRequest,
@@ -259,21 +262,57 @@ def run_import(name: str, body: ImportRequest, runtime: RuntimeDep, principal: I
                     upload_id=body.upload, destinations=names)
 
 
+class Busy(PalletError):
+    status, code = 503, "busy"
+
+
+class Stalled(PalletError):
+    status, code = 408, "stalled"
+
+
+class _StreamSlots:
+    """The streamed imports a process runs at once, on threads of their own: stalled or slow
+    bodies never hold the thread pool every other route needs (40 of them stopped the API).
+    Taken and given back on the event loop's thread only, so a plain count is enough."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.free = size, size
+        self.threads = anyio.CapacityLimiter(size)
+
+    @classmethod
+    def of(cls, request: Request, runtime) -> "_StreamSlots":
+        state = request.app.state
+        if getattr(state, "import_streams", None) is None:
+            state.import_streams = cls(runtime.settings.import_streams)
+        return state.import_streams
+
+
 @router.post("/importers/{name}/import-stream", response_model=TaskRead,
              openapi_extra={"requestBody": {"content": {"application/x-tar": {}}}})
 async def import_stream(name: str, request: Request, runtime: RuntimeDep,
                         principal: Importing):
     """Import the archive sent as the request body (a single stream, as `GET
     /exporters/{name}/stream` sends it), read as it arrives and never stored whole. Runs as a
-    task bound to this request; answers the finished task."""
-    importer = await run_in_threadpool(_importer, runtime, name)
-    body = _RequestBody(request, asyncio.get_running_loop())
-    pump = asyncio.create_task(body.pump())
+    task bound to this request; answers the finished task. At most `import_streams` run at
+    once (503 beyond), and one whose body stalls for `import_stream_idle_seconds` fails."""
+    slots = _StreamSlots.of(request, runtime)
+    if not slots.free:
+        raise Busy(f"{slots.size} streamed imports are running already (import_streams); "
+                   "try again later")
+    slots.free -= 1
     try:
-        task_id = await run_in_threadpool(tasks.import_stream, runtime, importer, body,
-                                          created_by=principal.username)
+        importer = await run_in_threadpool(_importer, runtime, name)
+        body = _RequestBody(request, asyncio.get_running_loop(),
+                            runtime.settings.import_stream_idle_seconds)
+        pump = asyncio.create_task(body.pump())
+        try:
+            task_id = await anyio.to_thread.run_sync(
+                functools.partial(tasks.import_stream, runtime, importer, body,
+                                  created_by=principal.username), limiter=slots.threads)
+        finally:
+            pump.cancel()
     finally:
-        pump.cancel()
+        slots.free += 1
 
     def read() -> TaskRead:
         with runtime.db.read() as session:
@@ -285,8 +324,9 @@ class _RequestBody:
     """A request's body as a blocking stream for a worker thread: the event loop fills a
     small queue, the thread drains it."""
 
-    def __init__(self, request: Request, loop: asyncio.AbstractEventLoop) -> None:
-        self.request, self.loop = request, loop
+    def __init__(self, request: Request, loop: asyncio.AbstractEventLoop,
+                 idle_seconds: float) -> None:
+        self.request, self.loop, self.idle_seconds = request, loop, idle_seconds
         self.blocks: asyncio.Queue = asyncio.Queue(maxsize=16)
         self._pending = b""
         self._ended = self._closed = False
@@ -305,14 +345,19 @@ class _RequestBody:
         waited = 0.0
         while not self._pending and not self._ended:
             future = asyncio.run_coroutine_threadsafe(self.blocks.get(), self.loop)
+            step = min(1.0, self.idle_seconds)
             try:
-                block = future.result(timeout=1.0)
+                block = future.result(timeout=step)
             except TimeoutError:
                 future.cancel()
                 cancel.check()  # a sender that stalls must not keep a cancel waiting
-                waited += 1.0
-                if self._closed or waited > STALLED_SECONDS:
+                waited += step
+                if self._closed:
                     block = b""  # an archive cut short: the reader says it is truncated
+                elif waited >= self.idle_seconds:
+                    raise Stalled(f"the request body sent nothing for {waited:g} seconds "
+                                  "(import_stream_idle_seconds): the import stopped, "
+                                  "changing nothing") from None
                 else:
                     continue
             self._ended = not block

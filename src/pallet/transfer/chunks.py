@@ -10,9 +10,12 @@ chunk's size and sha256 the moment its last byte has been read.
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import os
 import queue
+import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import BinaryIO, Sequence
 
 from pallet.artifacts.storage import fsync_dir, start_writeback
+from pallet.artifacts.temporaries import hold_lock, take_abandoned
+from pallet.transfer import layout
 from pallet.transfer.tarstream import BadArchive
 
 READ_BLOCK = 1 << 20
@@ -77,17 +82,28 @@ class Sink(ABC):
     def abort(self) -> None:
         """Stop after a failure: remove what was written, where that is possible."""
 
+    def release(self) -> None:
+        """The export is complete (its table of contents written): forget it."""
+
 
 class FileSink(Sink):
     """Chunk files `<base>.0000`, `<base>.0001`… of `chunk_size` bytes in `directory`, or one
-    file `<base>` when `chunk_size` is None. Each is fsynced when full."""
+    file `<base>` when `chunk_size` is None. Each is fsynced when full.
+
+    Chunks are written as `<name>.partial` and renamed when the archive is whole (`close`).
+    Until `release()` the sink holds an flock on `.<base>.writing`: the next FileSink in the
+    directory finds a killed export's lock free, and removes its partial files, and its
+    chunks if no table of contents (`<base without .tar>.toc.json`) was written for them."""
 
     def __init__(self, directory: Path, base: str, chunk_size: int | None) -> None:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError("chunk_size must be positive")
         self.directory, self.base, self.chunk_size = Path(directory), base, chunk_size
         self.chunks: list[Chunk] = []
-        self.paths: list[Path] = []
+        self.paths: list[Path] = []  # partial files until close(), then the chunks
+        remove_abandoned(self.directory)
+        self._lock = self.directory / f".{base}.writing"
+        self._lock_fd: int | None = hold_lock(self._lock)
         self._fd: int | None = None
         self._hash: ParallelSha256 | None = None
         self._in_chunk = 0
@@ -97,7 +113,10 @@ class FileSink(Sink):
         return self.base if self.chunk_size is None else f"{self.base}.{len(self.chunks):04d}"
 
     def _open(self) -> None:
-        path = self.directory / self._name()
+        name = self._name()
+        if (self.directory / name).exists():
+            raise FileExistsError(errno.EEXIST, "a chunk file is there already", name)
+        path = self.directory / f"{name}.partial"
         # O_EXCL: never overwrite a file that is there already (an older export, a link).
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.paths.append(path)
@@ -107,7 +126,7 @@ class FileSink(Sink):
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
-        self.chunks.append(Chunk(self.paths[-1].name, self._in_chunk, self._hash.hexdigest()))
+        self.chunks.append(Chunk(self._name(), self._in_chunk, self._hash.hexdigest()))
 
     def write(self, data: bytes) -> None:
         if len(data) >= BUFFER and not self._buffer:
@@ -149,8 +168,20 @@ class FileSink(Sink):
             self._open()  # an empty archive is still one file
         if self._fd is not None:
             self._close_chunk()
+        finals = [self.directory / chunk.name for chunk in self.chunks]
+        for number, final in enumerate(finals):
+            if final.exists():  # rename would replace it
+                raise FileExistsError(errno.EEXIST, "a chunk file is there already", final.name)
+            os.rename(self.paths[number], final)
+            self.paths[number] = final
         fsync_dir(self.directory)
         return list(self.chunks)
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            self._lock.unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def abort(self) -> None:
         self._buffer = bytearray()
@@ -161,6 +192,26 @@ class FileSink(Sink):
             self._hash.hexdigest()  # let its thread end
         for path in self.paths:
             path.unlink(missing_ok=True)
+        self.release()
+
+
+def remove_abandoned(directory: Path) -> None:
+    """Remove what killed exports left in `directory`: each lock no process holds, its
+    partial files, and its chunks if their table of contents was never written."""
+    for lock in directory.glob(".*.writing"):
+        if (fd := take_abandoned(lock)) is None:  # being written
+            continue
+        try:
+            base = lock.name[1:-len(".writing")]
+            toc = directory / f"{base.removesuffix('.tar')}{layout.TOC_FILE_SUFFIX}"
+            chunk = re.compile(re.escape(base) + r"(\.\d{4})?(\.partial)?")
+            for path in directory.glob(f"{glob.escape(base)}*"):
+                if chunk.fullmatch(path.name) and (path.name.endswith(".partial")
+                                                   or not toc.exists()):
+                    path.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 class StreamSink(Sink):
@@ -185,7 +236,16 @@ class StreamSink(Sink):
 
 
 class Source(ABC):
-    """An archive's bytes in order. `read(n)` returns n bytes unless the archive ends."""
+    """An archive's bytes in order. `read(n)` returns n bytes unless the archive ends.
+
+    `chunk` is the piece the last byte read came from; `vouched`, how many leading pieces
+    are vouched for: chunk files once they match their checksum. A stream's one piece is
+    vouched for as it is read: its checksum, in the table of contents it ends with, comes too
+    late to hold its bytes back, and an importer that requires a signature verifies a stream
+    whole before it imports it."""
+
+    chunk = 0
+    vouched = 1
 
     @abstractmethod
     def read(self, n: int) -> bytes: ...
@@ -209,6 +269,7 @@ class ChunkSource(Source):
         self._left = 0  # bytes of the current chunk file not yet read
         self._hash: ParallelSha256 | None = None
         self._block, self._offset = b"", 0
+        self.vouched = 0
 
     def check_present(self) -> None:
         """Every chunk is there as a regular file of its expected size."""
@@ -232,6 +293,7 @@ class ChunkSource(Source):
         if self._index >= len(self.chunks):
             return False
         self._file = open(self.paths[self._index], "rb", buffering=0)
+        self.chunk = self._index
         self._left = self.chunks[self._index].size
         self._hash = ParallelSha256()
         return True
@@ -251,6 +313,7 @@ class ChunkSource(Source):
             raise BadArchive(f"chunk {chunk.name} has sha256 {actual}, the table of contents "
                              f"says {chunk.sha256}: it is damaged or was altered",
                              code="chunk_checksum", details={"chunk": chunk.name})
+        self.vouched = self._index + 1
 
     def _refill(self) -> bool:
         """The next block of the archive into the buffer; False at its end."""

@@ -1,23 +1,25 @@
 """Importing an archive: everything verified before any repository changes.
 
 One pass over the archive, in its order: the header (format version, mapping, destination
-types, base digests), then the artifacts (each one re-hashed as it is stored: only verified
-bytes enter the store, under their digest, invisible until referenced), then the units
-(validated by their type, recorded as content that no version holds yet), then the end
-(every chunk's checksum, the table of contents, its signature). Only then one transaction
-makes every destination's new version, checks that each has the exported content digest,
-publishes and distributes, or does nothing at all. A check (dry run) walks the same path,
-writes nothing, and reports the plan the import would carry out.
+types, base digests), then the artifacts (each one re-hashed as it is read, and staged until
+the chunk it came in is vouched for by its checksum: see `staged`), then the units
+(validated by their type, spooled, and recorded as content that no version holds yet once
+the whole archive is vouched for), then the end (every chunk's checksum, the table of
+contents, its signature). Only then one transaction makes every destination's new version,
+checks that each has the exported content digest, publishes and distributes, or does
+nothing at all. A check (dry run) walks the same path, writes nothing, and reports the plan
+the import would carry out.
 
 Artifacts and content recorded before a failure are in no version: orphan cleanup may take
-them later, and running the import again reuses them. The task holds the shared orphans lock,
-so cleanup never removes them while the import runs.
+them later, and running the import again reuses them; what was only staged is removed. The
+task holds the shared orphans lock, so cleanup never removes them while the import runs.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -33,10 +35,11 @@ from pallet.content.bulk import (NewUnit, find_artifacts, find_content, record_a
                                  record_units)
 from pallet.content.identity import identity_digest
 from pallet.content.service import validate_unit
-from pallet.errors import Conflict, Invalid, NotFound, PalletError
+from pallet.errors import Conflict, Invalid, NotFound, PalletError, validation_problems
 from pallet.plugins import Registry
 from pallet.publications.service import autopublish, publish
 from pallet.repositories import service as repositories
+from pallet.repositories.contentset import LtHash
 from pallet.repositories.models import Repository
 from pallet.repositories.versions import create_version, latest_version
 from pallet.runtime import Runtime
@@ -45,12 +48,13 @@ from pallet.transfer.distribute import (check_archive_distributions, check_distr
                                        distribute)
 from pallet.transfer.models import Import, Importer
 from pallet.transfer.reader import ArchiveReader, UnitsMember
+from pallet.transfer.staged import STORE_BATCH, StagedImport, recover
 from pallet.transfer.tarstream import BadArchive
 
-STORE_BATCH = 2000  # artifacts recorded per short write transaction
 SMALL = 1 << 20  # artifacts up to this size are read whole and stored in one write
 BLOCK = 1 << 20
 Progress = Callable[[str, int, int | None], None]
+log = logging.getLogger(__name__)
 
 
 class OutOfSpace(PalletError):
@@ -67,6 +71,7 @@ class Target:
     current_version: int | None = None
     current_digest: str | None = None
     next_version: int = 1
+    current_state: bytes | None = None  # the newest version's LtHash state
     created_version: int | None = None  # once applied
     add_ids: array = field(default_factory=lambda: array("q"))
     remove_ids: array = field(default_factory=lambda: array("q"))
@@ -134,7 +139,7 @@ def resolve_targets(session: Session, plugins: Registry, importer: Importer,
                           code="wrong_type", details={"destination": destination})
         latest = latest_version(session, repository)
         target = Target(entry, destination, repository.id, latest.number, latest.digest,
-                        repository.next_version)
+                        repository.next_version, latest.lthash)
         if (not target.up_to_date and entry.base_digest is not None
                 and latest.digest != entry.base_digest):
             raise Conflict(f"the archive's changes of {entry.name} apply onto a version with "
@@ -156,7 +161,7 @@ def _check_publishing(plugins: Registry, entry: layout.RepositoryEntry) -> None:
     """The publications the import would make must be valid here, as the check promises."""
     repository_type = plugins.repository_type(entry.type)
     wanted = list(entry.publications)
-    if entry.autopublish:
+    if entry.autopublish or entry.publish_options:  # a created repository keeps them
         wanted.append(entry.publish_options)
     if wanted and repository_type.publish is None:
         raise Invalid(f"repository {entry.name} brings publications, but {entry.type} "
@@ -164,9 +169,13 @@ def _check_publishing(plugins: Registry, entry: layout.RepositoryEntry) -> None:
     for options in wanted:
         try:
             repository_type.publish_options.model_validate(options)
-        except (ValidationError, Invalid) as exc:
+        except ValidationError as exc:  # pydantic's own text names its web site: not here
+            summary, problems = validation_problems(exc.errors())
             raise BadArchive(f"repository {entry.name} brings publish options this server "
-                             f"refuses: {str(exc)[:300]}") from None
+                             f"refuses: {summary}", details={"errors": problems[:20]}) from None
+        except Invalid as exc:
+            raise BadArchive(f"repository {entry.name} brings publish options this server "
+                             f"refuses: {exc.message}", details=exc.details) from None
 
 
 @dataclass(frozen=True)
@@ -209,10 +218,34 @@ class ArchiveImport:
         self.storage = runtime.storage
         self.bytes_to_write = self.bytes_written = self.artifacts_present = 0
         self.in_archive: set[str] = set()  # a check remembers what the archive brings
-        self._pending: dict[str, int] = {}
+        self._pending: dict[str, int] = {}  # held here already, to record
         self._budget: int | None = None
+        self.staged: StagedImport | None = None
 
     def run(self) -> dict[str, Any]:
+        if self.dry_run:
+            return self._walk()
+        recover(self.runtime.db, self.storage)  # what a killed import left unrecorded
+        self.staged = StagedImport(self.runtime.db, self.storage)
+        try:
+            return self._walk()
+        except BaseException as exc:
+            if not isinstance(exc, OutOfSpace):  # else the space goes back: nothing is kept
+                self._keep_vouched()
+            raise
+        finally:  # whatever else was staged goes
+            self.staged.discard()
+
+    def _keep_vouched(self) -> None:
+        """After a failure: record what was vouched for, so a rerun reuses it."""
+        try:
+            self._record_pending()
+            self.staged.promote(below=self.reader.source.vouched)
+        except Exception:  # the failure that brought us here is the one to report
+            log.warning("an interrupted import could not record what it stored",
+                        exc_info=True)
+
+    def _walk(self) -> dict[str, Any]:
         started = time.monotonic()
         streamed = self.reader.toc is None
         if not streamed:  # chunk files: their table of contents is checked before reading
@@ -223,6 +256,11 @@ class ArchiveImport:
         with self.runtime.db.read() as session:
             self.targets = resolve_targets(session, self.runtime.plugins, self.importer,
                                            header)
+        # What each new version's state would be: a check proves the digests as the import's
+        # final transaction does (a full import replaces everything; an incremental applies
+        # onto the destination's newest version).
+        self.expected = [LtHash(t.current_state if t.entry.base_digest else None)
+                         for t in self.targets]
         self._artifacts(header)
         for member in self.reader.repository_units():
             self._units(member)
@@ -230,7 +268,10 @@ class ArchiveImport:
         if streamed:  # a stream's table of contents is its last member
             signed_by = self._verify(toc)
         if self.dry_run:
+            self._check_digests()
             return self._plan(header, signed_by)
+        self.staged.promote()  # every chunk is vouched for now: the rest, then the units
+        self._record_units()
         with self.runtime.db.write() as session:
             self._apply(session)
             plan = self._plan(header, signed_by)
@@ -256,6 +297,7 @@ class ArchiveImport:
             if self.storage.exists(member.sha256):
                 self.artifacts_present += 1
                 self._check_present_size(member)
+                self._rehash(member)  # held here, but the archive's bytes must be right too
                 if not self.dry_run:
                     self._pending[member.sha256] = member.size
             else:
@@ -266,8 +308,11 @@ class ArchiveImport:
                     self._store(member)
             if self.dry_run:
                 self.in_archive.add(member.sha256)
-            elif len(self._pending) >= STORE_BATCH:
-                self._record_pending()
+            else:
+                if len(self._pending) >= STORE_BATCH:
+                    self._record_pending()
+                source = self.reader.source
+                self.staged.promote(below=source.vouched, filling=source.chunk)
             done += member.size
             self.progress("artifacts", done, header.artifact_bytes)
         if not self.dry_run:
@@ -294,12 +339,15 @@ class ArchiveImport:
                              code="digest_mismatch", details={"artifact": member.sha256})
 
     def _store(self, member) -> None:
+        """Stage the member's bytes, verified, in the group of the chunk they end in."""
         self._make_room(member.size)
+        source = self.reader.source
         try:
             if member.size <= SMALL:
-                self.storage.put_bytes(member.read(member.size), member.sha256, durable=False)
+                data = member.read(member.size)
+                self.staged.put_bytes(data, member.sha256, source.chunk)
             else:
-                with self.storage.writer() as writer:
+                with self.staged.writer(lambda: source.chunk) as writer:
                     while block := member.read(BLOCK):
                         writer.write(block)
                     writer.commit(member.sha256)
@@ -315,7 +363,6 @@ class ArchiveImport:
                        "nothing was imported", code=None if kind is OutOfSpace else
                        "storage_failed", details={"artifact": member.sha256}) from None
         self.bytes_written += member.size
-        self._pending[member.sha256] = member.size
 
     def _make_room(self, size: int) -> None:
         """Stop before the disk fills: keep the configured reserve free."""
@@ -328,7 +375,7 @@ class ArchiveImport:
                     f"({size} bytes) would leave less than the reserve of "
                     f"{self.runtime.settings.import_reserve_bytes} (import_reserve_bytes). "
                     "Nothing was imported; free space and run the import again (what it "
-                    "stored so far is reused)", details={"free": free, "needed": size})
+                    "recorded so far is reused)", details={"free": free, "needed": size})
         self._budget -= size
 
     def _record_pending(self) -> None:
@@ -354,6 +401,7 @@ class ArchiveImport:
                 raise Conflict(f"the archive removes {missing} unit(s) from {target.destination} "
                                "that this server does not hold", code="wrong_base")
             target.remove_ids.extend(ids.values())
+            self.expected[member.index].remove(member.lines)
             return
         units = [self._unit(target, unit, member, number)
                  for number, unit in enumerate(member.lines, start=1)]
@@ -362,12 +410,19 @@ class ArchiveImport:
             with self.runtime.db.read() as session:
                 known = set(find_artifacts(session, shas))
             self._require(shas - known - self.in_archive, target)
+            self.expected[member.index].add(unit.digest for unit in units)
             return
-        with self.runtime.db.write() as session:
-            artifacts = find_artifacts(session, shas)
-            self._require(shas - set(artifacts), target)
-            ids = record_units(session, units, artifacts)
-        target.add_ids.extend(ids[unit.digest] for unit in units)
+        self.staged.spool(member.index, units)  # recorded once the archive is vouched for
+
+    def _record_units(self) -> None:
+        for index, units in self.staged.spooled(layout.UNITS_PER_MEMBER):
+            target = self.targets[index]
+            shas = {sha for unit in units for _, sha, _ in unit.files}
+            with self.runtime.db.write() as session:
+                artifacts = find_artifacts(session, shas)
+                self._require(shas - set(artifacts), target)
+                ids = record_units(session, units, artifacts)
+            target.add_ids.extend(ids[unit.digest] for unit in units)
 
     def _unit(self, target: Target, unit: dict[str, Any], member: UnitsMember,
               number: int) -> NewUnit:
@@ -397,6 +452,17 @@ class ArchiveImport:
                           details={"missing": sorted(missing)[:20]})
 
     # -- the plan and the one transaction -----------------------------------------------------
+
+    def _check_digests(self) -> None:
+        for target, state in zip(self.targets, self.expected):
+            entry = target.entry
+            if not target.up_to_date and state.digest != entry.digest:
+                raise Conflict(f"importing {entry.name} into {target.destination!r} would give "
+                               f"content digest {state.digest}, not the exported "
+                               f"{entry.digest}: the archive's units do not make the version "
+                               "its header names", code="digest_mismatch",
+                               details={"destination": target.destination,
+                                        "digest": state.digest, "exported": entry.digest})
 
     def _plan(self, header: layout.Header, signed_by: str | None) -> dict[str, Any]:
         free = shutil.disk_usage(self.storage.root).free

@@ -15,6 +15,7 @@ Written as files, the table of contents is a file of its own beside the chunks.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ FORMAT = "pallet-export"
 FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)  # this release reads these; the next keeps reading the previous
 
+TOC_FILE_SUFFIX = ".toc.json"  # a table of contents written as a file: <base>.toc.json
 HEADER = "pallet-export/header.json"
 TOC = "pallet-export/toc.json"
 ARTIFACT = re.compile(r"^artifacts/([0-9a-f]{64})$")
@@ -34,6 +36,12 @@ UNITS = re.compile(r"^pallet-export/repositories/(\d{4})/(added|removed)-(\d{6})
 UNITS_PER_MEMBER = 10_000
 MAX_METADATA_MEMBER = 64 << 20
 MAX_TOC_SIZE = 16 << 20
+MAX_HEADER_SIZE = MAX_TOC_SIZE  # the table of contents holds the header whole
+# Decoded JSON costs up to ~120 bytes per value ([{},{},…]: 3 bytes each, ~20 times its size),
+# so metadata may hold at most one value per this many bytes of its limit: decoded, it stays
+# within ~8 times the limit whatever its shape.
+BYTES_PER_VALUE = 16
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 HEX64 = r"^[0-9a-f]{64}$"
 
 
@@ -47,7 +55,8 @@ def units_member(index: int, kind: str, number: int) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON's types as they are; "3", 3.0 or true are not the number 3.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class DistributionEntry(_Strict):
@@ -108,12 +117,42 @@ class Toc(_Strict):
     signature: SignatureEntry | None = None
 
 
+def check_shape(data: bytes, what: str, limit: int) -> None:
+    """Refuse JSON of more than `limit` bytes, or with more values than `limit` allows,
+    before it is decoded. Counts at C speed: strings, then what separates or opens values
+    outside them (an upper bound of the values)."""
+    if len(data) > limit:
+        raise BadArchive(f"{what} has {len(data)} bytes, more than the limit of {limit}",
+                         details={"member": what})
+    outside, strings = _STRING.subn(b"", data)
+    values = strings + outside.count(b",") + outside.count(b"[") + outside.count(b"{")
+    if values > limit // BYTES_PER_VALUE:
+        raise BadArchive(f"{what} holds more than {limit // BYTES_PER_VALUE} JSON values: it "
+                         "is not Pallet metadata", details={"member": what})
+
+
+def decode_json(data: bytes, what: str, limit: int) -> Any:
+    """`data` decoded as JSON, once its size and shape are known to be bounded."""
+    check_shape(data, what, limit)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # bad JSON, huge numbers, deep nesting
+        raise BadArchive(f"{what} is not valid JSON: {str(exc)[:200]}",
+                         details={"member": what}) from None
+
+
 def check_version(version: object) -> None:
-    if version not in READABLE_VERSIONS:
+    # By type too: true == 1 and 1.0 == 1 in Python, but neither is a format version.
+    if type(version) is not int or version not in READABLE_VERSIONS:
         readable = ", ".join(map(str, READABLE_VERSIONS))
-        raise BadArchive(f"the archive has format version {version}; this Pallet reads "
+        shown = json.dumps(version)[:40] if _is_json_scalar(version) else "of another kind"
+        raise BadArchive(f"the archive has format version {shown}; this Pallet reads "
                          f"format version {readable}", code="format_version",
-                         details={"format_version": version, "readable": list(READABLE_VERSIONS)})
+                         details={"format_version": shown, "readable": list(READABLE_VERSIONS)})
+
+
+def _is_json_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def parse(model: type[BaseModel], document: object, what: str):

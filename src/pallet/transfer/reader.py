@@ -26,12 +26,15 @@ def read_toc_file(path: Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > layout.MAX_TOC_SIZE:
             raise BadArchive(f"{path.name} is too large to be a table of contents")
-        document = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise BadArchive(f"there is no table of contents at {path}", code="not_found") from None
-    except (OSError, ValueError, RecursionError) as exc:  # JSON errors are ValueErrors
-        raise BadArchive(f"{path.name} is not a table of contents: {str(exc)[:200]}") from None
-    return document
+    except OSError as exc:
+        raise BadArchive(f"{path.name} cannot be read: {exc.strerror}") from None
+    try:
+        return layout.decode_json(data, path.name, layout.MAX_TOC_SIZE)
+    except BadArchive as exc:
+        raise BadArchive(f"{path.name} is not a table of contents: {exc.message}") from None
 
 
 @dataclass
@@ -96,7 +99,8 @@ class ArchiveReader:
             raise BadArchive(f"the archive must begin with {layout.HEADER}, not {found}: "
                              "it is not a Pallet archive, or its first chunk is missing")
         self._take()
-        document = _json(self.tar.read_all(layout.MAX_METADATA_MEMBER), layout.HEADER)
+        document = _json(self.tar.read_all(layout.MAX_HEADER_SIZE, layout.HEADER),
+                         layout.HEADER, layout.MAX_HEADER_SIZE)
         self._header = layout.parse(layout.Header, document, "header")
         self._header_document = document
         if [entry.index for entry in self._header.repositories] != \
@@ -156,7 +160,7 @@ class ArchiveReader:
                                  details={"member": member.name})
             self._take()
             number += 1
-            data = self.tar.read_all(layout.MAX_METADATA_MEMBER)
+            data = self.tar.read_all(layout.MAX_METADATA_MEMBER, member.name)
             lines = _lines(data, member.name, kind)
             key = (index, kind)
             self.unit_counts[key] = self.unit_counts.get(key, 0) + len(lines)
@@ -178,7 +182,8 @@ class ArchiveReader:
                 raise BadArchive("the stream ends without its table of contents: it is "
                                  "truncated", code="truncated")
             covered_size, covered_digest = self._mark
-            toc = _json(self.tar.read_all(layout.MAX_TOC_SIZE), layout.TOC)
+            toc = _json(self.tar.read_all(layout.MAX_TOC_SIZE, layout.TOC), layout.TOC,
+                        layout.MAX_TOC_SIZE)
             chunks = toc.get("chunks") if isinstance(toc, dict) else None
             if chunks != [Chunk("stream", covered_size, covered_digest).as_dict()]:
                 raise BadArchive("the stream's bytes do not match its table of contents: it "
@@ -214,15 +219,12 @@ def _stranger(member: Member) -> BadArchive:
                       "is out of place)", details={"member": member.name[:200]})
 
 
-def _json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as exc:  # bad JSON, huge numbers, deep nesting
-        raise BadArchive(f"{what} is not valid JSON: {str(exc)[:200]}",
-                         details={"member": what}) from None
+def _json(data: bytes, what: str, limit: int) -> Any:
+    return layout.decode_json(data, what, limit)
 
 
 def _lines(data: bytes, name: str, kind: str) -> list:
+    layout.check_shape(data, name, layout.MAX_METADATA_MEMBER)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -157,10 +157,9 @@ class TarReader:
             self._pad = 0
         return data
 
-    def read_all(self, limit: int) -> bytes:
+    def read_all(self, limit: int, what: str = "a metadata member") -> bytes:
         if self._left > limit:
-            raise BadArchive(f"a metadata member of {self._left} bytes is larger than the "
-                             f"limit of {limit}")
+            raise BadArchive(f"{what} has {self._left} bytes, more than the limit of {limit}")
         return self.read(self._left)
 
     def skip(self) -> None:

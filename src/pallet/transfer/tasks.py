@@ -25,7 +25,7 @@ from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.runtime import Runtime
 from pallet.tasks.bound import run_bound
 from pallet.tasks.registry import task_function
-from pallet.transfer import export as exporting, service
+from pallet.transfer import export as exporting, layout, service
 from pallet.transfer.chunks import FileSink
 from pallet.transfer.imports import ArchiveImport
 from pallet.transfer.models import Export, Exporter, Importer, SigningKey
@@ -34,7 +34,7 @@ from pallet.transfer.tree import write_tree
 from pallet.transfer.writer import write_toc_file
 from pallet.uploads.service import check_complete, get_upload, upload_path
 
-TOC_SUFFIX = ".toc.json"
+TOC_SUFFIX = layout.TOC_FILE_SUFFIX
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -134,6 +134,7 @@ def export(runtime: Runtime, task, *, exporter_id: int, incremental: bool = Fals
                 session, runtime.storage, chosen, document, sink,
                 private_key=prepared.private_key, progress=task.progress)
             write_toc_file(directory / f"{base}{TOC_SUFFIX}", toc)
+            sink.release()  # complete: nothing for the next export to remove
         except BaseException:
             sink.abort()
             raise
