@@ -1,12 +1,16 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from pallet.api.deps import Reader, RuntimeDep, Writer, dispatch
+from pallet.api.deps import Reader, RuntimeDep, Writer, authenticate, dispatch
 from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
-from pallet.errors import Invalid
+from pallet.auth.permissions import IMPORT, WRITE
+from pallet.auth.service import Principal
+from pallet.errors import Forbidden, Invalid
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.tasks.schemas import TaskRead
 from pallet.uploads import service, tasks
@@ -14,6 +18,18 @@ from pallet.uploads.models import Upload
 from pallet.uploads.schemas import UploadCommit, UploadCreate, UploadRead
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
+
+
+def _uploader(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """Writers upload files; importers upload archives for their imports (`--file`), which
+    only writers can commit as artifacts."""
+    if not principal.permissions & {WRITE, IMPORT}:
+        raise Forbidden(f"user {principal.username!r} may not upload (needs the 'write' or "
+                        "the 'import' permission)", details={"needs": [WRITE, IMPORT]})
+    return principal
+
+
+Uploader = Annotated[Principal, Depends(_uploader)]
 
 
 def _read(session, upload: Upload) -> UploadRead:
@@ -26,7 +42,7 @@ def _read(session, upload: Upload) -> UploadRead:
 
 
 @router.post("", status_code=201, response_model=UploadRead)
-def create_upload(body: UploadCreate, runtime: RuntimeDep, principal: Writer):
+def create_upload(body: UploadCreate, runtime: RuntimeDep, principal: Uploader):
     with runtime.db.write() as session:
         upload = service.create_upload(session, runtime.settings, size=body.size,
                                        created_by=principal.username)
@@ -48,12 +64,13 @@ def show_upload(upload_id: int, runtime: RuntimeDep, _: Reader):
 
 @router.put("/{upload_id}", response_model=UploadRead,
             openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}}})
-async def put_chunk(upload_id: int, request: Request, runtime: RuntimeDep, _: Writer):
+async def put_chunk(upload_id: int, request: Request, runtime: RuntimeDep,
+                    principal: Uploader):
     """One chunk, placed by its `Content-Range: bytes START-END/TOTAL` header. Chunks may
     arrive in any order and in parallel; sending a range again overwrites it."""
     def check() -> tuple[Upload, int, int]:
         with runtime.db.read() as session:
-            upload = service.get_upload(session, upload_id)
+            upload = service.own_upload(session, upload_id, principal)
             offset, length = service.parse_content_range(
                 request.headers.get("content-range"), upload, runtime.settings)
             return upload, offset, length
@@ -91,7 +108,7 @@ def commit_upload(upload_id: int, body: UploadCommit, runtime: RuntimeDep, princ
 
 
 @router.delete("/{upload_id}", status_code=204)
-def delete_upload(upload_id: int, runtime: RuntimeDep, _: Writer) -> None:
+def delete_upload(upload_id: int, runtime: RuntimeDep, principal: Uploader) -> None:
     with runtime.db.write() as session:
-        service.delete_upload(session, service.get_upload(session, upload_id))
+        service.delete_upload(session, service.own_upload(session, upload_id, principal))
     service.upload_path(runtime.settings, upload_id).unlink(missing_ok=True)

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 from pallet.artifacts.service import record_artifact
 from pallet.runtime import Runtime
 from pallet.tasks.registry import task_function
-from pallet.uploads.service import check_complete, get_upload, upload_path
+from pallet.uploads.models import Upload
+from pallet.uploads.service import check_complete, delete_upload, get_upload, upload_path
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def consuming(runtime: Runtime, task, upload_id: int | None) -> Iterator[None]:
+    """Run a task that reads upload `upload_id` (an archive to import or check) and owns it:
+    the upload is removed when the task ends, whether it completed, failed or was
+    canceled, so no archive is left behind in the uploads directory."""
+    try:
+        yield
+    finally:
+        if upload_id is not None:
+            try:
+                with runtime.db.write() as session:
+                    if (upload := session.get(Upload, upload_id)) is not None:
+                        delete_upload(session, upload, by_task=task.id)
+                upload_path(runtime.settings, upload_id).unlink(missing_ok=True)
+            except Exception:  # the task's own outcome matters more than this clean-up
+                log.exception("task %s could not remove upload %s", task.id, upload_id)
 
 
 @task_function("upload.commit")
