@@ -3,6 +3,8 @@ removed when it ends whatever the end; importers upload archives, and only their
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from conftest import basic, make_settings, wait_for_task
@@ -98,3 +100,27 @@ def test_importers_upload_archives_of_their_own_and_never_commit_them(client, ru
     theirs = upload(client, b"some bytes")
     assert client.delete(theirs["href"], headers=CLERK).status_code == 403
     assert client.delete(theirs["href"]).status_code == 204
+
+
+def test_one_commit_task_makes_the_artifact_its_unit_and_the_version(client, runtime,
+                                                                     workers):
+    data = b"release notes\n" * 100
+    sha256 = hashlib.sha256(data).hexdigest()
+    client.post("/api/v1/repositories", json={"name": "docs"})
+    body = upload(client, data)
+    commit = f"{body['href']}/commit"
+    refusals = [({"sha256": sha256, "relative_path": "../notes.txt"}, 400),
+                ({"sha256": sha256, "repository": "docs"}, 400),
+                ({"sha256": sha256, "relative_path": "notes.txt", "repository": "nope"}, 404)]
+    for refused, status in refusals:  # before any task: the upload stays as it was
+        assert client.post(commit, json=refused).status_code == status, refused
+    assert client.get(body["href"]).json()["complete"] is True
+
+    task = finished(client, client.post(commit, json={
+        "sha256": sha256, "relative_path": "notes/a.txt", "repository": "docs"}))
+    assert task["state"] == "completed", task["error"]
+    assert task["name"] == "upload.commit" and task["result"]["version"] == 1
+    unit = client.get(f"/api/v1/content/{task['result']['content']}").json()
+    assert unit["fields"] == {"relative_path": "notes/a.txt", "sha256": sha256}
+    assert "/api/v1/repositories/docs/versions/1" in task["created_resources"]
+    assert gone(client, runtime, body)

@@ -10,8 +10,10 @@ from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
 from pallet.auth.permissions import IMPORT, WRITE
 from pallet.auth.service import Principal
+from pallet.content.service import validate_unit
 from pallet.errors import Forbidden, Invalid
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
+from pallet.repositories.service import get_repository, lock_name as repository_lock
 from pallet.tasks.schemas import TaskRead
 from pallet.uploads import service, tasks
 from pallet.uploads.models import Upload
@@ -97,14 +99,31 @@ async def put_chunk(upload_id: int, request: Request, runtime: RuntimeDep,
 @router.post("/{upload_id}/commit", status_code=202, response_model=TaskRead)
 def commit_upload(upload_id: int, body: UploadCommit, runtime: RuntimeDep, principal: Writer):
     """Finish the upload: a task checks every byte arrived and matches `sha256`, then the
-    file becomes an artifact."""
+    file becomes an artifact; with `relative_path`, a `file` unit; with `repository`, a new
+    version holding it. One task does it all, so it ends the same whoever waits for it."""
+    sha256 = body.sha256.lower()
+    locks = [service.lock_name(upload_id)]
     with runtime.db.read() as session:
         service.get_upload(session, upload_id)
+        if body.relative_path is not None:  # refused now rather than after the hashing
+            validate_unit(runtime.plugins, "file",
+                          {"relative_path": body.relative_path, "sha256": sha256})
+        repository = None
+        if body.repository is not None:
+            if body.relative_path is None:
+                raise Invalid("a repository takes a content unit: give its relative_path "
+                              "too", details={"field": "relative_path"})
+            repository = get_repository(session, body.repository)
+            if "file" not in runtime.plugins.repository_type(repository.type).content_types:
+                raise Invalid(f"repository {repository.name!r} ({repository.type}) holds no "
+                              "file content", details={"repository": repository.name})
+            locks.append(repository_lock(repository))
     # Shared on orphans: cleanup must not delete the new artifact, or its file, before the
-    # commit has recorded it.
-    return dispatch(runtime, principal, tasks.commit_upload,
-                    exclusive=[service.lock_name(upload_id)], shared=[ORPHANS_LOCK],
-                    upload_id=upload_id, sha256=body.sha256.lower())
+    # commit has recorded it (nor the unit before it is in the version).
+    return dispatch(runtime, principal, tasks.commit_upload, exclusive=locks,
+                    shared=[ORPHANS_LOCK], upload_id=upload_id, sha256=sha256,
+                    relative_path=body.relative_path,
+                    repository_id=repository.id if repository else None)
 
 
 @router.delete("/{upload_id}", status_code=204)
