@@ -124,14 +124,14 @@ def upload_and_commit(api: Client, file: Path, commit: dict[str, Any], *, chunk_
     hint = f"resume with `{shlex.join(again)}`"
     try:
         digest = send(api, upload, file, pieces, parallel)
-    except ClientError as exc:
+        task = api.post(path("uploads", upload["id"], "commit"), {"sha256": digest, **commit})
+    except ClientError as exc:  # a refused commit too: the bytes stay, resuming sends none
         raise ClientError(f"{exc.message}; {hint}") from None
     except KeyboardInterrupt:
         note(f"interrupted; {hint}")
         raise typer.Exit(130) from None
     # From here the server finishes alone: Ctrl-C stops only the waiting.
-    return check(wait_for(api, api.post(path("uploads", upload["id"], "commit"),
-                                        {"sha256": digest, **commit})))
+    return check(wait_for(api, task))
 
 
 def check_relative_path(relative_path: str) -> None:
