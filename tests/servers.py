@@ -58,7 +58,8 @@ class Servers:
         env = dict(os.environ, PALLET_DATA_DIR=str(data_dir), PALLET_PORT=str(port),
                    PALLET_ADMIN_PASSWORD=PASSWORD, PALLET_WORKERS="2",
                    PALLET_DATABASE_URL=self._database(name), PALLET_TASK_POLL_SECONDS="0.1",
-                   PALLET_LOG_LEVEL="warning", **settings)
+                   PALLET_LOG_LEVEL="warning")
+        env.update(settings)  # more variables, or other values than these
         env.pop("PALLET_CONFIG", None)
         server = Server(name, f"http://127.0.0.1:{port}", port, data_dir, None, env)
         self.started.append(server)

@@ -205,7 +205,7 @@ def test_upload_versions_diff_and_content(pallet, pallet_json, tmp_path):
     first = pallet_json("upload", "file", big, "--repository", "web", "--relative-path",
                         "releases/big.bin", "--chunk-size", 32768, "--parallel", 4)
     assert first["artifact"]["sha256"] == big_sha and first["artifact"]["size"] == 300_000
-    assert first["modify_task"]["result"]["version"] == 1
+    assert first["task"]["result"]["version"] == 1
     second = pallet("upload", "file", small, "--repository", "web")
     assert "created version 2" in second.stdout and small_sha in second.stdout
 

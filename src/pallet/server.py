@@ -3,15 +3,20 @@ API alone, the content app alone, or a worker alone."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 import threading
+from typing import IO
 
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from pallet.api.app import create_app, create_server_app
 from pallet.auth.service import ensure_first_admin
 from pallet.db.migrate import upgrade
+from pallet.errors import Conflict
 from pallet.runtime import Runtime
 from pallet.settings import Settings
 from pallet.tasks.worker import WorkerPool
@@ -32,11 +37,39 @@ def announce_first_admin(runtime: Runtime) -> None:
               f"this once:\n\n    {password}\n", flush=True)
 
 
+LOCK_FILE = "serve.lock"
+
+
+def lock_data_dir(settings: Settings) -> IO[str] | None:
+    """On SQLite, hold the data directory for this process's life, or refuse: two servers
+    would each run workers, migrations and the first admin on one database file (PostgreSQL
+    coordinates several). An OS lock, so a killed server leaves nothing to clean up. The
+    open file must stay referenced: closing it releases the lock."""
+    if make_url(settings.database_url).get_backend_name() != "sqlite":
+        return None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    held = open(settings.data_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.seek(0)
+        owner = held.read().strip() or "unknown"
+        held.close()
+        raise Conflict(f"the data directory {settings.data_dir} is in use by another `pallet "
+                       f"serve` (process {owner}); stop it first, or use PostgreSQL to run "
+                       "several", details={"data_dir": str(settings.data_dir)}) from None
+    held.truncate(0)
+    held.write(f"{os.getpid()}\n")
+    held.flush()
+    return held
+
+
 def serve(settings: Settings, *, with_workers: bool = True, with_content: bool = True,
           migrate: bool = True) -> None:
     """The REST API, in the embedded server with the content app and worker threads, until
     interrupted."""
     configure_logging(settings)
+    held = lock_data_dir(settings)  # noqa: F841  released when this function returns
     runtime = Runtime.create(settings)
     if migrate:
         upgrade(runtime.db)

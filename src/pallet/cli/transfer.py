@@ -7,10 +7,11 @@ create`, `pallet importer check` (a dry run that prints the plan) and `pallet im
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import httpx
 import typer
@@ -386,17 +387,28 @@ LocalFile = Annotated[Optional[Path], typer.Option(
                                                 "`pallet exporter stream`), uploaded first.")]
 
 
-def _source(api: Client, server_path: str | None, file: Path | None) -> dict[str, Any]:
+@contextlib.contextmanager
+def _source(api: Client, server_path: str | None, file: Path | None
+            ) -> Iterator[dict[str, Any]]:
+    """The request body naming the archive, for the request that hands it to a task. A
+    `--file` is uploaded first; the task removes the upload when it ends, and if the
+    archive never reaches a task (refused, interrupted), it is removed here."""
     if (server_path is None) == (file is None):
         fail("give the archive's path on the server, or --file with a local archive")
     if server_path is not None:
-        return {"path": server_path}
+        yield {"path": server_path}
+        return
     size = file.stat().st_size
     upload = api.post("uploads", {"size": size})
-    pieces = list(chunks(missing_ranges([], size), 8 * MiB))
-    note(f"uploading {file} ({size_text(size)}) as upload {upload['id']}")
-    send(api, upload, file, pieces, 4)
-    return {"upload": upload["id"]}
+    try:
+        pieces = list(chunks(missing_ranges([], size), 8 * MiB))
+        note(f"uploading {file} ({size_text(size)}) as upload {upload['id']}")
+        send(api, upload, file, pieces, 4)
+        yield {"upload": upload["id"]}
+    except BaseException:
+        with contextlib.suppress(ClientError):
+            api.delete(path("uploads", upload["id"]))
+        raise
 
 
 def describe_plan(task: dict[str, Any]) -> None:
@@ -424,9 +436,9 @@ def check_import(name: Name, server_path: ServerPath = None, file: LocalFile = N
     """Check an archive against this server, changing nothing, and print the plan: each
     repository's new version, units added and removed, bytes to write."""
     api = connect()
-    body = _source(api, server_path, file)
-    report(api, api.post(path("importers", name, "check"), body), no_wait=no_wait,
-           as_json=as_json, describe=describe_plan)
+    with _source(api, server_path, file) as body:
+        task = api.post(path("importers", name, "check"), body)
+    report(api, task, no_wait=no_wait, as_json=as_json, describe=describe_plan)
 
 
 StreamTimeout = Annotated[float, typer.Option(
@@ -453,9 +465,9 @@ def run_import(name: Name, server_path: ServerPath = None, file: LocalFile = Non
         report(api, task, no_wait=False, as_json=as_json,
                describe=describe_plan)
         return
-    body = _source(api, server_path, file)
-    report(api, api.post(path("importers", name, "import"), body), no_wait=no_wait,
-           as_json=as_json, describe=describe_plan)
+    with _source(api, server_path, file) as body:
+        task = api.post(path("importers", name, "import"), body)
+    report(api, task, no_wait=no_wait, as_json=as_json, describe=describe_plan)
 
 
 def _stdin_blocks():

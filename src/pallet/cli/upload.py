@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -19,6 +20,10 @@ from pallet.cli.repository import describe_modify
 from pallet.cli.output import (JsonFlag, deleted, emit_json, fail, note, say, show_page,
                                show_record)
 from pallet.cli.task import check, progress_bar, wait_for
+from pallet.content.service import validate_unit
+from pallet.errors import PalletError
+from pallet.plugins import Registry
+from pallet.plugins.file import plugin as file_plugin
 
 MiB = 2**20
 BLOCK = MiB  # bytes hashed at a time
@@ -105,29 +110,44 @@ def _open_upload(api: Client, size: int, resume: int | None) -> dict[str, Any]:
     return upload
 
 
-def upload_artifact(api: Client, file: Path, *, chunk_size: int, parallel: int,
-                    resume: int | None) -> dict[str, Any]:
-    """Upload the file and commit it; the commit task's result (artifact, sha256, size)."""
+def upload_and_commit(api: Client, file: Path, commit: dict[str, Any], *, chunk_size: int,
+                      parallel: int, resume: int | None, command: list[str]) -> dict[str, Any]:
+    """Upload the file, then commit it with `commit` (what else the commit task makes: its
+    unit, its version) and wait: the finished task. `command`: this command's arguments
+    after the file, for the hint that resumes it."""
     upload = _open_upload(api, file.stat().st_size, resume)
     pieces = list(chunks(missing_ranges(upload["received"], upload["size"]), chunk_size))
     missing = sum(end - start + 1 for start, end in pieces)
     note(f"upload {upload['id']}: sending {missing} of {upload['size']} bytes in "
          f"{len(pieces)} chunks")
-    hint = f"resume with `pallet upload file {file} --resume {upload['id']}`"
+    again = ["pallet", "upload", "file", str(file), "--resume", str(upload["id"]), *command]
+    hint = f"resume with `{shlex.join(again)}`"
     try:
         digest = send(api, upload, file, pieces, parallel)
-    except ClientError as exc:
+        task = api.post(path("uploads", upload["id"], "commit"), {"sha256": digest, **commit})
+    except ClientError as exc:  # a refused commit too: the bytes stay, resuming sends none
         raise ClientError(f"{exc.message}; {hint}") from None
     except KeyboardInterrupt:
         note(f"interrupted; {hint}")
         raise typer.Exit(130) from None
-    task = check(wait_for(api, api.post(path("uploads", upload["id"], "commit"),
-                                        {"sha256": digest})))
-    return task["result"]
+    # From here the server finishes alone: Ctrl-C stops only the waiting.
+    return check(wait_for(api, task))
+
+
+def check_relative_path(relative_path: str) -> None:
+    """Refuse a unit path here, before any byte is sent, with the `file` type's own unit
+    model (the one the server validates with), whatever rules it has."""
+    registry = Registry()
+    registry.add(file_plugin)
+    try:  # any well-formed digest: only the path is in question here
+        validate_unit(registry, "file", {"relative_path": relative_path, "sha256": "0" * 64})
+    except PalletError as exc:
+        fail(exc.message)
 
 
 @app.command("file")
-def upload_file(file: Annotated[Path, typer.Argument(
+def upload_file(ctx: typer.Context,
+                file: Annotated[Path, typer.Argument(
                     exists=True, dir_okay=False, readable=True, help="The local file.")],
                 relative_path: Annotated[str | None, typer.Option(
                     help="The unit's path in repositories (default: the file's name).")] = None,
@@ -145,44 +165,51 @@ def upload_file(file: Annotated[Path, typer.Argument(
                                             "no content unit.")] = False,
                 as_json: JsonFlag = False) -> None:
     """Upload a file: an artifact, a file content unit, and optionally a new repository
-    version holding it. Waits for each step."""
+    version holding it, all made by one server task once the bytes are sent. Ctrl-C while
+    it waits stops only the waiting."""
     if artifact_only and repository:
         fail("--artifact-only makes no content unit to add to --repository")
+    commit: dict[str, Any] = {}
+    if not artifact_only:
+        commit["relative_path"] = relative_path or file.name
+        check_relative_path(commit["relative_path"])
     api = connect()
     if repository:
         api.get(path("repositories", repository))  # fail before sending any byte
-    artifact = upload_artifact(api, file, chunk_size=chunk_size, parallel=parallel,
-                               resume=resume)
-    outcome: dict[str, Any] = {"artifact": artifact, "content": None, "modify_task": None}
-    if not as_json:
-        say(f"uploaded {file.name}: {artifact['size']} bytes, sha256 {artifact['sha256']}, "
-            f"artifact {artifact['artifact']}")
-    if not artifact_only:
-        outcome["content"] = _create_unit(api, artifact, relative_path or file.name,
-                                          as_json=as_json)
-    if repository:
-        outcome["modify_task"] = _add_unit(api, repository, outcome["content"],
-                                           as_json=as_json)
+        commit["repository"] = repository
+    task = upload_and_commit(api, file, commit, chunk_size=chunk_size, parallel=parallel,
+                             resume=resume,
+                             command=given_options(ctx, leave_out=("file", "resume")))
+    result = task["result"]
+    artifact = {key: result[key] for key in ("artifact", "sha256", "size")}
+    unit = api.get(path("content", result["content"])) if "content" in result else None
     if as_json:
-        emit_json(outcome)
-
-
-def _create_unit(api: Client, artifact: dict[str, Any], relative_path: str, *,
-                 as_json: bool) -> dict[str, Any]:
-    unit = api.post(path("content", "file"), {"relative_path": relative_path,
-                                              "sha256": artifact["sha256"]})
-    if not as_json:
+        emit_json({"artifact": artifact, "content": unit, "task": task})
+        return
+    say(f"uploaded {file.name}: {artifact['size']} bytes, sha256 {artifact['sha256']}, "
+        f"artifact {artifact['artifact']}")
+    if unit is not None:
         describe_unit(unit)
-    return unit
-
-
-def _add_unit(api: Client, repository: str, unit: dict[str, Any], *, as_json: bool
-              ) -> dict[str, Any]:
-    task = api.post(path("repositories", repository, "modify"), {"add_content": [unit["id"]]})
-    task = check(wait_for(api, task))
-    if not as_json:
+    if repository:
         describe_modify(repository)(task)
-    return task
+
+
+def given_options(ctx: typer.Context, *, leave_out: tuple[str, ...]) -> list[str]:
+    """The options of this command that were given on its command line, as given (so a
+    hint can repeat the command; an option added later is repeated too)."""
+    options: list[str] = []
+    for param in ctx.command.params:
+        # By name: Typer may bring its own copy of click, with its own classes.
+        source = ctx.get_parameter_source(param.name)
+        if (param.name in leave_out or param.param_type_name != "option"
+                or source is None or source.name != "COMMANDLINE"):
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            options += [param.opts[0]] if value else list(param.secondary_opts[:1])
+        else:
+            options += [param.opts[0], str(value)]
+    return options
 
 
 COLUMNS = ["id", "size", "received_bytes", "complete", "created_by", "created_at"]

@@ -29,14 +29,20 @@ def modify(runtime: Runtime, task, *, repository_id: int, add_content: list[int]
            base_version: int | None = None) -> None:
     """Add and remove units, making one new version (or none if nothing changes)."""
     with runtime.db.write() as session:
-        repository = _repository(session, repository_id)
-        version = versions.create_version(
-            session, runtime.plugins, repository, add=add_content, remove=remove_content,
-            remove_all=remove_all, base_version=base_version, progress=task.progress)
-        publication = autopublish(session, runtime.plugins, runtime.storage, repository,
-                                  version)
-        task.check_canceled()  # the last chance to stop before the version becomes visible
-        task.result = version_result(task, repository, version, publication)
+        task.result = make_version(runtime, task, session, repository_id, add=add_content,
+                                   remove=remove_content, remove_all=remove_all,
+                                   base_version=base_version)
+
+
+def make_version(runtime: Runtime, task, session, repository_id: int, **changes) -> dict:
+    """A new version of the repository with `changes` (as `versions.create_version` takes
+    them), auto-published, in the caller's transaction; the task's result."""
+    repository = _repository(session, repository_id)
+    version = versions.create_version(session, runtime.plugins, repository,
+                                      progress=task.progress, **changes)
+    publication = autopublish(session, runtime.plugins, runtime.storage, repository, version)
+    task.check_canceled()  # the last chance to stop before the version becomes visible
+    return version_result(task, repository, version, publication)
 
 
 def version_result(task, repository: Repository, version, publication) -> dict:

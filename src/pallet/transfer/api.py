@@ -25,6 +25,7 @@ from pallet.tasks.service import get_task
 from pallet.transfer import service, tasks
 from pallet.transfer.models import Export, Exporter, Importer, SigningKey
 from pallet.transfer.streaming import stream_archive
+from pallet.uploads.service import lock_name as upload_lock, own_upload
 from pallet.transfer.schemas import (ExporterCreate, ExporterRead, ExporterUpdate, ExportRead,
                                      ExportRequest, ImporterCreate, ImporterRead,
                                      ImporterUpdate, ImportRead, ImportRequest,
@@ -231,30 +232,39 @@ def delete_importer(name: str, runtime: RuntimeDep, _: Importing) -> None:
         service.delete_importer(session, service.get_importer(session, name))
 
 
-def _importer(runtime, name: str) -> Importer:
+def _importer(runtime, name: str, body: ImportRequest | None = None,
+              principal=None) -> Importer:
     with runtime.db.read() as session:
+        if body is not None and body.upload is not None:
+            own_upload(session, body.upload, principal)  # the task consumes it: the caller's
         return service.get_importer(session, name)
+
+
+def _upload_locks(body: ImportRequest) -> list[str]:
+    # The upload is the archive: never committed or deleted by anyone else while the task
+    # reads it; the task removes it when it ends.
+    return [upload_lock(body.upload)] if body.upload is not None else []
 
 
 @router.post("/importers/{name}/check", status_code=202, response_model=TaskRead,
              responses=ACCEPTED)
 def check_import(name: str, body: ImportRequest, runtime: RuntimeDep, principal: Importing):
     """Validate an archive against this server, change nothing, and report the plan (the
-    task's result)."""
-    importer = _importer(runtime, name)
+    task's result). An upload named is removed when the check ends."""
+    importer = _importer(runtime, name, body, principal)
     tasks.destinations(runtime, importer, path=body.path, upload_id=body.upload)
-    return dispatch(runtime, principal, tasks.check, importer_id=importer.id,
-                    path=body.path, upload_id=body.upload)
+    return dispatch(runtime, principal, tasks.check, exclusive=_upload_locks(body),
+                    importer_id=importer.id, path=body.path, upload_id=body.upload)
 
 
 @router.post("/importers/{name}/import", status_code=202, response_model=TaskRead,
              responses=ACCEPTED)
 def run_import(name: str, body: ImportRequest, runtime: RuntimeDep, principal: Importing):
-    """Import an archive: every destination changes, or none does."""
-    importer = _importer(runtime, name)
+    """Import an archive: every destination changes, or none does. An upload named is
+    removed when the import ends, either way."""
+    importer = _importer(runtime, name, body, principal)
     names = tasks.destinations(runtime, importer, path=body.path, upload_id=body.upload)
-    # The upload is the archive: never committed or deleted while the import reads it.
-    own = [f"upload:{body.upload}"] if body.upload is not None else []
+    own = _upload_locks(body)
     return dispatch(runtime, principal, tasks.import_archive,
                     exclusive=[f"importer:{importer.id}", *own,
                                *tasks.import_locks(runtime, names)],

@@ -33,6 +33,7 @@ from pallet.transfer.reader import ArchiveReader, open_files, open_stream
 from pallet.transfer.tree import write_tree
 from pallet.transfer.writer import write_toc_file
 from pallet.uploads.service import check_complete, get_upload, upload_path
+from pallet.uploads.tasks import consuming
 
 TOC_SUFFIX = layout.TOC_FILE_SUFFIX
 
@@ -324,7 +325,8 @@ def import_stream(runtime: Runtime, importer: Importer, body: BinaryIO, *,
 def check(runtime: Runtime, task, *, importer_id: int, path: str | None = None,
           upload_id: int | None = None) -> None:
     """Validate an archive against this server and report the import's plan."""
-    task.result = _run(runtime, task, importer_id, path, upload_id, dry_run=True)
+    with consuming(runtime, task, upload_id):
+        task.result = _run(runtime, task, importer_id, path, upload_id, dry_run=True)
 
 
 @task_function("transfer.import")
@@ -334,8 +336,9 @@ def import_archive(runtime: Runtime, task, *, importer_id: int, path: str | None
     """Import an archive. `destinations`: the repositories the task locked when queued;
     `stream`: the archive is the body of the request running this (bound) task."""
     body = STREAMS.pop(task.id) if stream else None
-    plan = _run(runtime, task, importer_id, path, upload_id, dry_run=False,
-                destinations_locked=destinations, stream=body)
+    with consuming(runtime, task, upload_id):
+        plan = _run(runtime, task, importer_id, path, upload_id, dry_run=False,
+                    destinations_locked=destinations, stream=body)
     if body is not None and body.read(1):
         raise Invalid("the request holds bytes after the archive's end")
     for repository in plan["repositories"]:

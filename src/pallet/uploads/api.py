@@ -1,19 +1,37 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from pallet.api.deps import Reader, RuntimeDep, Writer, dispatch
+from pallet.api.deps import Reader, RuntimeDep, Writer, authenticate, dispatch
 from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
-from pallet.errors import Invalid
+from pallet.auth.permissions import IMPORT, WRITE
+from pallet.auth.service import Principal
+from pallet.content.service import validate_unit
+from pallet.errors import Forbidden, Invalid
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
+from pallet.repositories.service import get_repository, lock_name as repository_lock
 from pallet.tasks.schemas import TaskRead
 from pallet.uploads import service, tasks
 from pallet.uploads.models import Upload
 from pallet.uploads.schemas import UploadCommit, UploadCreate, UploadRead
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
+
+
+def _uploader(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """Writers upload files; importers upload archives for their imports (`--file`), which
+    only writers can commit as artifacts."""
+    if not principal.permissions & {WRITE, IMPORT}:
+        raise Forbidden(f"user {principal.username!r} may not upload (needs the 'write' or "
+                        "the 'import' permission)", details={"needs": [WRITE, IMPORT]})
+    return principal
+
+
+Uploader = Annotated[Principal, Depends(_uploader)]
 
 
 def _read(session, upload: Upload) -> UploadRead:
@@ -26,7 +44,7 @@ def _read(session, upload: Upload) -> UploadRead:
 
 
 @router.post("", status_code=201, response_model=UploadRead)
-def create_upload(body: UploadCreate, runtime: RuntimeDep, principal: Writer):
+def create_upload(body: UploadCreate, runtime: RuntimeDep, principal: Uploader):
     with runtime.db.write() as session:
         upload = service.create_upload(session, runtime.settings, size=body.size,
                                        created_by=principal.username)
@@ -48,12 +66,13 @@ def show_upload(upload_id: int, runtime: RuntimeDep, _: Reader):
 
 @router.put("/{upload_id}", response_model=UploadRead,
             openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}}})
-async def put_chunk(upload_id: int, request: Request, runtime: RuntimeDep, _: Writer):
+async def put_chunk(upload_id: int, request: Request, runtime: RuntimeDep,
+                    principal: Uploader):
     """One chunk, placed by its `Content-Range: bytes START-END/TOTAL` header. Chunks may
     arrive in any order and in parallel; sending a range again overwrites it."""
     def check() -> tuple[Upload, int, int]:
         with runtime.db.read() as session:
-            upload = service.get_upload(session, upload_id)
+            upload = service.own_upload(session, upload_id, principal)
             offset, length = service.parse_content_range(
                 request.headers.get("content-range"), upload, runtime.settings)
             return upload, offset, length
@@ -80,18 +99,35 @@ async def put_chunk(upload_id: int, request: Request, runtime: RuntimeDep, _: Wr
 @router.post("/{upload_id}/commit", status_code=202, response_model=TaskRead)
 def commit_upload(upload_id: int, body: UploadCommit, runtime: RuntimeDep, principal: Writer):
     """Finish the upload: a task checks every byte arrived and matches `sha256`, then the
-    file becomes an artifact."""
+    file becomes an artifact; with `relative_path`, a `file` unit; with `repository`, a new
+    version holding it. One task does it all, so it ends the same whoever waits for it."""
+    sha256 = body.sha256.lower()
+    locks = [service.lock_name(upload_id)]
     with runtime.db.read() as session:
         service.get_upload(session, upload_id)
+        if body.relative_path is not None:  # refused now rather than after the hashing
+            validate_unit(runtime.plugins, "file",
+                          {"relative_path": body.relative_path, "sha256": sha256})
+        repository = None
+        if body.repository is not None:
+            if body.relative_path is None:
+                raise Invalid("a repository takes a content unit: give its relative_path "
+                              "too", details={"field": "relative_path"})
+            repository = get_repository(session, body.repository)
+            if "file" not in runtime.plugins.repository_type(repository.type).content_types:
+                raise Invalid(f"repository {repository.name!r} ({repository.type}) holds no "
+                              "file content", details={"repository": repository.name})
+            locks.append(repository_lock(repository))
     # Shared on orphans: cleanup must not delete the new artifact, or its file, before the
-    # commit has recorded it.
-    return dispatch(runtime, principal, tasks.commit_upload,
-                    exclusive=[service.lock_name(upload_id)], shared=[ORPHANS_LOCK],
-                    upload_id=upload_id, sha256=body.sha256.lower())
+    # commit has recorded it (nor the unit before it is in the version).
+    return dispatch(runtime, principal, tasks.commit_upload, exclusive=locks,
+                    shared=[ORPHANS_LOCK], upload_id=upload_id, sha256=sha256,
+                    relative_path=body.relative_path,
+                    repository_id=repository.id if repository else None)
 
 
 @router.delete("/{upload_id}", status_code=204)
-def delete_upload(upload_id: int, runtime: RuntimeDep, _: Writer) -> None:
+def delete_upload(upload_id: int, runtime: RuntimeDep, principal: Uploader) -> None:
     with runtime.db.write() as session:
-        service.delete_upload(session, service.get_upload(session, upload_id))
+        service.delete_upload(session, service.own_upload(session, upload_id, principal))
     service.upload_path(runtime.settings, upload_id).unlink(missing_ok=True)

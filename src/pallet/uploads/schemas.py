@@ -11,6 +11,11 @@ class UploadCreate(Body):
 
 class UploadCommit(Body):
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="The expected sha256.")
+    relative_path: str | None = Field(
+        None, description="Also make a `file` content unit of the artifact at this path.")
+    repository: str | None = Field(
+        None, description="Also add that unit to this repository: a new version, made by "
+                          "the same task (needs `relative_path`).")
 
 
 class UploadRead(Schema):

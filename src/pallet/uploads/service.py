@@ -15,7 +15,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pallet.errors import Conflict, Invalid, NotFound, TooLarge
+from pallet.auth.permissions import WRITE
+from pallet.auth.service import Principal
+from pallet.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from pallet.settings import Settings
 from pallet.tasks.models import UNFINISHED, Task, TaskLock
 from pallet.uploads.models import Upload, UploadChunk
@@ -47,6 +49,16 @@ def get_upload(session: Session, upload_id: int) -> Upload:
     upload = session.get(Upload, upload_id)
     if upload is None:
         raise NotFound(f"there is no upload {upload_id}", details={"upload": upload_id})
+    return upload
+
+
+def own_upload(session: Session, upload_id: int, principal: Principal) -> Upload:
+    """The upload, if `principal` may change or consume it: a writer any upload, anyone
+    else (an importer sending an archive) only their own."""
+    upload = get_upload(session, upload_id)
+    if WRITE not in principal.permissions and upload.created_by != principal.username:
+        raise Forbidden(f"upload {upload_id} belongs to {upload.created_by or 'no user'!r}, "
+                        f"not to {principal.username!r}", details={"upload": upload_id})
     return upload
 
 
@@ -132,11 +144,14 @@ def received_bytes(ranges: list[tuple[int, int]]) -> int:
     return sum(end - start + 1 for start, end in ranges)
 
 
-def delete_upload(session: Session, upload: Upload) -> None:
-    """Forget an upload (the caller removes its file once this is committed)."""
-    committing = session.scalar(select(Task.id).join(TaskLock, TaskLock.task_id == Task.id)
-                                .where(TaskLock.resource == lock_name(upload.id),
-                                       Task.state.in_(UNFINISHED)).limit(1))
+def delete_upload(session: Session, upload: Upload, *, by_task: int | None = None) -> None:
+    """Forget an upload (the caller removes its file once this is committed), unless a
+    task other than `by_task` holds it."""
+    holders = (select(Task.id).join(TaskLock, TaskLock.task_id == Task.id)
+               .where(TaskLock.resource == lock_name(upload.id), Task.state.in_(UNFINISHED)))
+    if by_task is not None:
+        holders = holders.where(Task.id != by_task)
+    committing = session.scalar(holders.limit(1))
     if committing is not None:
         raise Conflict(f"upload {upload.id} is being committed by task {committing}",
                        details={"task": committing})
