@@ -19,7 +19,7 @@ import pytest
 from pallet.cli.client import DEFAULT_URL, Client, ClientConfig, ClientError, load_config
 from pallet.cli.upload import chunks, missing_ranges
 from tests.conftest import empty_database
-from tests.processes import stop
+from tests.processes import SERVER_START_SECONDS, stop
 
 PASSWORD = "cli-admin-password"
 
@@ -59,7 +59,7 @@ def server(tmp_path_factory, server_database):
 
 
 def _wait_until_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"pallet serve exited:\n{log_path.read_text()}")
@@ -69,7 +69,8 @@ def _wait_until_ready(url: str, process: subprocess.Popen, log_path: Path) -> No
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"pallet serve did not answer in 30 s:\n{log_path.read_text()}")
+    raise AssertionError(f"pallet serve did not answer in {SERVER_START_SECONDS} s:\n"
+                         f"{log_path.read_text()}")
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from pallet.tasks.models import Task
 from tests.factories import file_unit, store_bytes
 from tests.http_fixtures import file_server, write_repository  # noqa: F401
 from tests.conftest import ADMIN_PASSWORD, basic, wait_for_task
-from tests.processes import pallet_env, stop, wait_until
+from tests.processes import SERVER_START_SECONDS, pallet_env, stop, wait_until
 
 CLEANUP, RECLAIM = "/api/v1/orphans/cleanup", "/api/v1/orphans/reclaim"
 HOUR = 3600
@@ -486,7 +486,7 @@ def served(settings, runtime):
                 return httpx.get(f"{url}/api/v1/status", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
-        wait_until(ready, 30, "pallet serve did not answer in 30 s")
+        wait_until(ready, SERVER_START_SECONDS, "pallet serve did not answer")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PALLET_")}
         yield dict(env, PALLET_URL=url, PALLET_USERNAME="admin",
                    PALLET_PASSWORD=ADMIN_PASSWORD, XDG_CONFIG_HOME=str(settings.data_dir))

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import ADMIN_PASSWORD
-from tests.processes import stop
+from tests.processes import SERVER_START_SECONDS, stop
 
 CONTENT = "/pallet/content"
 FILES = {"a.txt": b"alpha\n",
@@ -34,7 +34,7 @@ FILES = {"a.txt": b"alpha\n",
          "large.bin": os.urandom(3 << 20)}  # several read blocks, streamed from disk
 ADDED = ("added/new.txt", b"arrived after the first sync")
 REMOVED = "a.txt"
-TIMEOUT = 30
+TIMEOUT = SERVER_START_SECONDS
 
 
 @dataclass
