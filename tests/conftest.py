@@ -118,6 +118,17 @@ def make_settings(tmp_path: Path, database_url: str, **overrides) -> Settings:
     return Settings(**values)
 
 
+def export_settings(tmp_path: Path, database_url: str, **overrides) -> Settings:
+    """Settings of a server that may export to (and with `import_too`, import from)
+    `tmp_path/exports`, keeping no free-space reserve, for transfer tests."""
+    exports = tmp_path / "exports"
+    exports.mkdir(exist_ok=True)
+    if overrides.pop("import_too", False):
+        overrides["allowed_import_dirs"] = [exports]
+    return make_settings(tmp_path, database_url, **{"allowed_export_dirs": [exports],
+                                                    "import_reserve_bytes": 0, **overrides})
+
+
 @pytest.fixture
 def settings(tmp_path, database_url) -> Settings:
     return make_settings(tmp_path, database_url)

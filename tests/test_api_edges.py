@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import make_settings, wait_for_task
+from conftest import export_settings, wait_for_task
 from factories import make_files
 from processes import stop
 from test_cli import PASSWORD, _free_port, _wait_until_ready
@@ -22,9 +22,7 @@ from test_cli import PASSWORD, _free_port, _wait_until_ready
 
 @pytest.fixture
 def settings(tmp_path, database_url):
-    (tmp_path / "exports").mkdir()
-    return make_settings(tmp_path, database_url, allowed_export_dirs=[tmp_path / "exports"],
-                         allowed_import_dirs=[tmp_path / "exports"], import_reserve_bytes=0)
+    return export_settings(tmp_path, database_url, import_too=True)
 
 
 def assert_refused(response, status: int = 400, code: str = "invalid") -> dict:

@@ -18,7 +18,7 @@ from factories import make_files
 from pallet.errors import PalletError
 from pallet.tasks import service
 from pallet.tasks.registry import task_function
-from tests.conftest import ADMIN_PASSWORD, make_settings, wait_for_task
+from tests.conftest import ADMIN_PASSWORD, export_settings, wait_for_task
 from tests.peers import Silent
 from tests.test_clients import uvicorn_serving
 
@@ -27,9 +27,7 @@ CANCEL_SECONDS = 5
 
 @pytest.fixture
 def settings(tmp_path, database_url):
-    (tmp_path / "exports").mkdir()
-    return make_settings(tmp_path, database_url, allowed_export_dirs=[tmp_path / "exports"],
-                         import_reserve_bytes=0)
+    return export_settings(tmp_path, database_url)
 
 
 @pytest.fixture

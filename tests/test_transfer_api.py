@@ -8,16 +8,14 @@ import time
 
 import pytest
 
-from conftest import basic, make_settings, wait_for_task
+from conftest import basic, export_settings, wait_for_task
 from factories import make_files
 from pallet.auth.service import create_user
 
 
 @pytest.fixture
 def settings(tmp_path, database_url):
-    (tmp_path / "exports").mkdir()
-    return make_settings(tmp_path, database_url, allowed_export_dirs=[tmp_path / "exports"],
-                         allowed_import_dirs=[tmp_path / "exports"], import_reserve_bytes=0)
+    return export_settings(tmp_path, database_url, import_too=True)
 
 
 @pytest.fixture
