@@ -208,8 +208,11 @@ def repository_keys(session: Session, plugins: Registry, ids: Iterable[int]) -> 
 
 
 def _key_of(plugins: Registry, type_: str, digest: str, data: dict) -> str:
-    fields = plugins.content_type(type_).repository_key_fields
-    return repository_key_digest(type_, data, fields)
+    """A unit's repository key digest; a type keyed by its natural key has its identity."""
+    content_type = plugins.content_type(type_)
+    if not content_type.repository_key:
+        return digest
+    return repository_key_digest(type_, data, content_type.repository_key_fields)
 
 
 def _unkeyed_members(session: Session, plugins: Registry, repository: Repository
