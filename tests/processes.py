@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +18,26 @@ from pallet.content.models import Content
 # How long a started `pallet serve` may take to answer: about 1 s on an idle machine, but
 # up to 30 s was seen on 2 cores under other load, which failed tests that did nothing wrong.
 SERVER_START_SECONDS = 90
+
+
+# Ports for servers a test starts: each pytest-xdist worker takes its own range, below the
+# kernel's ephemeral ports (32768 and up). A port the kernel picks (bind to 0) and releases can
+# be handed to another worker's server before this one binds it, and a test then talks to the
+# wrong server.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORTS = itertools.cycle(range(20_000 + 1_000 * (_WORKER % 12), 21_000 + 1_000 * (_WORKER % 12)))
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on, from this worker's range."""
+    for port in _PORTS:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("unreachable")
 
 
 def pallet_env(settings, **extra: str) -> dict[str, str]:

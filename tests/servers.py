@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.processes import stop
-from tests.test_cli import PASSWORD, _free_port, _wait_until_ready
+from tests.processes import free_port, stop
+from tests.test_cli import PASSWORD, _wait_until_ready
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Servers:
 
     def start(self, name: str, **settings: str) -> Server:
         """`pallet serve` for a server `name`; `settings`: more PALLET_* variables."""
-        port = _free_port()
+        port = free_port()
         data_dir = self.tmp_path / name
         data_dir.mkdir(exist_ok=True)
         env = dict(os.environ, PALLET_DATA_DIR=str(data_dir), PALLET_PORT=str(port),

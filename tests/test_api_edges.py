@@ -16,8 +16,8 @@ import pytest
 
 from conftest import export_settings, wait_for_task
 from factories import make_files
-from processes import stop
-from test_cli import PASSWORD, _free_port, _wait_until_ready
+from tests.processes import free_port, stop
+from test_cli import PASSWORD, _wait_until_ready
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def full_disk_server(tmp_path):
         pytest.skip("user namespaces are not available here, so no small disk can be mounted")
     data = tmp_path / "data"
     data.mkdir()
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PALLET_DATA_DIR=str(data), PALLET_PORT=str(port),
                PALLET_ADMIN_PASSWORD=PASSWORD, PALLET_WORKERS="1",
                PALLET_DATABASE_URL=f"sqlite:///{data / 'pallet.db'}",

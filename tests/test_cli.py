@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,9 @@ import pytest
 from pallet.cli.client import DEFAULT_URL, Client, ClientConfig, ClientError, load_config
 from pallet.cli.upload import chunks, missing_ranges
 from tests.conftest import empty_database
-from tests.processes import SERVER_START_SECONDS, stop
+from tests.processes import SERVER_START_SECONDS, free_port, stop
 
 PASSWORD = "cli-admin-password"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +33,7 @@ def server_database(tmp_path_factory):
 def server(tmp_path_factory, server_database):
     """A `pallet serve` on a free port; its URL. Stopped by its PID at the end."""
     data = tmp_path_factory.mktemp("cli-server")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PALLET_DATA_DIR=str(data / "data"), PALLET_PORT=str(port),
                PALLET_ADMIN_PASSWORD=PASSWORD, PALLET_WORKERS="2",
                PALLET_DATABASE_URL=server_database, PALLET_TASK_POLL_SECONDS="0.1",

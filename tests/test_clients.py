@@ -27,7 +27,7 @@ from pallet.distributions.models import Distribution, ServingGeneration
 from pallet.distributions.service import serving_changed
 from pallet.remotes.models import RemoteArtifact
 from tests.http_fixtures import FileServer
-from tests.processes import pallet_env, stop, wait_until
+from tests.processes import free_port, pallet_env, stop, wait_until
 from tests.test_contentapp import make_runtime, manifest_of, published, remote_only_file  # noqa: F401
 
 C = "/pallet/content"
@@ -194,9 +194,7 @@ def test_pallet_content_app_serves_alone_and_follows_changes(runtime, tmp_path):
     """The scale-out process: no API, and changes made by another process show within
     content_cache_seconds."""
     published(runtime, FILES, base_path="files")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = pallet_env(runtime.settings, PALLET_CONTENT_CACHE_SECONDS="0.2")
     env.pop("PALLET_CONFIG", None)
     log_path = tmp_path / "content-app.log"

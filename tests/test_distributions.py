@@ -4,7 +4,6 @@ the publication, distribution and repository commands against a real local serve
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -21,6 +20,7 @@ from pallet.distributions.models import ServingGeneration
 from pallet.errors import Invalid
 from tests.conftest import ADMIN_PASSWORD
 from tests.factories import make_files
+from tests.processes import free_port
 from tests.test_publications import assert_error, modify, publish, repository
 
 API = "/api/v1"
@@ -201,9 +201,7 @@ def test_overlap_checks_are_serialized(runtime):
 @pytest.fixture
 def server(runtime, client, workers):
     """The API and content app on a free port of 127.0.0.1, in this process; its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(create_server_app(runtime), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

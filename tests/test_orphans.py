@@ -7,7 +7,6 @@ import hashlib
 import random
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -36,7 +35,7 @@ from pallet.tasks.models import Task
 from tests.factories import file_unit, store_bytes
 from tests.http_fixtures import file_server, write_repository  # noqa: F401
 from tests.conftest import ADMIN_PASSWORD, basic, wait_for_task
-from tests.processes import SERVER_START_SECONDS, pallet_env, stop, wait_until
+from tests.processes import SERVER_START_SECONDS, free_port, pallet_env, stop, wait_until
 
 CLEANUP, RECLAIM = "/api/v1/orphans/cleanup", "/api/v1/orphans/reclaim"
 HOUR = 3600
@@ -470,9 +469,7 @@ def test_reclaim_never_drops_the_only_copy_of_uploaded_content(runtime, client, 
 @pytest.fixture
 def served(settings, runtime):
     """A `pallet serve` on this test's database and data directory; the CLI's environment."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = open(settings.data_dir / "server.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "pallet.cli.main", "serve"], stdout=log, stderr=subprocess.STDOUT,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import ADMIN_PASSWORD
-from tests.processes import SERVER_START_SECONDS, stop
+from tests.processes import SERVER_START_SECONDS, free_port, stop
 
 CONTENT = "/pallet/content"
 FILES = {"a.txt": b"alpha\n",
@@ -49,14 +48,8 @@ class Server:
         return httpx.get(f"{self.url}{CONTENT}/{base_path}/{quote(path)}", timeout=TIMEOUT)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _launch(root: Path, database_url: str) -> Server:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PALLET_DATA_DIR=str(root / "data"), PALLET_HOST="127.0.0.1",
                PALLET_PORT=str(port), PALLET_ADMIN_PASSWORD=ADMIN_PASSWORD,
                PALLET_DATABASE_URL=database_url, PALLET_WORKERS="2",

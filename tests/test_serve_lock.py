@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from tests.processes import stop
+from tests.processes import free_port, stop
 from tests.servers import Servers
-from tests.test_cli import PASSWORD, _free_port, _wait_until_ready
+from tests.test_cli import PASSWORD, _wait_until_ready
 
 
 def _env(data_dir, database_url: str) -> dict[str, str]:
@@ -24,7 +24,7 @@ def _env(data_dir, database_url: str) -> dict[str, str]:
 
 def _start(env: dict[str, str], log_path) -> tuple[subprocess.Popen, str]:
     """A `pallet serve` on a free port, once it answers; and its URL."""
-    port = _free_port()
+    port = free_port()
     with open(log_path, "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "pallet.cli.main", "serve"],
                                    env={**env, "PALLET_PORT": str(port)}, stdout=log,
@@ -45,7 +45,7 @@ def test_a_second_serve_on_sqlite_is_refused_until_the_first_dies(tmp_path):
     first, _ = _start(env, tmp_path / "first.log")
     try:
         second = subprocess.run([sys.executable, "-m", "pallet.cli.main", "serve"],
-                                env={**env, "PALLET_PORT": str(_free_port())},
+                                env={**env, "PALLET_PORT": str(free_port())},
                                 capture_output=True, text=True, timeout=30)
         assert second.returncode == 1, second.stderr
         assert second.stderr == (
