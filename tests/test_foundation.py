@@ -9,10 +9,12 @@ from pallet.plugins.file import plugin as file_plugin
 
 def test_the_plugin_surface_is_pinned():
     assert sorted(pallet.plugin.__all__) == [
-        "API_VERSION", "ContentType", "ENTRY_POINT_GROUP", "Invalid", "MetadataOutput",
-        "Plugin", "Publish", "PublishOptions", "PublishedFile", "PublishedUnit", "ReadIndex",
-        "RemoteFile", "RemoteUnit", "RepositoryType", "UnitModel", "validate_relative_path"]
-    assert pallet.plugin.ENTRY_POINT_GROUP == "pallet.plugins.v1"
+        "API_VERSION", "Checksum", "ContentType", "ENTRY_POINT_GROUP", "Invalid",
+        "MetadataOutput", "Plugin", "Publish", "PublishOptions", "PublishedFile",
+        "PublishedUnit", "PublishedUnits", "ReadRemote", "RemoteFile", "RemoteReader",
+        "RemoteUnit", "RepositoryType", "UnitModel", "validate_relative_path"]
+    assert pallet.plugin.ENTRY_POINT_GROUP == "pallet.plugins.v2"
+    assert pallet.plugin.API_VERSION == 2
 
 
 def test_file_registers_through_its_entry_point_like_any_plugin():

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from pallet.remotes.models import Remote
-from pallet.remotes.service import index_url
+from pallet.plugins.file import manifest_url
 from pallet.repositories.models import Repository
 from tests.conftest import make_settings, wait_for_task
 from tests.http_fixtures import file_server, make_tls, write_repository  # noqa: F401
@@ -186,14 +186,11 @@ def test_file_urls_refused_when_no_directory_is_allowed(tmp_path, database_url):
         runtime.close()
 
 
-def test_index_url():
-    from pallet.plugins.file import plugin
-
-    file_type = plugin.repository_types[0]
-    assert index_url("https://h/r/", file_type) == "https://h/r/PULP_MANIFEST"
-    assert index_url("https://h", file_type) == "https://h/PULP_MANIFEST"
-    assert index_url("https://h/r/?sig=1", file_type) == "https://h/r/PULP_MANIFEST?sig=1"
-    assert index_url("https://h/r/INDEX.csv", file_type) == "https://h/r/INDEX.csv"
+def test_a_file_remote_url_names_its_manifest():
+    assert manifest_url("https://h/r/") == "https://h/r/PULP_MANIFEST"
+    assert manifest_url("https://h") == "https://h/PULP_MANIFEST"
+    assert manifest_url("https://h/r/?sig=1") == "https://h/r/PULP_MANIFEST?sig=1"
+    assert manifest_url("https://h/r/INDEX.csv") == "https://h/r/INDEX.csv"
 
 
 def test_delete_waits_for_syncs_and_unsets_repositories(client, workers, runtime):

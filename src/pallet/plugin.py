@@ -1,24 +1,29 @@
 """What a content-type plugin sees of Pallet: the one module plugins import.
 
-A plugin is a `Plugin` object named by an entry point in the group `pallet.plugins.v1`. It
+A plugin is a `Plugin` object named by an entry point in the group `pallet.plugins.v2`. It
 declares content types (a pydantic model of a unit's fields, which of them form the natural
-key, and which artifacts a unit has) and repository types (which content types they hold, how
-to read a remote's index, and how to render a publication). The built-in `file` type registers
-this way too. The exports are pinned by a test.
+key and the repository key, and which artifacts a unit has) and repository types (which
+content types they hold, how to read a remote, and how to render a publication). The
+built-in `file` and `rpm` types register this way too. The exports are pinned by a test.
+
+Version 2 (after 1): a sync reads a remote as a conversation (`read_remote` asks a
+`RemoteReader` for as many files as it needs, verified and decompressed) instead of being
+handed one index file, and a publisher is told the counts of what it will write.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, ClassVar, Iterable, Iterator, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from pallet.errors import Invalid
 from pallet.paths import validate_relative_path
 
-API_VERSION = 1
-ENTRY_POINT_GROUP = "pallet.plugins.v1"
+API_VERSION = 2
+ENTRY_POINT_GROUP = "pallet.plugins.v2"
 
 
 class UnitModel(BaseModel):
@@ -61,6 +66,36 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
+class Checksum:
+    """A digest a remote announces for a file: a hashlib algorithm name and its hex value."""
+
+    algorithm: str
+    value: str
+
+
+class RemoteReader(Protocol):
+    """A remote as a repository type's sync reads it, through the core's downloader (its TLS,
+    proxy, auth, retries and timeouts). Called from a worker thread, never the event loop.
+
+    - `url`: the remote's URL, as its owner gave it.
+    - `resolve(href)`: `href` resolved against `url`, read as a directory when it ends in '/'.
+    - `fetch(href, checksum=, size=, decompress=)`: the file at `resolve(href)` in a local
+      temporary file, which the core deletes when the sync ends. Its bytes as fetched are
+      verified against `checksum` and `size` when given; with `decompress`, the file is
+      decompressed by its name's suffix (`.gz`, `.bz2`, `.xz`, `.zst`, else as is). Both
+      the fetched and the decompressed file are at most the `max_index_size` setting.
+      Failures raise `Invalid` or a download error naming the URL.
+    """
+
+    url: str
+
+    def resolve(self, href: str) -> str: ...
+
+    def fetch(self, href: str, *, checksum: Checksum | None = None, size: int | None = None,
+              decompress: bool = False) -> Path: ...
+
+
+@dataclass(frozen=True)
 class RemoteUnit:
     """A unit a remote's index announces: its fields and its files by relative path."""
 
@@ -85,6 +120,15 @@ class PublishedUnit:
     files: tuple[PublishedFile, ...]
 
 
+class PublishedUnits(Protocol):
+    """The units a publisher writes: an iterable (streamed, in no particular order, possibly
+    millions long: never hold it all) that knows its counts before it is read."""
+
+    counts: Mapping[str, int]  # content type -> number of units
+
+    def __iter__(self) -> Iterator[PublishedUnit]: ...
+
+
 class MetadataOutput(Protocol):
     """Where a publisher writes its generated files; each is stored as a verified artifact."""
 
@@ -97,20 +141,18 @@ class PublishOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# read_index(index, base_url): the units of a remote, from its index file (opened for
-# reading, bytes); URLs of files are resolved against base_url. Raises Invalid on bad lines.
-ReadIndex = Callable[[BinaryIO, str], Iterator[RemoteUnit]]
-# publish(units, options, output): write the publication's metadata files. `units` is
-# streamed (in no particular order) and may be very long: never hold it all.
-Publish = Callable[[Iterable[PublishedUnit], PublishOptions, MetadataOutput], None]
+# read_remote(remote): the units a remote holds, read through `remote` (as many files as the
+# type's format needs). Raises Invalid, naming the file and what is wrong, on bad metadata.
+ReadRemote = Callable[[RemoteReader], Iterator[RemoteUnit]]
+# publish(units, options, output): write the publication's metadata files.
+Publish = Callable[[PublishedUnits, PublishOptions, MetadataOutput], None]
 
 
 @dataclass(frozen=True)
 class RepositoryType:
     """A kind of repository.
 
-    - `index_name`: the index file a remote URL ending in '/' means.
-    - `read_index`: reads a remote's index (None: this type cannot sync).
+    - `read_remote`: reads a remote's units (None: this type cannot sync).
     - `publish_options` / `publish`: the publish options' model and the publisher (None:
       this type is served without publications, straight from versions).
     - `pass_through`: publications serve the units' files at their own relative paths.
@@ -119,8 +161,7 @@ class RepositoryType:
     name: str
     content_types: tuple[str, ...]
     description: str = ""
-    index_name: str | None = None
-    read_index: ReadIndex | None = None
+    read_remote: ReadRemote | None = None
     publish_options: type[PublishOptions] = PublishOptions
     publish: Publish | None = None
     pass_through: bool = True
@@ -135,6 +176,7 @@ class Plugin:
     description: str = field(default="")
 
 
-__all__ = ["API_VERSION", "ENTRY_POINT_GROUP", "ContentType", "Invalid", "MetadataOutput",
-           "Plugin", "Publish", "PublishOptions", "PublishedFile", "PublishedUnit", "ReadIndex",
-           "RemoteFile", "RemoteUnit", "RepositoryType", "UnitModel", "validate_relative_path"]
+__all__ = ["API_VERSION", "ENTRY_POINT_GROUP", "Checksum", "ContentType", "Invalid",
+           "MetadataOutput", "Plugin", "Publish", "PublishOptions", "PublishedFile",
+           "PublishedUnit", "PublishedUnits", "ReadRemote", "RemoteFile", "RemoteReader",
+           "RemoteUnit", "RepositoryType", "UnitModel", "validate_relative_path"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 from pallet.errors import Invalid
-from pallet.plugin import ENTRY_POINT_GROUP, ContentType, Plugin, RepositoryType
+from pallet.plugin import API_VERSION, ENTRY_POINT_GROUP, ContentType, Plugin, RepositoryType
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def load_plugins() -> Registry:
     registry = Registry()
     for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         plugin = entry_point.load()
-        if not isinstance(plugin, Plugin) or plugin.api_version != 1:
+        if not isinstance(plugin, Plugin) or plugin.api_version != API_VERSION:
             raise ValueError(f"entry point {entry_point.name!r} is not a pallet.plugin.Plugin")
         registry.add(plugin)
         log.debug("loaded plugin %s", plugin.name)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import re
 from typing import BinaryIO, Iterable, Iterator
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 from pydantic import field_validator
 
 from pallet.plugin import (ContentType, Invalid, MetadataOutput, Plugin, PublishedUnit,
-                           PublishOptions, RemoteFile, RemoteUnit, RepositoryType, UnitModel,
-                           validate_relative_path)
+                           PublishOptions, RemoteFile, RemoteReader, RemoteUnit, RepositoryType,
+                           UnitModel, validate_relative_path)
 
 MANIFEST = "PULP_MANIFEST"
 MAX_LINE = 8192
@@ -70,6 +70,22 @@ def _unfit_for_manifest(path: str) -> str | None:
 
 def _artifacts(unit: FileUnit) -> dict[str, str]:
     return {unit.relative_path: unit.sha256}
+
+
+def read_remote(remote: RemoteReader) -> Iterator[RemoteUnit]:
+    """The units of a remote: its URL names a manifest, or a folder holding a PULP_MANIFEST."""
+    url = manifest_url(remote.url)
+    with open(remote.fetch(url), "rb") as index:
+        yield from read_manifest(index, url)
+
+
+def manifest_url(remote_url: str) -> str:
+    """The manifest a remote URL names: the URL itself, or the folder's PULP_MANIFEST when
+    the URL ends in '/' (or has no path)."""
+    parts = urlsplit(remote_url)
+    if parts.path and not parts.path.endswith("/"):
+        return remote_url
+    return parts._replace(path=(parts.path or "/") + MANIFEST).geturl()
 
 
 def read_manifest(index: BinaryIO, base_url: str) -> Iterator[RemoteUnit]:
@@ -146,7 +162,7 @@ plugin = Plugin(
                                repository_key=("relative_path",)),),
     repository_types=(RepositoryType(name="file", content_types=("file",),
                                      description="A repository of plain files.",
-                                     index_name=MANIFEST, read_index=read_manifest,
+                                     read_remote=read_remote,
                                      publish_options=FilePublishOptions,
                                      publish=publish_manifest),),
 )

@@ -87,10 +87,11 @@ def render(session: Session, plugins: Registry, storage: ArtifactStorage,
     """Write a publication's metadata files into the artifact store, without recording
     anything: {relative path: (sha256, size)}. Only needs a read session."""
     repository_type = publishing_type(plugins, repository)
+    counts = {type_: c.get("present", 0) for type_, c in (version.counts or {}).items()}
     units = published_units(session, repository, version.number)
     if progress is not None:
-        total = sum(c.get("present", 0) for c in (version.counts or {}).values())
-        units = _reporting(units, progress, total)
+        units = _reporting(units, progress, sum(counts.values()))
+    units = _Units(units, counts)
     check = None
     if repository_type.pass_through:
         check = partial(_refuse_content_path, session, repository, version.number)
@@ -151,6 +152,18 @@ def _refuse_content_path(session: Session, repository: Repository, number: int,
                       f"file {found!r} of version {number}: clients could not reach both; "
                       "choose another path in the publish options", code="path_collision",
                       details={"metadata_path": path, "content_path": found})
+
+
+@dataclass(frozen=True)
+class _Units:
+    """The units a publisher is given (`pallet.plugin.PublishedUnits`): their counts, known
+    from the version before the stream is read."""
+
+    stream: Iterable[PublishedUnit]
+    counts: dict[str, int]
+
+    def __iter__(self) -> Iterator[PublishedUnit]:
+        return iter(self.stream)
 
 
 def _reporting(units: Iterable[PublishedUnit], progress: Progress, total: int

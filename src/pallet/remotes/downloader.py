@@ -240,7 +240,7 @@ class Downloader:
         limit = self.settings.max_index_size
 
         async def attempt() -> Path:
-            fd, name = tempfile.mkstemp(dir=_tmp_dir(self.storage), prefix="index-")
+            fd, name = tempfile.mkstemp(dir=temporary_dir(self.storage), prefix="index-")
             try:
                 with os.fdopen(fd, "wb") as out:
                     async with contextlib.aclosing(self._chunks(url, limit=limit)) as chunks:
@@ -548,6 +548,7 @@ def _too_large(url: str, what: str) -> DownloadError:
     return failure(url, f"the index is too large ({what}; max_index_size is the limit)")
 
 
-def _tmp_dir(storage: ArtifactStorage) -> str | None:
+def temporary_dir(storage: ArtifactStorage) -> str | None:
+    """The folder for temporary files of this process, cleared at the next start if it dies."""
     tmp = getattr(storage, "tmp", None)
     return str(tmp) if tmp is not None else None

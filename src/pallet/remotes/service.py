@@ -10,7 +10,7 @@ import re
 import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from pallet.distributions.service import serving_changed
 from pallet.errors import Conflict, Invalid, NotFound
-from pallet.plugin import RepositoryType
 from pallet.plugins import Registry
 from pallet.remotes.downloader import local_path, tls_context
 from pallet.remotes.models import POLICIES, Remote
@@ -122,19 +121,6 @@ def delete_remote(session: Session, remote: Remote) -> None:
     serving_changed(session)
 
 
-def index_url(remote_url: str, repository_type: RepositoryType) -> str:
-    """The index a remote URL names: the URL itself, or the type's index file when the URL
-    ends in '/'."""
-    parts = urlsplit(remote_url)
-    if parts.path and not parts.path.endswith("/"):
-        return remote_url
-    if not repository_type.index_name:
-        raise Invalid(f"{remote_url} names a directory, and {repository_type.name} remotes "
-                      "have no index file name: give the index's own URL")
-    path = (parts.path or "/") + quote(repository_type.index_name)
-    return parts._replace(path=path).geturl()
-
-
 # -- validation -----------------------------------------------------------------------------
 
 def check_url(url: str, allowed_dirs: Sequence[Path], *, field: str = "url",
@@ -194,7 +180,7 @@ def check_headers(headers: dict[str, str], *, basic_auth: bool, proxy_auth: bool
 def _validate(plugins: Registry, settings: Settings, values: dict[str, Any]) -> None:
     validate_name(values["name"], "remote")
     repository_type = plugins.repository_type(values["type"])
-    if repository_type.read_index is None:
+    if repository_type.read_remote is None:
         raise Invalid(f"{values['type']} repositories cannot sync from a remote",
                       details={"field": "type"})
     check_url(values["url"], settings.allowed_import_dirs)

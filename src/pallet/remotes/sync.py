@@ -1,7 +1,8 @@
 """Syncing a repository from a remote, as plain async steps:
 
-1. fetch the remote's index into a temporary file;
-2. read it in batches of BATCH units (memory stays bounded: only the content ids of all
+1. the repository type reads the remote through a `RemoteFiles` (remotes/reader.py): as
+   many metadata files as its format needs, each verified into a temporary file;
+2. its units are taken in batches of BATCH (memory stays bounded: only the content ids of all
    units are kept, as integers); for each batch, find what exists already (content by
    identity digest, artifacts by sha256), reuse bytes already in the store, and queue the
    missing files (immediate policy) for N workers draining a bounded queue;
@@ -40,9 +41,10 @@ from pallet.errors import Canceled, Invalid, NotFound, PalletError
 from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType
 from pallet.plugins import Registry
 from pallet.publications.service import autopublish
-from pallet.remotes.downloader import Downloader, DownloadError, RemoteConfig
+from pallet.remotes.downloader import Downloader, DownloadError, RemoteConfig, temporary_dir
 from pallet.remotes.models import IMMEDIATE, Remote, RemoteArtifact
-from pallet.remotes.service import check_url, get_remote, index_url
+from pallet.remotes.reader import RemoteFiles
+from pallet.remotes.service import check_url, get_remote
 from pallet.repositories.models import Repository
 from pallet.repositories.tasks import version_result
 from pallet.repositories.versions import create_version
@@ -79,7 +81,7 @@ def check_sync(plugins: Registry, settings: Settings, repository: Repository,
                       f"{repository.name!r} is a {repository.type} repository",
                       details={"remote": remote.name, "repository": repository.name})
     repository_type = plugins.repository_type(repository.type)
-    if repository_type.read_index is None:
+    if repository_type.read_remote is None:
         raise Invalid(f"{repository.type} repositories cannot sync from a remote")
     check_url(remote.url, settings.allowed_import_dirs)  # again: links may have changed
     return repository_type
@@ -95,7 +97,7 @@ def sync_repository(runtime: Runtime, task, *, repository_id: int, remote_id: in
         repository_type = check_sync(runtime.plugins, runtime.settings, repository, remote)
         sync = _Sync(runtime, task, remote, repository_type)
         mirror = remote.mirror if mirror is None else mirror
-    asyncio.run(sync.fetch(index_url(sync.config.url, repository_type)))
+    asyncio.run(sync.fetch())
     with runtime.db.write() as session:
         repository = _row(session, Repository, repository_id, "repository")
         task.progress("creating version", 0, 1)
@@ -155,18 +157,21 @@ class _Sync:
 
     # -- the async part: index, batches, downloads --------------------------------------------
 
-    async def fetch(self, url: str) -> None:
-        async with Downloader(self.config, self.runtime.settings,
-                              self.runtime.storage) as downloader:
+    async def fetch(self) -> None:
+        storage, settings = self.runtime.storage, self.runtime.settings
+        async with Downloader(self.config, settings, storage) as downloader:
             self.task.progress("downloading index", 0, None)
-            path = await downloader.fetch_index(
-                url, lambda done, total: self.task.progress("downloading index", done, total))
+            remote = RemoteFiles(
+                self.config.url, downloader, asyncio.get_running_loop(),
+                schemes=self.url_schemes, limit=settings.max_index_size,
+                tmp_dir=temporary_dir(storage),
+                progress=lambda done, total: self.task.progress("downloading index", done,
+                                                                total))
             try:
-                with open(path, "rb") as index:
-                    units = self._read(self.repository_type.read_index(index, url), url)
-                    await self._run(downloader, units)
+                units = self._read(self.repository_type.read_remote(remote), remote)
+                await self._run(downloader, units)
             finally:
-                path.unlink(missing_ok=True)
+                remote.close()
         if self.failures:
             raise self._failure()
 
@@ -290,11 +295,15 @@ class _Sync:
 
     # -- reading the index (in a thread) ------------------------------------------------------
 
-    def _read(self, remote_units: Iterable[RemoteUnit], url: str) -> Iterator[_Unit]:
+    def _read(self, remote_units: Iterable[RemoteUnit], remote: RemoteFiles
+              ) -> Iterator[_Unit]:
         try:
             for remote_unit in remote_units:
                 yield self._unit(remote_unit)
         except Invalid as exc:
+            if exc.code != "invalid":  # a digest or size the remote's own metadata refutes
+                raise
+            url = remote.last_url
             raise Invalid(f"the index {url} is not valid: {exc.message}",
                           details={**exc.details, "url": url}) from None
 
