@@ -183,4 +183,4 @@ def test_repository_names_and_conflicts(runtime):
     with runtime.db.write() as session, pytest.raises(Conflict):
         service.create_repository(session, runtime.plugins, name="a.b-c_1", type="file")
     with runtime.db.write() as session, pytest.raises(Invalid, match="unknown repository type"):
-        service.create_repository(session, runtime.plugins, name="z", type="rpm")
+        service.create_repository(session, runtime.plugins, name="z", type="deb")

@@ -83,9 +83,10 @@ def _options(*, url: str | None, policy: str | None, mirror: bool | None,
     return {key: value for key, value in values.items() if value is not None}
 
 
-Url = Annotated[str | None, typer.Option(help="The index URL (http, https, or file:// under an "
-                                              "allowed import directory); ending in '/', it "
-                                              "names the type's index file there.")]
+URL_HELP = ("Where the upstream is (http, https, or file:// under an allowed import "
+            "directory): for file, a PULP_MANIFEST's URL, or a folder's ending in '/'; for "
+            "rpm, the yum repository's folder (the one holding repodata/).")
+Url = Annotated[str | None, typer.Option(help=URL_HELP)]
 Policy = Annotated[str | None, typer.Option(help="immediate (download at sync), on_demand "
                                                  "(fetch and store when first asked) or "
                                                  "streamed (fetch, never store).")]
@@ -125,10 +126,9 @@ ClientKey = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, met
 
 @app.command("create")
 def create(name: Name,
-           url: Annotated[str, typer.Option(help="The index URL (http, https, or file:// under "
-                                                 "an allowed import directory); ending in "
-                                                 "'/', it names the type's index file there.")],
-           type: Annotated[str, typer.Option(help="The repository type it syncs.")] = "file",
+           url: Annotated[str, typer.Option(help=URL_HELP)],
+           type: Annotated[str, typer.Option(help="The repository type it syncs (file or "
+                                                  "rpm).")] = "file",
            policy: Policy = None, mirror: Mirror = None,
            download_concurrency: Concurrency = None, max_retries: Retries = None,
            connect_timeout: ConnectTimeout = None, read_timeout: ReadTimeout = None,

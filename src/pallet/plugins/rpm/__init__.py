@@ -1,0 +1,26 @@
+"""The `rpm` content type: yum repositories of RPM packages, mirrored from any yum repository
+(createrepo_c's, Pulp's, a distribution's) and published for dnf.
+
+- `package.py`: the package unit, its keys and its layout;
+- `remote.py`: reading a yum repository (repomd.xml, then primary, filelists and other);
+- `publish.py`: writing yum metadata with createrepo_c.
+
+Advisories, comps, modules and uploads of .rpm files come next (issue 14); a repository of
+this type holds packages today.
+"""
+
+from pallet.plugin import ContentType, Plugin, RepositoryType
+from pallet.plugins.rpm.package import KEY, NEVRA, TYPE, Package, artifacts
+from pallet.plugins.rpm.publish import RpmPublishOptions, publish
+from pallet.plugins.rpm.remote import read_remote
+
+plugin = Plugin(
+    name="rpm",
+    description="yum repositories of RPM packages, served to dnf.",
+    content_types=(ContentType(name=TYPE, model=Package, key_fields=KEY, artifacts=artifacts,
+                               repository_key=NEVRA),),
+    repository_types=(RepositoryType(name="rpm", content_types=(TYPE,),
+                                     description="A yum repository of RPM packages.",
+                                     read_remote=read_remote,
+                                     publish_options=RpmPublishOptions, publish=publish),),
+)

@@ -1,0 +1,163 @@
+"""An RPM package as a content unit: every field yum's primary, filelists and other metadata
+hold of it, so a publication can write them again exactly (createrepo_c's `Package`).
+
+Its natural key is name, epoch, version, release, arch and the package's sha256 (`pkgid`);
+its repository key the first five (NEVRA): a version holds one build of each NEVRA. The file
+lies at `Packages/<first letter of the name>/<name>-<version>-<release>.<arch>.rpm`, decided by
+the key alone, so the same package has the same path on every server.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import createrepo_c as cr
+from pydantic import field_validator
+
+from pallet.plugin import Invalid, UnitModel
+
+TYPE = "rpm.package"
+NEVRA = ("name", "epoch", "version", "release", "arch")
+KEY = (*NEVRA, "pkgid")
+DEPENDENCIES = ("requires", "provides", "conflicts", "obsoletes", "suggests", "enhances",
+                "recommends", "supplements")
+# name, version, release and arch become parts of a path: letters, digits and RPM's own
+# punctuation, never a slash or a leading dot.
+_PART = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+~^-]{0,254}")
+_HEX64 = re.compile("[0-9a-f]{64}")
+
+# (name, flags, epoch, version, release, pre) as createrepo_c gives them
+Dependency = tuple[str, str | None, str | None, str | None, str | None, bool]
+
+
+class Package(UnitModel):
+    name: str
+    epoch: str = "0"
+    version: str
+    release: str
+    arch: str
+    pkgid: str  # the sha256 of the .rpm file
+    summary: str = ""
+    description: str = ""
+    url: str | None = None
+    license: str | None = None
+    vendor: str | None = None
+    group: str | None = None
+    buildhost: str | None = None
+    sourcerpm: str | None = None
+    packager: str | None = None
+    time_file: int = 0
+    time_build: int = 0
+    size_package: int = 0
+    size_installed: int = 0
+    size_archive: int = 0
+    header_start: int = 0
+    header_end: int = 0
+    requires: list[Dependency] = []
+    provides: list[Dependency] = []
+    conflicts: list[Dependency] = []
+    obsoletes: list[Dependency] = []
+    suggests: list[Dependency] = []
+    enhances: list[Dependency] = []
+    recommends: list[Dependency] = []
+    supplements: list[Dependency] = []
+    files: list[tuple[str | None, str, str]] = []  # (type: None, "dir" or "ghost"; dir; name)
+    changelogs: list[tuple[str, int, str]] = []  # (author, date, text)
+
+    @field_validator("name", "version", "release", "arch")
+    @classmethod
+    def _path_part(cls, value: str) -> str:
+        if not _PART.fullmatch(value):
+            raise ValueError("must be letters, digits and ._+~^- (no slash, no leading dot)")
+        return value
+
+    @field_validator("epoch")
+    @classmethod
+    def _epoch(cls, value: str) -> str:
+        value = value or "0"
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:
+            raise ValueError("must be a number")
+        return value
+
+    @field_validator("pkgid")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        value = value.lower()
+        if not _HEX64.fullmatch(value):
+            raise ValueError("must be a sha256: 64 hexadecimal characters")
+        return value
+
+    @property
+    def location(self) -> str:
+        return location(self.name, self.version, self.release, self.arch)
+
+    @property
+    def nevra(self) -> str:
+        epoch = "" if self.epoch == "0" else f"{self.epoch}:"
+        return f"{self.name}-{epoch}{self.version}-{self.release}.{self.arch}"
+
+
+def location(name: str, version: str, release: str, arch: str) -> str:
+    """Where a package lies in a published repository (Pulp's layout too)."""
+    return f"Packages/{name[0].lower()}/{name}-{version}-{release}.{arch}.rpm"
+
+
+def artifacts(package: Package) -> dict[str, str]:
+    return {package.location: package.pkgid}
+
+
+# -- createrepo_c's Package, both ways ------------------------------------------------------
+
+_SCALARS = {"name": "name", "version": "version", "release": "release", "arch": "arch",
+            "summary": "summary", "description": "description", "url": "url",
+            "license": "rpm_license", "vendor": "rpm_vendor", "group": "rpm_group",
+            "buildhost": "rpm_buildhost", "sourcerpm": "rpm_sourcerpm",
+            "packager": "rpm_packager", "time_file": "time_file", "time_build": "time_build",
+            "size_package": "size_package", "size_installed": "size_installed",
+            "size_archive": "size_archive", "header_start": "rpm_header_start",
+            "header_end": "rpm_header_end"}
+
+
+def fields_of(package: cr.Package) -> dict[str, Any]:
+    """A unit's fields from createrepo_c's package (parsed metadata or an .rpm header)."""
+    fields: dict[str, Any] = {ours: getattr(package, theirs) for ours, theirs in _SCALARS.items()}
+    fields = {name: value for name, value in fields.items() if value is not None}
+    fields["epoch"] = package.epoch or "0"
+    fields["pkgid"] = package.pkgId or ""
+    for name in DEPENDENCIES:
+        fields[name] = [tuple(d) for d in getattr(package, name) or ()]
+    fields["files"] = [tuple(f[:3]) for f in package.files or ()]
+    fields["changelogs"] = [tuple(c) for c in package.changelogs or ()]
+    return fields
+
+
+def to_createrepo(fields: dict[str, Any]) -> cr.Package:
+    """createrepo_c's package for writing metadata, from a unit's fields."""
+    package = cr.Package()
+    for ours, theirs in _SCALARS.items():
+        value = fields.get(ours)
+        if value is not None:
+            setattr(package, theirs, value)
+    package.epoch = fields.get("epoch", "0")
+    package.pkgId = fields["pkgid"]
+    package.checksum_type = "sha256"
+    package.location_href = location(fields["name"], fields["version"], fields["release"],
+                                     fields["arch"])
+    for name in DEPENDENCIES:
+        setattr(package, name, [tuple(d) for d in fields.get(name, ())])
+    package.files = [tuple(f) for f in fields.get("files", ())]
+    package.changelogs = [tuple(c) for c in fields.get("changelogs", ())]
+    return package
+
+
+def checked(fields: dict[str, Any], where: str) -> Package:
+    """The package of `fields`, or Invalid saying which package in `where` is wrong."""
+    try:
+        return Package.model_validate(fields)
+    except ValueError as exc:
+        name = f"{fields.get('name')}-{fields.get('version')}-{fields.get('release')}"
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+        field = ".".join(str(p) for p in first["loc"])
+        raise Invalid(f"package {name[:200]!r} in {where}: {field}: {first['msg']}",
+                      details={"field": field}) from None

@@ -1,0 +1,96 @@
+"""Publishing a yum repository with createrepo_c: primary, filelists and other metadata
+(optionally their sqlite databases) under `repodata/`, named by their sha256 as createrepo_c
+names them, and the repomd.xml that lists them. Packages are served where their units lie
+(`Packages/<letter>/…`), so only metadata is written.
+
+The metadata is written a package at a time into files in a temporary folder (createrepo_c
+writes to paths), then copied into the store; the package count is stated up front, as
+primary.xml's `packages="N"` needs. repomd.xml's revision and timestamps are the time of
+publishing, as createrepo_c writes them, so tools that compare them (mirror checks, reposync)
+see each publication as newer than the last; the newest package's time would not grow when a
+version removes packages.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import createrepo_c as cr
+
+from pallet.plugin import MetadataOutput, PublishedUnits, PublishOptions
+from pallet.plugins.rpm.package import TYPE, to_createrepo
+
+COMPRESSION = {"gz": cr.GZ, "xz": cr.XZ, "bz2": cr.BZ2, "zstd": cr.ZSTD}
+SUFFIX = {"gz": ".gz", "xz": ".xz", "bz2": ".bz2", "zstd": ".zst"}
+WRITERS = {"primary": cr.PrimaryXmlFile, "filelists": cr.FilelistsXmlFile,
+           "other": cr.OtherXmlFile}
+
+
+class RpmPublishOptions(PublishOptions):
+    compression: Literal["gz", "xz", "bz2", "zstd"] = "gz"
+    sqlite_metadata: bool = False  # also primary.sqlite and friends, for old yum clients
+
+
+def publish(units: PublishedUnits, options: RpmPublishOptions, output: MetadataOutput) -> None:
+    with tempfile.TemporaryDirectory(prefix="pallet-rpm-") as folder:
+        written = _write_metadata(Path(folder), units, options)
+        now = int(time.time())
+        repomd = cr.Repomd()
+        for kind, path in written.items():
+            for record in _records(kind, path, options):
+                record.set_timestamp(now)
+                repomd.set_record(record)
+                with open(record.location_real, "rb") as source, \
+                        output.open(record.location_href) as target:
+                    shutil.copyfileobj(source, target, 1 << 20)
+        repomd.set_revision(str(now))
+        with output.open("repodata/repomd.xml") as target:
+            target.write(repomd.xml_dump().encode())
+
+
+def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOptions
+                    ) -> dict[str, Path]:
+    """primary, filelists and other (and their databases) for every package: {kind: path}."""
+    suffix = SUFFIX[options.compression]
+    paths = {kind: folder / f"{kind}.xml{suffix}" for kind in WRITERS}
+    writers = {kind: WRITERS[kind](str(path), COMPRESSION[options.compression])
+               for kind, path in paths.items()}
+    databases = {}
+    if options.sqlite_metadata:
+        databases = {"primary": cr.PrimarySqlite(str(folder / "primary.sqlite")),
+                     "filelists": cr.FilelistsSqlite(str(folder / "filelists.sqlite")),
+                     "other": cr.OtherSqlite(str(folder / "other.sqlite"))}
+    count = units.counts.get(TYPE, 0)
+    for writer in writers.values():
+        writer.set_num_of_pkgs(count)
+    for unit in units:
+        if unit.type != TYPE:
+            continue
+        package = to_createrepo(unit.fields)
+        for writer in writers.values():
+            writer.add_pkg(package)
+        for database in databases.values():
+            database.add_pkg(package)
+    for writer in writers.values():
+        writer.close()
+    for database in databases.values():
+        database.dbinfo_update("")  # the checksum field old yum compared; not used by dnf
+        database.close()
+    return paths | {f"{kind}_db": folder / f"{kind}.sqlite" for kind in databases}
+
+
+def _records(kind: str, path: Path, options: RpmPublishOptions) -> list[cr.RepomdRecord]:
+    """The repomd records of one written file, renamed to `<sha256>-<name>` as createrepo_c
+    names them (a sqlite database is compressed first)."""
+    record = cr.RepomdRecord(kind, str(path))
+    if kind.endswith("_db"):
+        record = record.compress_and_fill(cr.SHA256, COMPRESSION[options.compression])
+        record.type = kind
+    else:
+        record.fill(cr.SHA256)
+    record.rename_file()
+    return [record]

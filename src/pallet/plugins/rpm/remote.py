@@ -1,0 +1,93 @@
+"""Reading a yum repository: repomd.xml, then the primary, filelists and other metadata it
+names, each checked against the checksum and size repomd.xml gives and decompressed within
+the core's limit, then read together a package at a time by createrepo_c's parser, so memory
+stays bounded whatever the repository's size.
+
+What cannot be mirrored faithfully is refused with a sentence rather than guessed at: a
+package whose location leaves the repository (`../`, another host, an `xml:base`), or one
+announced only by sha1 or md5 (its sha256, which Pallet stores it by, is not known before its
+bytes are fetched).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import createrepo_c as cr
+
+from pallet.plugin import Checksum, Invalid, RemoteFile, RemoteReader, RemoteUnit
+from pallet.plugins.rpm.package import TYPE, checked, fields_of
+
+REPOMD = "repodata/repomd.xml"
+MAIN_METADATA = ("primary", "filelists", "other")
+
+
+def read_remote(remote: RemoteReader) -> Iterator[RemoteUnit]:
+    records = _records(remote, remote.fetch(REPOMD))
+    paths = {}
+    for kind in MAIN_METADATA:
+        if kind not in records:
+            raise Invalid(f"{remote.resolve(REPOMD)} names no {kind} metadata")
+        record = records[kind]
+        href = _metadata_href(remote, record)
+        paths[kind] = str(remote.fetch(href, checksum=Checksum(record.checksum_type or "",
+                                                                record.checksum or ""),
+                                       size=record.size or None, decompress=True))
+    where = remote.resolve(records["primary"].location_href)
+    base = remote.resolve("")
+    try:
+        for package in cr.PackageIterator(paths["primary"], paths["filelists"],
+                                          paths["other"], warningcb=_warning):
+            yield _unit(remote, base, package, where)
+    except cr.CreaterepoCError as exc:
+        raise Invalid(f"{where} cannot be read: {exc}") from None
+
+
+def _records(remote: RemoteReader, path) -> dict[str, cr.RepomdRecord]:
+    repomd = cr.Repomd()
+    try:
+        cr.xml_parse_repomd(str(path), repomd, _warning)
+    except (cr.CreaterepoCError, ValueError) as exc:
+        raise Invalid(f"{remote.resolve(REPOMD)} is not a repomd.xml: {exc}") from None
+    return {record.type: record for record in repomd.records}
+
+
+def _warning(kind, message) -> bool:
+    return True  # createrepo_c's warnings (unknown elements and such) are not errors here
+
+
+def _metadata_href(remote: RemoteReader, record: cr.RepomdRecord) -> str:
+    href = record.location_href or ""
+    if record.location_base or not _inside(remote.resolve(""), remote.resolve(href)):
+        raise Invalid(f"repomd.xml places its {record.type} metadata outside the repository "
+                      f"({(record.location_base or '') + href!r:.200})")
+    return href
+
+
+def _unit(remote: RemoteReader, base: str, package: cr.Package, where: str) -> RemoteUnit:
+    nevra = package.nevra()
+    if package.location_base:
+        raise Invalid(f"package {nevra} in {where} lies elsewhere (xml:base "
+                      f"{package.location_base[:200]!r}); only packages inside the "
+                      "repository can be mirrored")
+    url = remote.resolve(package.location_href or "")
+    if not package.location_href or not _inside(base, url):
+        raise Invalid(f"package {nevra} in {where} has a location outside the repository "
+                      f"({(package.location_href or '')[:200]!r})")
+    if (package.checksum_type or "").lower() != "sha256":
+        raise Invalid(f"package {nevra} in {where} is announced by its "
+                      f"{package.checksum_type} only; Pallet mirrors packages announced by "
+                      "sha256 (createrepo_c's default)")
+    unit = checked(fields_of(package), where)
+    return RemoteUnit(type=TYPE, fields=unit.model_dump(mode="json"),
+                      files={unit.location: RemoteFile(url, unit.pkgid,
+                                                       package.size_package or None)})
+
+
+def _inside(base: str, url: str) -> bool:
+    """Whether `url` is under the folder `base` (same scheme, host and path prefix), after
+    the `..` segments urljoin already resolved."""
+    inner, outer = urlsplit(url), urlsplit(base)
+    return ((inner.scheme, inner.netloc) == (outer.scheme, outer.netloc)
+            and inner.path.startswith(outer.path) and "/../" not in inner.path + "/")

@@ -1,0 +1,343 @@
+"""The rpm type: yum repositories made by createrepo_c from real RPMs, synced over HTTP on
+127.0.0.1, published with createrepo_c, and hostile metadata that must fail cleanly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import createrepo_c as cr
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from pallet.artifacts.models import Artifact
+from pallet.plugins.rpm.package import location
+from tests.conftest import make_settings, wait_for_task
+from tests.http_fixtures import file_server  # noqa: F401 - the fixture
+from tests.rpm_tools import Dnf, build_rpm, build_srpm, make_repository, require
+
+API = "/api/v1"
+
+
+@pytest.fixture(scope="module")
+def rpms(tmp_path_factory) -> dict[str, Path]:
+    """Real packages: a requires b; a newer a; a source package."""
+    require("rpmbuild")
+    folder = tmp_path_factory.mktemp("rpms")
+    return {"b": build_rpm(folder, "b", "1.0"),
+            "a": build_rpm(folder, "a", "1.0", requires=["b >= 1.0"],
+                           files={"/usr/share/a/README": b"alpha\n"}),
+            "a2": build_rpm(folder, "a", "2.0", requires=["b >= 1.0"]),
+            "a-src": build_srpm(folder, "a", "1.0")}
+
+
+@pytest.fixture
+def settings(tmp_path, database_url):
+    return make_settings(tmp_path, database_url, max_index_size=1 << 20)
+
+
+def yum_repository(root: Path, *paths: Path) -> Path:
+    require("createrepo_c")
+    return make_repository(root, list(paths))
+
+
+def sync(client, url: str, *, policy: str = "immediate", name: str = "el") -> dict:
+    if client.get(f"{API}/remotes/{name}").status_code == 404:
+        response = client.post(f"{API}/remotes", json={
+            "name": name, "url": url, "type": "rpm", "policy": policy, "max_retries": 0})
+        assert response.status_code == 201, response.text
+        response = client.post(f"{API}/repositories", json={
+            "name": name, "type": "rpm", "remote": name, "autopublish": True})
+        assert response.status_code == 201, response.text
+    response = client.post(f"{API}/repositories/{name}/sync", json={})
+    assert response.status_code == 202, response.text
+    return wait_for_task(client, response.json()["href"])
+
+
+def packages_of(client, name: str = "el") -> dict[str, dict]:
+    listed = client.get(f"{API}/content", params={"repository": name, "limit": 1000}
+                        ).json()["results"]
+    return {f"{u['fields']['name']}-{u['fields']['version']}.{u['fields']['arch']}": u
+            for u in listed}
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def artifact_count(runtime) -> int:
+    with runtime.db.read() as session:
+        return session.scalar(select(func.count()).select_from(Artifact))
+
+
+# -- sync -------------------------------------------------------------------------------------
+
+def test_a_yum_repository_syncs_with_every_field_dnf_needs(client, workers, file_server,
+                                                          tmp_path, rpms, runtime):
+    server = file_server(yum_repository(tmp_path / "up", rpms["a"], rpms["b"]))
+    task = sync(client, server.url)
+    assert task["state"] == "completed", task["error"]
+    assert task["result"]["units"] == 2 and task["result"]["downloaded"] == 2
+    units = packages_of(client)
+    a = units["a-1.0.noarch"]
+    assert a["type"] == "rpm.package"
+    assert a["fields"]["pkgid"] == sha256_of(rpms["a"])
+    assert [d[0] for d in a["fields"]["requires"]] == ["b"]
+    assert ["/usr/share/a/", "README"] in [f[1:] for f in a["fields"]["files"]]
+    assert a["fields"]["changelogs"]
+    assert [f["relative_path"] for f in a["artifacts"]] == [location("a", "1.0", "1", "noarch")]
+    with runtime.db.read() as session:  # immediate: the packages' bytes are stored
+        stored = set(session.scalars(select(Artifact.sha256)))
+    assert {sha256_of(rpms["a"]), sha256_of(rpms["b"])} <= stored
+
+
+def test_on_demand_stores_no_package_and_a_resync_changes_nothing(client, workers,
+                                                                  file_server, tmp_path,
+                                                                  rpms, runtime):
+    server = file_server(yum_repository(tmp_path / "up", rpms["a"], rpms["b"]))
+    first = sync(client, server.url, policy="on_demand")
+    assert first["state"] == "completed", first["error"]
+    stored = artifact_count(runtime)  # the publication's metadata only
+    again = sync(client, server.url)
+    assert again["state"] == "completed", again["error"]
+    assert client.get(f"{API}/repositories/el").json()["latest_version"] == 1
+    assert artifact_count(runtime) == stored
+
+
+def test_a_newer_build_adds_a_version_and_a_rebuild_replaces_its_nevra(client, workers,
+                                                                       file_server, tmp_path,
+                                                                       rpms):
+    root = yum_repository(tmp_path / "up", rpms["a"], rpms["b"])
+    server = file_server(root)
+    assert sync(client, server.url)["state"] == "completed"
+    shutil.rmtree(root)
+    yum_repository(root, rpms["a"], rpms["a2"], rpms["b"])
+    assert sync(client, server.url)["result"]["version"] == 2
+    assert set(packages_of(client)) == {"a-1.0.noarch", "a-2.0.noarch", "b-1.0.noarch"}
+
+    rebuilt = build_rpm(tmp_path / "again", "b", "1.0", files={"/usr/share/b/x": b"other\n"})
+    assert sha256_of(rebuilt) != sha256_of(rpms["b"])
+    shutil.rmtree(root)
+    yum_repository(root, rpms["a"], rpms["a2"], rebuilt)
+    third = sync(client, server.url)
+    assert third["result"]["version"] == 3
+    units = packages_of(client)
+    assert len(units) == 3  # the rebuilt b replaced the old one: one unit per NEVRA
+    assert units["b-1.0.noarch"]["fields"]["pkgid"] == sha256_of(rebuilt)
+
+
+def test_source_packages_sync_too(client, workers, file_server, tmp_path, rpms):
+    server = file_server(yum_repository(tmp_path / "up", rpms["a"], rpms["a-src"]))
+    assert sync(client, server.url)["state"] == "completed"
+    assert set(packages_of(client)) == {"a-1.0.noarch", "a-1.0.src"}
+
+
+# -- hostile metadata: a clear task error, no version, nothing stored -------------------------
+
+def crafted(root: Path, edit) -> Path:
+    """A one-package yum repository whose package createrepo_c's writer is given after
+    `edit(package)`: metadata no honest createrepo would write."""
+    root.mkdir(parents=True)
+    (root / "repodata").mkdir()
+    package = cr.Package()
+    package.name, package.epoch, package.version, package.release = "x", "0", "1.0", "1"
+    package.arch, package.checksum_type, package.pkgId = "noarch", "sha256", "a" * 64
+    package.location_href, package.size_package = "Packages/x/x-1.0-1.noarch.rpm", 10
+    edit(package)
+    repomd = cr.Repomd()
+    for kind, writer in (("primary", cr.PrimaryXmlFile), ("filelists", cr.FilelistsXmlFile),
+                         ("other", cr.OtherXmlFile)):
+        path = root / "repodata" / f"{kind}.xml.gz"
+        out = writer(str(path), cr.GZ)
+        out.set_num_of_pkgs(1)
+        out.add_pkg(package)
+        out.close()
+        record = cr.RepomdRecord(kind, str(path))
+        record.fill(cr.SHA256)
+        repomd.set_record(record)
+    (root / "repodata" / "repomd.xml").write_text(repomd.xml_dump())
+    return root
+
+
+def refused(client, runtime, url: str, *words: str) -> dict:
+    before = artifact_count(runtime)
+    task = sync(client, url)
+    assert task["state"] == "failed", task
+    message = task["error"]["message"]
+    assert all(word in message for word in words), message
+    assert "Traceback" not in message
+    assert client.get(f"{API}/repositories/el").json()["latest_version"] == 0
+    assert artifact_count(runtime) == before
+    return task
+
+
+def set_location(href: str):
+    def edit(package):
+        package.location_href = href
+    return edit
+
+
+@pytest.mark.parametrize("href", ["../../etc/passwd", "http://elsewhere.invalid/x.rpm",
+                                  "/etc/passwd"])
+def test_a_package_located_outside_the_repository_is_refused(client, workers, file_server,
+                                                             tmp_path, runtime, href):
+    server = file_server(tmp_path)
+    crafted(tmp_path / "repo", set_location(href))
+    refused(client, runtime, server.url + "repo/", "outside the repository")
+
+
+def test_a_package_announced_by_sha1_only_is_refused_clearly(client, workers, file_server,
+                                                             tmp_path, runtime):
+    def sha1(package):
+        package.checksum_type, package.pkgId = "sha1", "b" * 40
+    server = file_server(crafted(tmp_path / "repo", sha1))
+    refused(client, runtime, server.url, "sha1", "sha256")
+
+
+def test_metadata_whose_checksum_does_not_match_repomd_is_refused(client, workers, file_server,
+                                                                  tmp_path, rpms, runtime):
+    root = yum_repository(tmp_path / "up", rpms["a"], rpms["b"])
+    primary = next((root / "repodata").glob("*-primary.xml.gz"))
+    data = primary.read_bytes()
+    primary.write_bytes(data[:-9] + bytes([data[-9] ^ 1]) + data[-8:])  # same size
+    refused(client, runtime, file_server(root).url, "primary", "sha256", "announced")
+
+
+def test_a_decompression_bomb_stops_at_the_limit(client, workers, file_server, tmp_path,
+                                                 runtime):
+    def bomb(package):  # 4 MB of description, well over this server's 1 MiB limit
+        package.description = "x" * (4 << 20)
+    server = file_server(crafted(tmp_path / "repo", bomb))
+    refused(client, runtime, server.url, "decompresses to more than")
+
+
+def test_truncated_metadata_is_refused(client, workers, file_server, tmp_path, rpms, runtime):
+    root = yum_repository(tmp_path / "up", rpms["a"], rpms["b"])
+    for kind in ("primary",):
+        path = next((root / "repodata").glob(f"*-{kind}.xml.gz"))
+        cut = path.read_bytes()[:-40]
+        path.write_bytes(cut)
+        # repomd.xml vouches for the cut file, so only decompressing it can tell
+        record = cr.RepomdRecord(kind, str(path))
+        record.fill(cr.SHA256)
+        repomd = cr.Repomd(str(root / "repodata" / "repomd.xml"))
+        repomd.set_record(record)
+        (root / "repodata" / "repomd.xml").write_text(repomd.xml_dump())
+    refused(client, runtime, file_server(root).url, "primary")
+
+
+def test_a_repomd_that_is_not_xml_is_refused(client, workers, file_server, tmp_path, runtime):
+    (tmp_path / "repodata").mkdir()
+    (tmp_path / "repodata" / "repomd.xml").write_bytes(b"\x00junk")
+    refused(client, runtime, file_server(tmp_path).url, "repomd.xml")
+
+
+# -- publishing -----------------------------------------------------------------------------
+
+def test_the_publication_is_yum_metadata_createrepo_c_reads_back(client, workers, file_server,
+                                                                 tmp_path, rpms, runtime):
+    server = file_server(yum_repository(tmp_path / "up", rpms["a"], rpms["b"]))
+    assert sync(client, server.url)["state"] == "completed"
+    publication = client.get(f"{API}/publications/1").json()
+    files = {f["relative_path"]: f["sha256"] for f in publication["metadata_files"]}
+    assert "repodata/repomd.xml" in files
+    out = tmp_path / "published" / "repodata"
+    out.mkdir(parents=True)
+    for path, sha256 in files.items():
+        with runtime.storage.open(sha256) as stream:
+            (out.parent / path).write_bytes(stream.read())
+    repomd = cr.Repomd(str(out / "repomd.xml"))
+    records = {r.type: r for r in repomd.records}
+    assert set(records) == {"primary", "filelists", "other"}
+    paths = {kind: str(out.parent / records[kind].location_href) for kind in records}
+    read = {p.nevra(): p for p in cr.PackageIterator(paths["primary"], paths["filelists"],
+                                                     paths["other"])}
+    assert set(read) == {"a-0:1.0-1.noarch", "b-0:1.0-1.noarch"}
+    assert read["a-0:1.0-1.noarch"].location_href == "Packages/a/a-1.0-1.noarch.rpm"
+    assert read["a-0:1.0-1.noarch"].requires == package_requires(rpms["a"])
+
+
+def package_requires(path: Path) -> list:
+    return cr.package_from_rpm(str(path)).requires
+
+
+# -- dnf against a real pallet serve, and across the air gap ----------------------------------
+
+@pytest.fixture
+def servers(tmp_path):
+    from tests.servers import Servers
+    servers = Servers(tmp_path)
+    yield servers
+    servers.close()
+
+
+def api_of(server) -> httpx.Client:
+    from tests.test_cli import PASSWORD
+    return httpx.Client(base_url=f"{server.url}{API}", auth=("admin", PASSWORD), timeout=60)
+
+
+def run(api: httpx.Client, response: httpx.Response) -> dict:
+    assert response.status_code == 202, response.text
+    task = wait_for_task(api, response.json()["href"].removeprefix(API), timeout=120)
+    assert task["state"] == "completed", task["error"]
+    return task
+
+
+@pytest.mark.slow
+def test_dnf_installs_and_upgrades_from_a_mirror_and_from_its_copy_across_the_air_gap(
+        servers, file_server, tmp_path, rpms):
+    require("dnf", "rpm")
+    root = yum_repository(tmp_path / "upstream", rpms["a"], rpms["b"])
+    upstream = file_server(root)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    gap = {"PALLET_ALLOWED_EXPORT_DIRS": json.dumps([str(exports)]),
+           "PALLET_ALLOWED_IMPORT_DIRS": json.dumps([str(exports)]),
+           "PALLET_IMPORT_RESERVE_BYTES": "0"}
+    mirror = servers.start("mirror", **gap)
+    api = api_of(mirror)
+    for path, body in (("/remotes", {"name": "el", "url": upstream.url, "type": "rpm",
+                                     "policy": "on_demand"}),
+                       ("/repositories", {"name": "el", "type": "rpm", "remote": "el",
+                                          "autopublish": True}),
+                       ("/distributions", {"name": "el", "base_path": "el/9",
+                                           "repository": "el"})):
+        assert api.post(path, json=body).status_code == 201
+    run(api, api.post("/repositories/el/sync", json={}))
+    served = f"{mirror.url}/pallet/content/el/9/"
+
+    dnf = Dnf(tmp_path / "root")
+    dnf.install(served, "a")  # on demand: the content app fetches a and b from upstream
+    assert dnf.installed() == {"a-0:1.0-1.noarch", "b-0:1.0-1.noarch"}
+
+    shutil.rmtree(root)
+    yum_repository(root, rpms["a"], rpms["a2"], rpms["b"])
+    run(api, api.post("/repositories/el/sync", json={}))
+    dnf.run(served, "--refresh", "upgrade")  # dnf trusts metadata less than a second old
+    assert dnf.installed() == {"a-0:2.0-1.noarch", "b-0:1.0-1.noarch"}
+
+    # Across the air gap: export (fetching what on-demand left upstream), import, serve.
+    assert api.post("/exporters", json={"name": "out", "path": str(exports),
+                                        "repositories": ["el"]}).status_code == 201
+    toc = run(api, api.post("/exporters/out/export", json={}))["result"]["toc"]
+    upstream.stop()
+    site = servers.start("site", **gap)
+    down = api_of(site)
+    assert down.post("/importers", json={"name": "in", "mapping": {"el": "el"},
+                                         "create_repositories": True}).status_code == 201
+    run(down, down.post("/importers/in/import", json={"path": toc}))
+    assert down.get("/repositories/el").json()["type"] == "rpm"
+    digests = [client.get(client.get("/repositories/el").json()["latest_version_href"]
+                          .removeprefix(API)).json()["digest"] for client in (api, down)]
+    assert digests[0] == digests[1]
+    if down.get("/distributions/el").status_code == 404:
+        assert down.post("/distributions", json={"name": "el", "base_path": "el/9",
+                                                 "repository": "el"}).status_code == 201
+        if down.get("/repositories/el").json().get("autopublish") is False:
+            run(down, down.post("/publications", json={"repository": "el"}))
+    fresh = Dnf(tmp_path / "site-root")
+    fresh.install(f"{site.url}/pallet/content/el/9/", "a")
+    assert fresh.installed() == {"a-0:2.0-1.noarch", "b-0:1.0-1.noarch"}
