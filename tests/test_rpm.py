@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import createrepo_c as cr
@@ -264,6 +267,52 @@ def package_requires(path: Path) -> list:
     return cr.package_from_rpm(str(path)).requires
 
 
+# -- units from an uploaded file ----------------------------------------------------------------
+
+def commit_upload(client, data: bytes, **commit) -> dict:
+    """Upload `data` in one chunk and commit it with `commit`; the commit's answer."""
+    href = client.post(f"{API}/uploads", json={"size": len(data)}).json()["href"]
+    client.put(href, content=data, headers={"Content-Range": f"bytes 0-{len(data) - 1}/"
+                                                             f"{len(data)}"})
+    return client.post(f"{href}/commit",
+                       json={"sha256": hashlib.sha256(data).hexdigest(), **commit})
+
+
+def test_an_uploaded_rpm_is_read_from_its_header(client, workers, rpms):
+    assert client.post(f"{API}/repositories", json={"name": "el", "type": "rpm"}
+                       ).status_code == 201
+    answer = commit_upload(client, rpms["a"].read_bytes(), type="rpm.package", repository="el")
+    task = wait_for_task(client, answer.json()["href"])
+    assert task["state"] == "completed", task["error"]
+    assert task["result"]["version"] == 1
+    unit = packages_of(client)["a-1.0.noarch"]
+    assert unit["fields"]["pkgid"] == sha256_of(rpms["a"])
+    assert [d[0] for d in unit["fields"]["requires"]] == ["b"]
+    assert unit["fields"]["sourcerpm"] == "a-1.0-1.src.rpm"
+    assert [f["relative_path"] for f in unit["artifacts"]] == ["Packages/a/a-1.0-1.noarch.rpm"]
+
+
+def test_an_upload_that_is_not_an_rpm_makes_no_unit(client, workers):
+    client.post(f"{API}/repositories", json={"name": "el", "type": "rpm"})
+    task = wait_for_task(client, commit_upload(client, b"not a package\n", type="rpm.package",
+                                               repository="el").json()["href"])
+    assert task["state"] == "failed" and "not an RPM package" in task["error"]["message"]
+    assert client.get(f"{API}/repositories/el").json()["latest_version"] == 0
+    assert client.get(f"{API}/content", params={"type": "rpm.package"}).json()["count"] == 0
+
+
+def test_a_commit_asks_for_a_unit_one_way_only(client, workers, rpms):
+    client.post(f"{API}/repositories", json={"name": "web"})
+    data = rpms["b"].read_bytes()
+    both = commit_upload(client, data, type="rpm.package", relative_path="b.rpm")
+    assert both.status_code == 400 and "not both" in both.json()["error"]["message"]
+    described = commit_upload(client, data, type="file")
+    assert described.status_code == 400 and "not read from their file" in \
+        described.json()["error"]["message"]
+    wrong = commit_upload(client, data, type="rpm.package", repository="web")
+    assert wrong.status_code == 400 and "holds no rpm.package" in wrong.json()["error"]["message"]
+
+
 # -- dnf against a real pallet serve, and across the air gap ----------------------------------
 
 @pytest.fixture
@@ -277,6 +326,17 @@ def servers(tmp_path):
 def api_of(server) -> httpx.Client:
     from tests.test_cli import PASSWORD
     return httpx.Client(base_url=f"{server.url}{API}", auth=("admin", PASSWORD), timeout=60)
+
+
+def cli(server, *args) -> subprocess.CompletedProcess:
+    from tests.test_cli import PASSWORD
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PALLET_")}
+    env.update(PALLET_URL=server.url, PALLET_USERNAME="admin", PALLET_PASSWORD=PASSWORD,
+               COLUMNS="200")
+    result = subprocess.run([sys.executable, "-m", "pallet.cli.main", *map(str, args)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result
+    return result
 
 
 def run(api: httpx.Client, response: httpx.Response) -> dict:
@@ -319,6 +379,13 @@ def test_dnf_installs_and_upgrades_from_a_mirror_and_from_its_copy_across_the_ai
     dnf.run(served, "--refresh", "upgrade")  # dnf trusts metadata less than a second old
     assert dnf.installed() == {"a-0:2.0-1.noarch", "b-0:1.0-1.noarch"}
 
+    # A package uploaded with the CLI: its header says what it is; a new version serves it.
+    c = build_rpm(tmp_path / "local", "c", "3.1", requires=["a >= 2.0"])
+    uploaded = cli(mirror, "upload", "rpm", c, "--repository", "el")
+    assert "c-3.1-1.noarch" in uploaded.stdout or "name=c" in uploaded.stdout, uploaded.stdout
+    dnf.run(served, "--refresh", "install", "c")
+    assert "c-0:3.1-1.noarch" in dnf.installed()
+
     # Across the air gap: export (fetching what on-demand left upstream), import, serve.
     assert api.post("/exporters", json={"name": "out", "path": str(exports),
                                         "repositories": ["el"]}).status_code == 201
@@ -339,5 +406,5 @@ def test_dnf_installs_and_upgrades_from_a_mirror_and_from_its_copy_across_the_ai
         if down.get("/repositories/el").json().get("autopublish") is False:
             run(down, down.post("/publications", json={"repository": "el"}))
     fresh = Dnf(tmp_path / "site-root")
-    fresh.install(f"{site.url}/pallet/content/el/9/", "a")
-    assert fresh.installed() == {"a-0:2.0-1.noarch", "b-0:1.0-1.noarch"}
+    fresh.install(f"{site.url}/pallet/content/el/9/", "c")
+    assert fresh.installed() == {"a-0:2.0-1.noarch", "b-0:1.0-1.noarch", "c-0:3.1-1.noarch"}

@@ -43,6 +43,9 @@ class ContentType:
       (a file's relative path; a package's name, epoch, version, release and arch): adding a
       unit whose repository key is present replaces the unit that has it. Empty means the
       natural key, so units never replace each other.
+    - `from_file(path, sha256)`: the fields of the unit an uploaded file is, read from the
+      file itself (an RPM's header), or Invalid saying why it is not one (None: units of
+      this type are described by their uploader, as `file` units are).
     """
 
     name: str
@@ -50,6 +53,7 @@ class ContentType:
     key_fields: tuple[str, ...]
     artifacts: Callable[[UnitModel], dict[str, str]]
     repository_key: tuple[str, ...] = ()
+    from_file: Callable[[Path, str], dict[str, Any]] | None = None
 
     @property
     def repository_key_fields(self) -> tuple[str, ...]:

@@ -113,14 +113,15 @@ def _open_upload(api: Client, size: int, resume: int | None) -> dict[str, Any]:
 def upload_and_commit(api: Client, file: Path, commit: dict[str, Any], *, chunk_size: int,
                       parallel: int, resume: int | None, command: list[str]) -> dict[str, Any]:
     """Upload the file, then commit it with `commit` (what else the commit task makes: its
-    unit, its version) and wait: the finished task. `command`: this command's arguments
-    after the file, for the hint that resumes it."""
+    unit, its version) and wait: the finished task. `command`: this command's name and its
+    options but the file, for the hint that resumes it."""
     upload = _open_upload(api, file.stat().st_size, resume)
     pieces = list(chunks(missing_ranges(upload["received"], upload["size"]), chunk_size))
     missing = sum(end - start + 1 for start, end in pieces)
     note(f"upload {upload['id']}: sending {missing} of {upload['size']} bytes in "
          f"{len(pieces)} chunks")
-    again = ["pallet", "upload", "file", str(file), "--resume", str(upload["id"]), *command]
+    again = ["pallet", "upload", *command[:1], str(file), "--resume", str(upload["id"]),
+             *command[1:]]
     hint = f"resume with `{shlex.join(again)}`"
     try:
         digest = send(api, upload, file, pieces, parallel)
@@ -179,7 +180,44 @@ def upload_file(ctx: typer.Context,
         commit["repository"] = repository
     task = upload_and_commit(api, file, commit, chunk_size=chunk_size, parallel=parallel,
                              resume=resume,
-                             command=given_options(ctx, leave_out=("file", "resume")))
+                             command=[ctx.info_name,
+                                      *given_options(ctx, leave_out=("file", "resume"))])
+    report_upload(api, file, task, repository, as_json)
+
+
+@app.command("rpm")
+def upload_rpm(ctx: typer.Context,
+               file: Annotated[Path, typer.Argument(
+                   exists=True, dir_okay=False, readable=True, help="The local .rpm file.")],
+               repository: Annotated[str | None, typer.Option(
+                   help="Add the package to this rpm repository: a new version.")] = None,
+               chunk_size: Annotated[int, typer.Option(
+                   min=1, help="Bytes per chunk.")] = 8 * MiB,
+               parallel: Annotated[int, typer.Option(
+                   min=1, max=64, help="Chunks sent at the same time.")] = 4,
+               resume: Annotated[int | None, typer.Option(
+                   metavar="UPLOAD_ID", help="Continue an interrupted upload: send only "
+                                             "the bytes the server lacks.")] = None,
+               as_json: JsonFlag = False) -> None:
+    """Upload an RPM package: the server reads its name, version, dependencies and files
+    from the package header (an artifact, an rpm.package unit, and optionally a new
+    repository version, made by one server task). Ctrl-C while it waits stops only the
+    waiting."""
+    api = connect()
+    commit: dict[str, Any] = {"type": "rpm.package"}
+    if repository:
+        api.get(path("repositories", repository))  # fail before sending any byte
+        commit["repository"] = repository
+    task = upload_and_commit(api, file, commit, chunk_size=chunk_size, parallel=parallel,
+                             resume=resume,
+                             command=[ctx.info_name,
+                                      *given_options(ctx, leave_out=("file", "resume"))])
+    report_upload(api, file, task, repository, as_json)
+
+
+def report_upload(api: Client, file: Path, task: dict, repository: str | None,
+                  as_json: bool) -> None:
+    """What a committed upload made: its artifact, unit and version."""
     result = task["result"]
     artifact = {key: result[key] for key in ("artifact", "sha256", "size")}
     unit = api.get(path("content", result["content"])) if "content" in result else None

@@ -99,31 +99,46 @@ async def put_chunk(upload_id: int, request: Request, runtime: RuntimeDep,
 @router.post("/{upload_id}/commit", status_code=202, response_model=TaskRead)
 def commit_upload(upload_id: int, body: UploadCommit, runtime: RuntimeDep, principal: Writer):
     """Finish the upload: a task checks every byte arrived and matches `sha256`, then the
-    file becomes an artifact; with `relative_path`, a `file` unit; with `repository`, a new
-    version holding it. One task does it all, so it ends the same whoever waits for it."""
+    file becomes an artifact; with `relative_path`, a `file` unit, or with `type`, a unit of
+    that type read from the file; with `repository`, a new version holding it. One task does
+    it all, so it ends the same whoever waits for it."""
     sha256 = body.sha256.lower()
     locks = [service.lock_name(upload_id)]
+    unit_type = _unit_type(runtime, body, sha256)  # refused now rather than after the hashing
     with runtime.db.read() as session:
         service.get_upload(session, upload_id)
-        if body.relative_path is not None:  # refused now rather than after the hashing
-            validate_unit(runtime.plugins, "file",
-                          {"relative_path": body.relative_path, "sha256": sha256})
         repository = None
         if body.repository is not None:
-            if body.relative_path is None:
+            if unit_type is None:
                 raise Invalid("a repository takes a content unit: give its relative_path "
-                              "too", details={"field": "relative_path"})
+                              "(or its type) too", details={"field": "relative_path"})
             repository = get_repository(session, body.repository)
-            if "file" not in runtime.plugins.repository_type(repository.type).content_types:
+            if unit_type not in runtime.plugins.repository_type(repository.type).content_types:
                 raise Invalid(f"repository {repository.name!r} ({repository.type}) holds no "
-                              "file content", details={"repository": repository.name})
+                              f"{unit_type} content", details={"repository": repository.name})
             locks.append(repository_lock(repository))
     # Shared on orphans: cleanup must not delete the new artifact, or its file, before the
     # commit has recorded it (nor the unit before it is in the version).
     return dispatch(runtime, principal, tasks.commit_upload, exclusive=locks,
                     shared=[ORPHANS_LOCK], upload_id=upload_id, sha256=sha256,
-                    relative_path=body.relative_path,
+                    relative_path=body.relative_path, unit_type=body.type,
                     repository_id=repository.id if repository else None)
+
+
+def _unit_type(runtime, body: UploadCommit, sha256: str) -> str | None:
+    """The type of the unit the commit makes (None: only an artifact), its request checked."""
+    if body.relative_path is not None and body.type is not None:
+        raise Invalid("give relative_path (a file unit) or type (a unit read from the file), "
+                      "not both", details={"field": "type"})
+    if body.relative_path is not None:
+        validate_unit(runtime.plugins, "file",
+                      {"relative_path": body.relative_path, "sha256": sha256})
+        return "file"
+    if body.type is not None:
+        if runtime.plugins.content_type(body.type).from_file is None:
+            raise Invalid(f"{body.type} units are not read from their file: give the "
+                          "unit's fields instead", details={"field": "type"})
+    return body.type
 
 
 @router.delete("/{upload_id}", status_code=204)

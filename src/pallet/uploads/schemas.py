@@ -13,9 +13,13 @@ class UploadCommit(Body):
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="The expected sha256.")
     relative_path: str | None = Field(
         None, description="Also make a `file` content unit of the artifact at this path.")
+    type: str | None = Field(
+        None, description="Also make a unit of this content type from the file's own "
+                          "contents (types that read their fields from the file, such as "
+                          "`rpm.package` from an RPM's header); instead of `relative_path`.")
     repository: str | None = Field(
         None, description="Also add that unit to this repository: a new version, made by "
-                          "the same task (needs `relative_path`).")
+                          "the same task (needs `relative_path` or `type`).")
 
 
 class UploadRead(Schema):

@@ -39,17 +39,23 @@ def consuming(runtime: Runtime, task, upload_id: int | None) -> Iterator[None]:
 
 @task_function("upload.commit")
 def commit_upload(runtime: Runtime, task, *, upload_id: int, sha256: str,
-                  relative_path: str | None = None, repository_id: int | None = None) -> None:
+                  relative_path: str | None = None, unit_type: str | None = None,
+                  repository_id: int | None = None) -> None:
     """Check the upload is whole and has the expected digest; it becomes an artifact, then
-    (with `relative_path`) a file unit, added (with `repository_id`) as a new version."""
+    (with `relative_path`) a file unit, or (with `unit_type`) a unit its type reads from the
+    file, added (with `repository_id`) as a new version."""
     task.result = _store(runtime, task, upload_id, sha256)
-    if relative_path is None:
+    if relative_path is not None:
+        unit_type, fields = "file", {"relative_path": relative_path, "sha256": sha256}
+    elif unit_type is not None:
+        read = runtime.plugins.content_type(unit_type).from_file
+        fields = read(runtime.storage.path(sha256), sha256)
+    else:
         return
     # Apart from the artifact's transaction: if the unit or the version is refused, the
     # verified artifact stays (and the upload is gone either way, its bytes moved).
     with runtime.db.write() as session:
-        content, _ = create_content(session, runtime.plugins, type="file",
-                                    fields={"relative_path": relative_path, "sha256": sha256})
+        content, _ = create_content(session, runtime.plugins, type=unit_type, fields=fields)
         session.flush()
         task.created(f"/api/v1/content/{content.id}")
         task.result = {**task.result, "content": content.id}

@@ -10,7 +10,7 @@ this type holds packages today.
 """
 
 from pallet.plugin import ContentType, Plugin, RepositoryType
-from pallet.plugins.rpm.package import KEY, NEVRA, TYPE, Package, artifacts
+from pallet.plugins.rpm.package import KEY, NEVRA, TYPE, Package, artifacts, from_file
 from pallet.plugins.rpm.publish import RpmPublishOptions, publish
 from pallet.plugins.rpm.remote import read_remote
 
@@ -18,7 +18,7 @@ plugin = Plugin(
     name="rpm",
     description="yum repositories of RPM packages, served to dnf.",
     content_types=(ContentType(name=TYPE, model=Package, key_fields=KEY, artifacts=artifacts,
-                               repository_key=NEVRA),),
+                               repository_key=NEVRA, from_file=from_file),),
     repository_types=(RepositoryType(name="rpm", content_types=(TYPE,),
                                      description="A yum repository of RPM packages.",
                                      read_remote=read_remote,

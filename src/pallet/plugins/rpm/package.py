@@ -10,6 +10,7 @@ the key alone, so the same package has the same path on every server.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import createrepo_c as cr
@@ -149,6 +150,17 @@ def to_createrepo(fields: dict[str, Any]) -> cr.Package:
     package.files = [tuple(f) for f in fields.get("files", ())]
     package.changelogs = [tuple(c) for c in fields.get("changelogs", ())]
     return package
+
+
+def from_file(path: Path, sha256: str) -> dict[str, Any]:
+    """The unit of an uploaded .rpm file, from its header (nobody types a NEVRA by hand)."""
+    try:
+        package = cr.package_from_rpm(str(path), checksum_type=cr.SHA256)
+    except (OSError, cr.CreaterepoCError) as exc:
+        raise Invalid(f"the file is not an RPM package whose header can be read ({exc})",
+                      details={"sha256": sha256}) from None
+    package.pkgId = sha256  # what the store verified, the same digest createrepo_c computes
+    return checked(fields_of(package), "the uploaded file").model_dump(mode="json")
 
 
 def checked(fields: dict[str, Any], where: str) -> Package:
