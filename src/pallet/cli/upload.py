@@ -146,6 +146,13 @@ def check_relative_path(relative_path: str) -> None:
         fail(exc.message)
 
 
+ChunkSize = Annotated[int, typer.Option(min=1, help="Bytes per chunk.")]
+Parallel = Annotated[int, typer.Option(min=1, max=64, help="Chunks sent at the same time.")]
+Resume = Annotated[int | None, typer.Option(
+    metavar="UPLOAD_ID", help="Continue an interrupted upload: send only the bytes the "
+                              "server lacks.")]
+
+
 @app.command("file")
 def upload_file(ctx: typer.Context,
                 file: Annotated[Path, typer.Argument(
@@ -154,13 +161,8 @@ def upload_file(ctx: typer.Context,
                     help="The unit's path in repositories (default: the file's name).")] = None,
                 repository: Annotated[str | None, typer.Option(
                     help="Add the unit to this repository: a new version.")] = None,
-                chunk_size: Annotated[int, typer.Option(
-                    min=1, help="Bytes per chunk.")] = 8 * MiB,
-                parallel: Annotated[int, typer.Option(
-                    min=1, max=64, help="Chunks sent at the same time.")] = 4,
-                resume: Annotated[int | None, typer.Option(
-                    metavar="UPLOAD_ID", help="Continue an interrupted upload: send only "
-                                              "the bytes the server lacks.")] = None,
+                chunk_size: ChunkSize = 8 * MiB, parallel: Parallel = 4,
+                resume: Resume = None,
                 artifact_only: Annotated[bool, typer.Option(
                     "--artifact-only", help="Stop once the file is a stored artifact; make "
                                             "no content unit.")] = False,
@@ -191,13 +193,8 @@ def upload_rpm(ctx: typer.Context,
                    exists=True, dir_okay=False, readable=True, help="The local .rpm file.")],
                repository: Annotated[str | None, typer.Option(
                    help="Add the package to this rpm repository: a new version.")] = None,
-               chunk_size: Annotated[int, typer.Option(
-                   min=1, help="Bytes per chunk.")] = 8 * MiB,
-               parallel: Annotated[int, typer.Option(
-                   min=1, max=64, help="Chunks sent at the same time.")] = 4,
-               resume: Annotated[int | None, typer.Option(
-                   metavar="UPLOAD_ID", help="Continue an interrupted upload: send only "
-                                             "the bytes the server lacks.")] = None,
+               chunk_size: ChunkSize = 8 * MiB, parallel: Parallel = 4,
+               resume: Resume = None,
                as_json: JsonFlag = False) -> None:
     """Upload an RPM package: the server reads its name, version, dependencies and files
     from the package header (an artifact, an rpm.package unit, and optionally a new
