@@ -20,7 +20,8 @@ from pallet.artifacts.models import Artifact
 from pallet.plugins.rpm.package import location
 from tests.conftest import make_settings, wait_for_task
 from tests.http_fixtures import file_server  # noqa: F401 - the fixture
-from tests.rpm_tools import Dnf, build_rpm, build_srpm, make_repository, require
+from tests.rpm_tools import (Dnf, build_rpm, build_srpm, make_repository, require,
+                              updateinfo)
 
 API = "/api/v1"
 
@@ -136,6 +137,33 @@ def test_source_packages_sync_too(client, workers, file_server, tmp_path, rpms):
     server = file_server(yum_repository(tmp_path / "up", rpms["a"], rpms["a-src"]))
     assert sync(client, server.url)["state"] == "completed"
     assert set(packages_of(client)) == {"a-1.0.noarch", "a-1.0.src"}
+
+
+def test_advisories_sync_and_an_updated_one_replaces_the_old(client, workers, file_server,
+                                                             tmp_path, rpms):
+    require("modifyrepo_c")
+    root = tmp_path / "up"
+    advisory = {"id": "PALLET-2024-0001", "type": "security", "severity": "Important",
+                "title": "a fix", "packages": [rpms["a2"]]}
+    make_repository(root, [rpms["a"], rpms["a2"], rpms["b"]],
+                    updateinfo_xml=updateinfo([advisory]))
+    server = file_server(root)
+    assert sync(client, server.url)["state"] == "completed"
+    listed = client.get(f"{API}/content", params={"repository": "el", "type": "rpm.advisory"}
+                        ).json()["results"]
+    assert [u["fields"]["id"] for u in listed] == ["PALLET-2024-0001"]
+    fields = listed[0]["fields"]
+    assert (fields["type"], fields["severity"]) == ("security", "Important")
+    assert [p["name"] + "-" + p["version"] for c in fields["collections"]
+            for p in c["packages"]] == ["a-2.0"]
+
+    shutil.rmtree(root)
+    make_repository(root, [rpms["a"], rpms["a2"], rpms["b"]], updateinfo_xml=updateinfo(
+        [{**advisory, "title": "a better fix", "updated": "2024-02-01 00:00:00"}]))
+    assert sync(client, server.url)["result"]["version"] == 2
+    listed = client.get(f"{API}/content", params={"repository": "el", "type": "rpm.advisory"}
+                        ).json()["results"]
+    assert [u["fields"]["title"] for u in listed] == ["a better fix"]  # replaced, by its id
 
 
 # -- hostile metadata: a clear task error, no version, nothing stored -------------------------
@@ -350,7 +378,8 @@ def run(api: httpx.Client, response: httpx.Response) -> dict:
 def test_dnf_installs_and_upgrades_from_a_mirror_and_from_its_copy_across_the_air_gap(
         servers, file_server, tmp_path, rpms):
     require("dnf", "rpm")
-    root = yum_repository(tmp_path / "upstream", rpms["a"], rpms["b"])
+    require("modifyrepo_c")
+    root = make_repository(tmp_path / "upstream", [rpms["a"], rpms["b"]])
     upstream = file_server(root)
     exports = tmp_path / "exports"
     exports.mkdir()
@@ -374,8 +403,12 @@ def test_dnf_installs_and_upgrades_from_a_mirror_and_from_its_copy_across_the_ai
     assert dnf.installed() == {"a-0:1.0-1.noarch", "b-0:1.0-1.noarch"}
 
     shutil.rmtree(root)
-    yum_repository(root, rpms["a"], rpms["a2"], rpms["b"])
+    make_repository(root, [rpms["a"], rpms["a2"], rpms["b"]], updateinfo_xml=updateinfo(
+        [{"id": "PALLET-2024-0001", "type": "security", "severity": "Important",
+          "packages": [rpms["a2"]]}]))
     run(api, api.post("/repositories/el/sync", json={}))
+    listed = dnf.run(served, "--refresh", "updateinfo", "list").stdout
+    assert "PALLET-2024-0001" in listed and "a-2.0-1.noarch" in listed, listed
     dnf.run(served, "--refresh", "upgrade")  # dnf trusts metadata less than a second old
     assert dnf.installed() == {"a-0:2.0-1.noarch", "b-0:1.0-1.noarch"}
 
@@ -407,4 +440,6 @@ def test_dnf_installs_and_upgrades_from_a_mirror_and_from_its_copy_across_the_ai
             run(down, down.post("/publications", json={"repository": "el"}))
     fresh = Dnf(tmp_path / "site-root")
     fresh.install(f"{site.url}/pallet/content/el/9/", "c")
+    assert "PALLET-2024-0001" in fresh.run(f"{site.url}/pallet/content/el/9/", "updateinfo",
+                                           "list", "--all").stdout
     assert fresh.installed() == {"a-0:2.0-1.noarch", "b-0:1.0-1.noarch", "c-0:3.1-1.noarch"}

@@ -5,11 +5,13 @@
 - `remote.py`: reading a yum repository (repomd.xml, then primary, filelists and other);
 - `publish.py`: writing yum metadata with createrepo_c.
 
-Advisories, comps, modules and uploads of .rpm files come next (issue 14); a repository of
-this type holds packages today.
+- `advisory.py`: advisories (updateinfo), kept as upstream wrote them.
+
+Comps, modules and copy with dependencies come next (issue 14).
 """
 
 from pallet.plugin import ContentType, Plugin, RepositoryType
+from pallet.plugins.rpm import advisory
 from pallet.plugins.rpm.package import KEY, NEVRA, TYPE, Package, artifacts, from_file
 from pallet.plugins.rpm.publish import RpmPublishOptions, publish
 from pallet.plugins.rpm.remote import read_remote
@@ -18,8 +20,11 @@ plugin = Plugin(
     name="rpm",
     description="yum repositories of RPM packages, served to dnf.",
     content_types=(ContentType(name=TYPE, model=Package, key_fields=KEY, artifacts=artifacts,
-                               repository_key=NEVRA, from_file=from_file),),
-    repository_types=(RepositoryType(name="rpm", content_types=(TYPE,),
+                               repository_key=NEVRA, from_file=from_file),
+                   ContentType(name=advisory.TYPE, model=advisory.Advisory,
+                               key_fields=advisory.FIELDS, artifacts=advisory.no_files,
+                               repository_key=("id",))),
+    repository_types=(RepositoryType(name="rpm", content_types=(TYPE, advisory.TYPE),
                                      description="A yum repository of RPM packages.",
                                      read_remote=read_remote,
                                      publish_options=RpmPublishOptions, publish=publish),),

@@ -1,5 +1,5 @@
 """Publishing a yum repository with createrepo_c: primary, filelists and other metadata
-(optionally their sqlite databases) under `repodata/`, named by their sha256 as createrepo_c
+(optionally their sqlite databases) and the advisories' updateinfo under `repodata/`, named by their sha256 as createrepo_c
 names them, and the repomd.xml that lists them. Packages are served where their units lie
 (`Packages/<letter>/…`), so only metadata is written.
 
@@ -22,6 +22,7 @@ from typing import Literal
 import createrepo_c as cr
 
 from pallet.plugin import MetadataOutput, PublishedUnits, PublishOptions
+from pallet.plugins.rpm import advisory
 from pallet.plugins.rpm.package import TYPE, to_createrepo
 
 COMPRESSION = {"gz": cr.GZ, "xz": cr.XZ, "bz2": cr.BZ2, "zstd": cr.ZSTD}
@@ -67,7 +68,11 @@ def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOpti
     count = units.counts.get(TYPE, 0)
     for writer in writers.values():
         writer.set_num_of_pkgs(count)
+    advisories = []  # few: a distribution's updateinfo holds thousands, not millions
     for unit in units:
+        if unit.type == advisory.TYPE:
+            advisories.append(unit.fields)
+            continue
         if unit.type != TYPE:
             continue
         package = to_createrepo(unit.fields)
@@ -80,14 +85,19 @@ def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOpti
     for database in databases.values():
         database.dbinfo_update("")  # the checksum field old yum compared; not used by dnf
         database.close()
-    return paths | {f"{kind}_db": folder / f"{kind}.sqlite" for kind in databases}
+    written = paths | {f"{kind}_db": folder / f"{kind}.sqlite" for kind in databases}
+    if advisories:
+        written["updateinfo"] = folder / "updateinfo.xml"
+        written["updateinfo"].write_text(advisory.updateinfo(
+            sorted(advisories, key=lambda fields: fields["id"])))
+    return written
 
 
 def _records(kind: str, path: Path, options: RpmPublishOptions) -> list[cr.RepomdRecord]:
     """The repomd records of one written file, renamed to `<sha256>-<name>` as createrepo_c
     names them (a sqlite database is compressed first)."""
     record = cr.RepomdRecord(kind, str(path))
-    if kind.endswith("_db"):
+    if kind.endswith("_db") or kind == "updateinfo":
         record = record.compress_and_fill(cr.SHA256, COMPRESSION[options.compression])
         record.type = kind
     else:

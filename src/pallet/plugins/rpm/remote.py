@@ -1,7 +1,7 @@
 """Reading a yum repository: repomd.xml, then the primary, filelists and other metadata it
 names, each checked against the checksum and size repomd.xml gives and decompressed within
 the core's limit, then read together a package at a time by createrepo_c's parser, so memory
-stays bounded whatever the repository's size.
+stays bounded whatever the repository's size; then its advisories (updateinfo), if any.
 
 What cannot be mirrored faithfully is refused with a sentence rather than guessed at: a
 package whose location leaves the repository (`../`, another host, an `xml:base`), or one
@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import createrepo_c as cr
 
 from pallet.plugin import Checksum, Invalid, RemoteFile, RemoteReader, RemoteUnit
+from pallet.plugins.rpm import advisory
 from pallet.plugins.rpm.package import TYPE, checked, fields_of
 
 REPOMD = "repodata/repomd.xml"
@@ -29,11 +30,33 @@ def read_remote(remote: RemoteReader) -> Iterator[RemoteUnit]:
     for kind in MAIN_METADATA:
         if kind not in records:
             raise Invalid(f"{remote.resolve(REPOMD)} names no {kind} metadata")
-        record = records[kind]
-        href = _metadata_href(remote, record)
-        paths[kind] = str(remote.fetch(href, checksum=Checksum(record.checksum_type or "",
-                                                                record.checksum or ""),
-                                       size=record.size or None, decompress=True))
+        paths[kind] = _fetch(remote, records[kind])
+    yield from _packages(remote, records, paths)
+    if "updateinfo" in records:
+        yield from _advisories(remote, records["updateinfo"])
+
+
+def _fetch(remote: RemoteReader, record: cr.RepomdRecord) -> str:
+    """A metadata file repomd.xml names, verified and decompressed: its local path."""
+    href = _metadata_href(remote, record)
+    return str(remote.fetch(href, checksum=Checksum(record.checksum_type or "",
+                                                    record.checksum or ""),
+                            size=record.size or None, decompress=True))
+
+
+def _advisories(remote: RemoteReader, record: cr.RepomdRecord) -> Iterator[RemoteUnit]:
+    path, where = _fetch(remote, record), remote.resolve(record.location_href or "")
+    info = cr.UpdateInfo()
+    try:
+        cr.xml_parse_updateinfo(path, info, _warning)
+    except (cr.CreaterepoCError, ValueError) as exc:
+        raise Invalid(f"{where} cannot be read: {exc}") from None
+    for update in info.updates:
+        unit = advisory.checked(advisory.fields_of(update), where)
+        yield RemoteUnit(type=advisory.TYPE, fields=unit.model_dump(mode="json"), files={})
+
+
+def _packages(remote: RemoteReader, records, paths) -> Iterator[RemoteUnit]:
     where = remote.resolve(records["primary"].location_href)
     base = remote.resolve("")
     try:
