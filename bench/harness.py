@@ -5,6 +5,7 @@ Imported by the scripts beside it (`python bench/<name>.py` puts this folder on 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -109,6 +110,24 @@ def ensure_commands(packages: dict[str, str]) -> None:
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env,
                    stdout=subprocess.DEVNULL)
+
+
+async def download_checked(session, url: str, path: Path, sha256: str) -> int:
+    """GET `url` with an aiohttp session into `path`, hashing it on the way; exits if its
+    sha256 is not `sha256`. Returns the bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    async with session.get(url) as response:
+        response.raise_for_status()
+        with open(path, "wb") as out:
+            async for block in response.content.iter_chunked(1 << 20):
+                digest.update(block)
+                out.write(block)
+                size += len(block)
+    if digest.hexdigest() != sha256:
+        raise SystemExit(f"{url}: digest mismatch")
+    return size
 
 
 def nginx_binary() -> str:

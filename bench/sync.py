@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import (DEFAULT_POSTGRES_URL, database, database_kinds, ensure_commands,
-                     memory_mb, nginx, reset_peak, timed, workloads)
+from harness import (DEFAULT_POSTGRES_URL, database, database_kinds, download_checked,
+                     ensure_commands, memory_mb, nginx, reset_peak, timed, workloads)
 
 MiB = 1 << 20
 TARGETS = {"small": 3.0, "large": 1.5}  # at most this many times the baseline's time
@@ -71,18 +71,8 @@ async def plain_download(manifest_url: str, target: Path, concurrency: int) -> i
             nonlocal total
             while not queue.empty():
                 relative, sha256, _ = queue.get_nowait()
-                path = target / relative
-                path.parent.mkdir(parents=True, exist_ok=True)
-                digest = hashlib.sha256()
-                async with session.get(f"{base}/{relative}") as response:
-                    response.raise_for_status()
-                    with open(path, "wb") as out:
-                        async for block in response.content.iter_chunked(MiB):
-                            digest.update(block)
-                            out.write(block)
-                            total += len(block)
-                if digest.hexdigest() != sha256:
-                    raise SystemExit(f"{relative}: digest mismatch")
+                total += await download_checked(session, f"{base}/{relative}",
+                                                target / relative, sha256)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return total
