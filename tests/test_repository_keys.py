@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from pallet.content.models import Content
 from pallet.content.service import create_content
 from pallet.db import Database
 from pallet.db.migrate import upgrade
@@ -212,3 +213,16 @@ def _old_unit(session, plugins, storage, path: str, data: bytes) -> int:
 def _digest(session, content_id: int) -> str:
     from pallet.content.models import Content
     return session.get(Content, content_id).digest
+
+
+def test_keys_read_from_the_database_equal_keys_of_whole_units(runtime):
+    """repository_keys reads only the key's fields out of the units' JSON; the digests must be
+    those of the whole units' fields (which rows from before keys were enforced get)."""
+    from pallet.repositories.versions import _key_of, repository_keys
+    ids = [file_unit(runtime, 'a,b "q".txt', b"x"), file_unit(runtime, "ü/z{}.txt", b"y")]
+    with runtime.db.read() as session:
+        read = repository_keys(session, runtime.plugins, ids)
+        whole = {unit: _key_of(runtime.plugins, type_, digest, data) for unit, type_, digest, data
+                 in session.execute(select(Content.id, Content.type, Content.digest,
+                                           Content.data))}
+    assert read == whole and len(set(read.values())) == 2

@@ -197,13 +197,27 @@ def _settle_keys(session: Session, plugins: Registry, repository: Repository,
 
 
 def repository_keys(session: Session, plugins: Registry, ids: Iterable[int]) -> dict[int, str]:
-    """{id: repository key digest} of the units `ids`, as their types define the key."""
+    """{id: repository key digest} of the units `ids`, as their types define the key.
+
+    Only the key's fields are read out of each unit's JSON (by the database): decoding whole
+    units took a quarter of a 50,000-package sync, and on PostgreSQL the fetched rows held
+    over a gigabyte."""
     keys: dict[int, str] = {}
     for batch in id_batches(session, sorted(ids)):
-        for unit, type_, digest, data in session.execute(
-                select(Content.id, Content.type, Content.digest, Content.data)
+        by_type: dict[str, list[int]] = {}
+        for unit, type_, digest in session.execute(
+                select(Content.id, Content.type, Content.digest)
                 .where(among(session, Content.id, batch))):
-            keys[unit] = _key_of(plugins, type_, digest, data)
+            if plugins.content_type(type_).repository_key:
+                by_type.setdefault(type_, []).append(unit)
+            else:  # keyed by its natural key: its identity is its key digest
+                keys[unit] = digest
+        for type_, units in by_type.items():
+            fields = plugins.content_type(type_).repository_key_fields
+            for unit, *values in session.execute(
+                    select(Content.id, *(Content.data[name] for name in fields))
+                    .where(among(session, Content.id, units))):
+                keys[unit] = repository_key_digest(type_, dict(zip(fields, values)), fields)
     return keys
 
 
