@@ -111,6 +111,30 @@ def test_on_demand_stores_no_package_and_a_resync_changes_nothing(client, worker
     assert artifact_count(runtime) == stored
 
 
+def test_a_resync_reading_the_same_repomd_stops_at_once(client, workers, file_server,
+                                                        tmp_path, rpms):
+    root = yum_repository(tmp_path / "up", rpms["a"], rpms["b"])
+    server = file_server(root)
+    assert sync(client, server.url, policy="on_demand")["result"]["version"] == 1
+    server.requests.clear()
+    again = sync(client, server.url)
+    assert again["result"]["unchanged"] is True and again["result"]["version"] is None
+    assert [r.path for r in server.requests] == ["/repodata/repomd.xml"]  # nothing else read
+
+    # A version made since (here: the package b removed) means the sync must look again.
+    b_id = packages_of(client)["b-1.0.noarch"]["id"]
+    task = client.post(f"{API}/repositories/el/modify", json={"remove_content": [b_id]})
+    assert wait_for_task(client, task.json()["href"])["state"] == "completed"
+    looked = sync(client, server.url)
+    assert "unchanged" not in looked["result"] and looked["result"]["version"] == 3
+    assert set(packages_of(client)) == {"a-1.0.noarch", "b-1.0.noarch"}
+
+    # The immediate policy always looks: its syncs also bring back bytes the store lost.
+    assert client.patch(f"{API}/remotes/el", json={"policy": "immediate"}).status_code == 200
+    assert "unchanged" not in sync(client, server.url)["result"]
+    assert "unchanged" not in sync(client, server.url)["result"]
+
+
 def test_a_newer_build_adds_a_version_and_a_rebuild_replaces_its_nevra(client, workers,
                                                                        file_server, tmp_path,
                                                                        rpms):

@@ -88,7 +88,12 @@ class RemoteReader(Protocol):
       verified against `checksum` and `size` when given; with `decompress`, the file is
       decompressed by its name's suffix (`.gz`, `.bz2`, `.xz`, `.zst`, else as is). Both
       the fetched and the decompressed file are at most the `max_index_size` setting.
-      Failures raise `Invalid` or a download error naming the URL.
+      Failures raise `Invalid` or a download error naming the URL. With `fingerprint`, the
+      file vouches for everything the remote holds (a repomd.xml names every other file by
+      its checksum): if it is byte for byte the one the repository's last sync from this
+      remote read, onto the version that sync left, with the same policy and mode, the sync
+      ends there with no new version (not with the `immediate` policy, whose syncs also
+      bring back bytes missing from the store).
     """
 
     url: str
@@ -96,7 +101,7 @@ class RemoteReader(Protocol):
     def resolve(self, href: str) -> str: ...
 
     def fetch(self, href: str, *, checksum: Checksum | None = None, size: int | None = None,
-              decompress: bool = False) -> Path: ...
+              decompress: bool = False, fingerprint: bool = False) -> Path: ...
 
 
 @dataclass(frozen=True)

@@ -60,3 +60,21 @@ class RemoteArtifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int | None] = mapped_column(BigInteger)
     failed_at: Mapped[datetime | None] = mapped_column()
+
+
+class SyncFingerprint(Base):
+    """What a repository's last sync from a remote read first, when that file vouches for
+    everything the remote holds (a repomd.xml names every other file by checksum): the next
+    sync that reads the same bytes, with the same policy and mode, onto the version this one
+    left, has nothing to do."""
+
+    __tablename__ = "sync_fingerprint"
+
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repository.id", ondelete="CASCADE"), primary_key=True)
+    remote_id: Mapped[int] = mapped_column(ForeignKey("remote.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column()  # the repository's newest version after that sync
+    policy: Mapped[str] = mapped_column(String(16))
+    mirror: Mapped[bool] = mapped_column()

@@ -40,14 +40,22 @@ _OPENERS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
 }
 
 
+class Unchanged(Exception):
+    """The fingerprint file is the one the last sync read: nothing to do."""
+
+
 class RemoteFiles:
-    """A `RemoteReader` over one sync's downloader and event loop."""
+    """A `RemoteReader` over one sync's downloader and event loop. `unchanged(sha256)` says
+    whether a fingerprint file with that digest means the sync has nothing to do."""
 
     def __init__(self, url: str, downloader: Downloader, loop: asyncio.AbstractEventLoop,
                  *, schemes: tuple[str, ...], limit: int, tmp_dir: str | None,
-                 progress: Callable[[int, int | None], None]) -> None:
+                 progress: Callable[[int, int | None], None],
+                 unchanged: Callable[[str], bool] = lambda sha256: False) -> None:
         self.url = url
         self.last_url = url  # the file being read, for error messages
+        self.fingerprint: str | None = None  # sha256 of the fingerprint file read
+        self._unchanged = unchanged
         self._downloader, self._loop = downloader, loop
         self._schemes, self._limit, self._tmp_dir = schemes, limit, tmp_dir
         self._progress = progress
@@ -58,7 +66,7 @@ class RemoteFiles:
         return urljoin(base, href)
 
     def fetch(self, href: str, *, checksum: Checksum | None = None, size: int | None = None,
-              decompress: bool = False) -> Path:
+              decompress: bool = False, fingerprint: bool = False) -> Path:
         url = self.resolve(href)
         if urlsplit(url).scheme.lower() not in self._schemes:
             raise Invalid(f"{url[:200]!r} is not allowed from this remote (use "
@@ -69,6 +77,10 @@ class RemoteFiles:
             self._downloader.fetch_index(url, self._progress), self._loop).result()
         self._paths.append(path)
         _verify(url, path, algorithm, checksum, size)
+        if fingerprint:
+            self.fingerprint = _sha256(path)
+            if self._unchanged(self.fingerprint):
+                raise Unchanged()
         opener = _OPENERS.get(os.path.splitext(urlsplit(url).path)[1].lower())
         if not decompress or opener is None:
             return path
@@ -94,6 +106,14 @@ class RemoteFiles:
         except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as exc:
             raise Invalid(f"{url} cannot be decompressed: {exc}", details={"url": url}) from None
         return Path(name)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _algorithm(url: str, checksum: Checksum) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,10 +42,10 @@ from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType
 from pallet.plugins import Registry
 from pallet.publications.service import autopublish
 from pallet.remotes.downloader import Downloader, DownloadError, RemoteConfig, temporary_dir
-from pallet.remotes.models import IMMEDIATE, Remote, RemoteArtifact
-from pallet.remotes.reader import RemoteFiles
+from pallet.remotes.models import IMMEDIATE, Remote, RemoteArtifact, SyncFingerprint
+from pallet.remotes.reader import RemoteFiles, Unchanged
 from pallet.remotes.service import check_url, get_remote
-from pallet.repositories.models import Repository
+from pallet.repositories.models import Repository, RepositoryVersion
 from pallet.repositories.tasks import version_result
 from pallet.repositories.versions import create_version
 from pallet.runtime import Runtime
@@ -95,9 +95,14 @@ def sync_repository(runtime: Runtime, task, *, repository_id: int, remote_id: in
         repository = _row(session, Repository, repository_id, "repository")
         remote = _row(session, Remote, remote_id, "remote")
         repository_type = check_sync(runtime.plugins, runtime.settings, repository, remote)
-        sync = _Sync(runtime, task, remote, repository_type)
         mirror = remote.mirror if mirror is None else mirror
-    asyncio.run(sync.fetch())
+        sync = _Sync(runtime, task, remote, repository_type,
+                     unchanged=_unchanged_check(session, repository, remote, mirror))
+    try:
+        asyncio.run(sync.fetch())
+    except Unchanged:  # the remote's fingerprint file is the one the last sync read
+        task.result = {"version": None, "unchanged": True, "mirror": mirror, **sync.counts()}
+        return
     with runtime.db.write() as session:
         repository = _row(session, Repository, repository_id, "repository")
         task.progress("creating version", 0, 1)
@@ -108,7 +113,36 @@ def sync_repository(runtime: Runtime, task, *, repository_id: int, remote_id: in
         task.progress("creating version", 1, 1)
         task.check_canceled()  # the last chance to stop before the version becomes visible
         result = version_result(task, repository, version, publication)
+        _remember_fingerprint(session, repository, remote_id, sync, mirror)
     task.result = {**result, "mirror": mirror, **sync.counts()}
+
+
+def _unchanged_check(session: Session, repository: Repository, remote: Remote, mirror: bool):
+    """Whether a fingerprint file with a given sha256 leaves this sync nothing to do: the
+    last sync from this remote read the same, with the same policy and mode, and made the
+    newest version. Never with the immediate policy: its syncs also refetch lost bytes."""
+    last = session.get(SyncFingerprint, (repository.id, remote.id))
+    newest = session.scalar(select(func.max(RepositoryVersion.number))
+                            .where(RepositoryVersion.repository_id == repository.id))
+    if last is None or remote.policy == IMMEDIATE or (last.version, last.policy, last.mirror) \
+            != (newest, remote.policy, mirror):
+        return lambda sha256: False
+    read_last = last.sha256
+    return lambda sha256: sha256 == read_last
+
+
+def _remember_fingerprint(session: Session, repository: Repository, remote_id: int, sync,
+                          mirror: bool) -> None:
+    """What this sync read first, for the next one (or nothing, if its type reads none)."""
+    session.execute(delete(SyncFingerprint).where(SyncFingerprint.repository_id == repository.id,
+                                                  SyncFingerprint.remote_id == remote_id))
+    if sync.fingerprint is None:
+        return
+    newest = session.scalar(select(func.max(RepositoryVersion.number))
+                            .where(RepositoryVersion.repository_id == repository.id))
+    session.add(SyncFingerprint(repository_id=repository.id, remote_id=remote_id,
+                                sha256=sync.fingerprint, version=newest,
+                                policy=sync.policy, mirror=mirror))
 
 
 def _row(session: Session, model, row_id: int, what: str):
@@ -138,9 +172,11 @@ class _Batch:
 
 class _Sync:
     def __init__(self, runtime: Runtime, task, remote: Remote,
-                 repository_type: RepositoryType) -> None:
+                 repository_type: RepositoryType, *, unchanged) -> None:
         self.runtime, self.task, self.repository_type = runtime, task, repository_type
         self.remote_id, self.immediate = remote.id, remote.policy == IMMEDIATE
+        self.policy, self._unchanged = remote.policy, unchanged
+        self.fingerprint: str | None = None
         self.config = RemoteConfig.from_remote(remote)
         remote_scheme = urlsplit(remote.url).scheme.lower()
         self.url_schemes = ("file",) if remote_scheme == "file" else ("http", "https")
@@ -166,11 +202,13 @@ class _Sync:
                 schemes=self.url_schemes, limit=settings.max_index_size,
                 tmp_dir=temporary_dir(storage),
                 progress=lambda done, total: self.task.progress("downloading index", done,
-                                                                total))
+                                                                total),
+                unchanged=self._unchanged)
             try:
                 units = self._read(self.repository_type.read_remote(remote), remote)
                 await self._run(downloader, units)
             finally:
+                self.fingerprint = remote.fingerprint
                 remote.close()
         if self.failures:
             raise self._failure()

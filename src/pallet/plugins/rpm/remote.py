@@ -25,7 +25,7 @@ MAIN_METADATA = ("primary", "filelists", "other")
 
 
 def read_remote(remote: RemoteReader) -> Iterator[RemoteUnit]:
-    records = _records(remote, remote.fetch(REPOMD))
+    records = _records(remote, remote.fetch(REPOMD, fingerprint=True))
     paths = {}
     for kind in MAIN_METADATA:
         if kind not in records:
