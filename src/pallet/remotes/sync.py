@@ -38,7 +38,7 @@ from pallet.content.models import ContentArtifact
 from pallet.content.service import validate_unit
 from pallet.db.bulk import among, id_batches, insert_values
 from pallet.errors import Canceled, Invalid, NotFound, PalletError
-from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType
+from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType, UnitModel
 from pallet.plugins import Registry
 from pallet.publications.service import autopublish
 from pallet.remotes.downloader import Downloader, DownloadError, RemoteConfig, temporary_dir
@@ -350,7 +350,11 @@ class _Sync:
         if remote_unit.type not in self.repository_type.content_types:
             raise Invalid(f"it lists a unit of type {remote_unit.type!r}, which a "
                           f"{self.repository_type.name} repository cannot hold")
-        content_type, unit = validate_unit(plugins, remote_unit.type, remote_unit.fields)
+        content_type = plugins.content_type(remote_unit.type)
+        unit = remote_unit.fields
+        if not isinstance(unit, content_type.model):  # a dict, or another type's model
+            content_type, unit = validate_unit(plugins, remote_unit.type,
+                                               _as_dict(remote_unit.fields))
         key = {name: getattr(unit, name) for name in content_type.key_fields}
         expected = {path: sha.lower() for path, sha in content_type.artifacts(unit).items()}
         announced = {path: file.sha256.lower() for path, file in remote_unit.files.items()}
@@ -466,6 +470,10 @@ class _Sync:
             session.execute(table.update().where(table.c.id == bindparam("ra_id"))
                             .values(url=bindparam("url"), size=bindparam("size"),
                                     failed_at=None), moved)
+
+
+def _as_dict(fields) -> dict[str, Any]:
+    return fields.model_dump() if isinstance(fields, UnitModel) else fields
 
 
 def _first(errors: BaseExceptionGroup) -> BaseException:

@@ -53,7 +53,7 @@ def _advisories(remote: RemoteReader, record: cr.RepomdRecord) -> Iterator[Remot
         raise Invalid(f"{where} cannot be read: {exc}") from None
     for update in info.updates:
         unit = advisory.checked(advisory.fields_of(update), where)
-        yield RemoteUnit(type=advisory.TYPE, fields=unit.model_dump(mode="json"), files={})
+        yield RemoteUnit(type=advisory.TYPE, fields=unit, files={})
 
 
 def _packages(remote: RemoteReader, records, paths) -> Iterator[RemoteUnit]:
@@ -103,7 +103,7 @@ def _unit(remote: RemoteReader, base: str, package: cr.Package, where: str) -> R
                       f"{package.checksum_type} only; Pallet mirrors packages announced by "
                       "sha256 (createrepo_c's default)")
     unit = checked(fields_of(package), where)
-    return RemoteUnit(type=TYPE, fields=unit.model_dump(mode="json"),
+    return RemoteUnit(type=TYPE, fields=unit,
                       files={unit.location: RemoteFile(url, unit.pkgid,
                                                        package.size_package or None)})
 
