@@ -176,15 +176,8 @@ def upload_file(ctx: typer.Context,
     if not artifact_only:
         commit["relative_path"] = relative_path or file.name
         check_relative_path(commit["relative_path"])
-    api = connect()
-    if repository:
-        api.get(path("repositories", repository))  # fail before sending any byte
-        commit["repository"] = repository
-    task = upload_and_commit(api, file, commit, chunk_size=chunk_size, parallel=parallel,
-                             resume=resume,
-                             command=[ctx.info_name,
-                                      *given_options(ctx, leave_out=("file", "resume"))])
-    report_upload(api, file, task, repository, as_json)
+    upload_into(ctx, file, commit, repository, chunk_size=chunk_size, parallel=parallel,
+                resume=resume, as_json=as_json)
 
 
 @app.command("rpm")
@@ -200,21 +193,23 @@ def upload_rpm(ctx: typer.Context,
     from the package header (an artifact, an rpm.package unit, and optionally a new
     repository version, made by one server task). Ctrl-C while it waits stops only the
     waiting."""
+    upload_into(ctx, file, {"type": "rpm.package"}, repository, chunk_size=chunk_size,
+                parallel=parallel, resume=resume, as_json=as_json)
+
+
+def upload_into(ctx: typer.Context, file: Path, commit: dict[str, Any],
+                repository: str | None, *, chunk_size: int, parallel: int,
+                resume: int | None, as_json: bool) -> None:
+    """Upload `file` and commit it with `commit` (and into `repository`, checked before any
+    byte is sent); then say what the commit made: its artifact, unit and version."""
     api = connect()
-    commit: dict[str, Any] = {"type": "rpm.package"}
     if repository:
         api.get(path("repositories", repository))  # fail before sending any byte
-        commit["repository"] = repository
+        commit = {**commit, "repository": repository}
     task = upload_and_commit(api, file, commit, chunk_size=chunk_size, parallel=parallel,
                              resume=resume,
                              command=[ctx.info_name,
                                       *given_options(ctx, leave_out=("file", "resume"))])
-    report_upload(api, file, task, repository, as_json)
-
-
-def report_upload(api: Client, file: Path, task: dict, repository: str | None,
-                  as_json: bool) -> None:
-    """What a committed upload made: its artifact, unit and version."""
     result = task["result"]
     artifact = {key: result[key] for key in ("artifact", "sha256", "size")}
     unit = api.get(path("content", result["content"])) if "content" in result else None

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,9 +45,9 @@ from pallet.remotes.downloader import Downloader, DownloadError, RemoteConfig, t
 from pallet.remotes.models import IMMEDIATE, Remote, RemoteArtifact, SyncFingerprint
 from pallet.remotes.reader import RemoteFiles, Unchanged
 from pallet.remotes.service import check_url, get_remote
-from pallet.repositories.models import Repository, RepositoryVersion
+from pallet.repositories.models import Repository
 from pallet.repositories.tasks import version_result
-from pallet.repositories.versions import create_version
+from pallet.repositories.versions import create_version, latest_version
 from pallet.runtime import Runtime
 from pallet.settings import Settings
 
@@ -122,8 +122,7 @@ def _unchanged_check(session: Session, repository: Repository, remote: Remote, m
     last sync from this remote read the same, with the same policy and mode, and made the
     newest version. Never with the immediate policy: its syncs also refetch lost bytes."""
     last = session.get(SyncFingerprint, (repository.id, remote.id))
-    newest = session.scalar(select(func.max(RepositoryVersion.number))
-                            .where(RepositoryVersion.repository_id == repository.id))
+    newest = latest_version(session, repository).number
     if last is None or remote.policy == IMMEDIATE or (last.version, last.policy, last.mirror) \
             != (newest, remote.policy, mirror):
         return lambda sha256: False
@@ -138,10 +137,9 @@ def _remember_fingerprint(session: Session, repository: Repository, remote_id: i
                                                   SyncFingerprint.remote_id == remote_id))
     if sync.fingerprint is None:
         return
-    newest = session.scalar(select(func.max(RepositoryVersion.number))
-                            .where(RepositoryVersion.repository_id == repository.id))
     session.add(SyncFingerprint(repository_id=repository.id, remote_id=remote_id,
-                                sha256=sync.fingerprint, version=newest,
+                                sha256=sync.fingerprint,
+                                version=latest_version(session, repository).number,
                                 policy=sync.policy, mirror=mirror))
 
 

@@ -13,7 +13,8 @@ from typing import Any, Iterable
 
 import createrepo_c as cr
 
-from pallet.plugin import Invalid, UnitModel
+from pallet.plugin import UnitModel
+from pallet.plugins.rpm.package import validated
 
 TYPE = "rpm.advisory"
 DATE = "%Y-%m-%d %H:%M:%S"
@@ -77,13 +78,8 @@ def _date(value: dt.datetime | None) -> str | None:
 
 
 def checked(fields: dict[str, Any], where: str) -> Advisory:
-    try:
-        return Advisory.model_validate(fields)
-    except ValueError as exc:
-        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-        field = ".".join(str(p) for p in first["loc"])
-        raise Invalid(f"advisory {str(fields.get('id'))[:100]!r} in {where}: {field}: "
-                      f"{first['msg']}", details={"field": field}) from None
+    """The advisory of `fields`, or Invalid saying which advisory in `where` is wrong."""
+    return validated(Advisory, fields, f"advisory {str(fields.get('id'))[:100]!r} in {where}")
 
 
 def updateinfo(advisories: Iterable[dict[str, Any]]) -> str:

@@ -165,11 +165,15 @@ def from_file(path: Path, sha256: str) -> dict[str, Any]:
 
 def checked(fields: dict[str, Any], where: str) -> Package:
     """The package of `fields`, or Invalid saying which package in `where` is wrong."""
+    name = f"{fields.get('name')}-{fields.get('version')}-{fields.get('release')}"
+    return validated(Package, fields, f"package {name[:200]!r} in {where}")
+
+
+def validated(model: type[UnitModel], fields: dict[str, Any], what: str):
+    """`fields` as `model`, or Invalid naming the unit (`what`) and its first wrong field."""
     try:
-        return Package.model_validate(fields)
+        return model.model_validate(fields)
     except ValueError as exc:
-        name = f"{fields.get('name')}-{fields.get('version')}-{fields.get('release')}"
         first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
         field = ".".join(str(p) for p in first["loc"])
-        raise Invalid(f"package {name[:200]!r} in {where}: {field}: {first['msg']}",
-                      details={"field": field}) from None
+        raise Invalid(f"{what}: {field}: {first['msg']}", details={"field": field}) from None

@@ -42,12 +42,12 @@ def publish(units: PublishedUnits, options: RpmPublishOptions, output: MetadataO
         now = int(time.time())
         repomd = cr.Repomd()
         for kind, path in written.items():
-            for record in _records(kind, path, options):
-                record.set_timestamp(now)
-                repomd.set_record(record)
-                with open(record.location_real, "rb") as source, \
-                        output.open(record.location_href) as target:
-                    shutil.copyfileobj(source, target, 1 << 20)
+            record = _record(kind, path, options)
+            record.set_timestamp(now)
+            repomd.set_record(record)
+            with open(record.location_real, "rb") as source, \
+                    output.open(record.location_href) as target:
+                shutil.copyfileobj(source, target, 1 << 20)
         repomd.set_revision(str(now))
         with output.open("repodata/repomd.xml") as target:
             target.write(repomd.xml_dump().encode())
@@ -93,9 +93,9 @@ def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOpti
     return written
 
 
-def _records(kind: str, path: Path, options: RpmPublishOptions) -> list[cr.RepomdRecord]:
-    """The repomd records of one written file, renamed to `<sha256>-<name>` as createrepo_c
-    names them (a sqlite database is compressed first)."""
+def _record(kind: str, path: Path, options: RpmPublishOptions) -> cr.RepomdRecord:
+    """The repomd record of one written file, renamed to `<sha256>-<name>` as createrepo_c
+    names them (a sqlite database or updateinfo is compressed first)."""
     record = cr.RepomdRecord(kind, str(path))
     if kind.endswith("_db") or kind == "updateinfo":
         record = record.compress_and_fill(cr.SHA256, COMPRESSION[options.compression])
@@ -103,4 +103,4 @@ def _records(kind: str, path: Path, options: RpmPublishOptions) -> list[cr.Repom
     else:
         record.fill(cr.SHA256)
     record.rename_file()
-    return [record]
+    return record
