@@ -157,7 +157,8 @@ def from_file(path: Path, sha256: str) -> dict[str, Any]:
     try:
         package = cr.package_from_rpm(str(path), checksum_type=cr.SHA256)
     except (OSError, cr.CreaterepoCError) as exc:
-        raise Invalid(f"the file is not an RPM package whose header can be read ({exc})",
+        reason = str(exc).replace(f"Cannot load {path}: ", "")  # not the server's paths
+        raise Invalid(f"the file is not an RPM package whose header can be read ({reason})",
                       details={"sha256": sha256}) from None
     package.pkgId = sha256  # what the store verified, the same digest createrepo_c computes
     return checked(fields_of(package), "the uploaded file").model_dump(mode="json")
