@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, Protocol
+from typing import Any, BinaryIO, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,6 +33,20 @@ class UnitModel(BaseModel):
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A unit that another unit names (an advisory its packages, a group its package names).
+
+    `fields` are either the whole repository key of `type` (a package's name, epoch, version,
+    release and arch: one definite unit of a version), or, with `exact=False`, the leading
+    fields of one of its `indexes` (a package name: any unit of that name). Exact references
+    are checked when a version is made; both kinds are followed by copy."""
+
+    type: str
+    fields: Mapping[str, str]
+    exact: bool = True
+
+
+@dataclass(frozen=True)
 class ContentType:
     """A kind of content unit.
 
@@ -46,6 +60,9 @@ class ContentType:
     - `from_file(path, sha256)`: the fields of the unit an uploaded file is, read from the
       file itself (an RPM's header), or Invalid saying why it is not one (None: units of
       this type are described by their uploader, as `file` units are).
+    - `references(unit)`: the units `unit` names (see `Reference`); stored with the unit.
+    - `indexes`: field lists the database indexes for this type (string fields), so that a
+      look-up by them, or by their leading fields, is an index search among millions.
     """
 
     name: str
@@ -54,6 +71,8 @@ class ContentType:
     artifacts: Callable[[UnitModel], dict[str, str]]
     repository_key: tuple[str, ...] = ()
     from_file: Callable[[Path, str], dict[str, Any]] | None = None
+    references: Callable[[UnitModel], Iterable[Reference]] | None = None
+    indexes: tuple[tuple[str, ...], ...] = ()
 
     @property
     def repository_key_fields(self) -> tuple[str, ...]:
@@ -189,5 +208,6 @@ class Plugin:
 
 __all__ = ["API_VERSION", "ENTRY_POINT_GROUP", "Checksum", "ContentType", "Invalid",
            "MetadataOutput", "Plugin", "Publish", "PublishOptions", "PublishedFile",
-           "PublishedUnit", "PublishedUnits", "ReadRemote", "RemoteFile", "RemoteReader",
-           "RemoteUnit", "RepositoryType", "UnitModel", "validate_relative_path"]
+           "PublishedUnit", "PublishedUnits", "ReadRemote", "Reference", "RemoteFile",
+           "RemoteReader", "RemoteUnit", "RepositoryType", "UnitModel",
+           "validate_relative_path"]
