@@ -101,12 +101,14 @@ class _Repo:
         self.wanted_solvables: list[solv.XSolvable] = []
         self.wanted_ids: set[int] = set()
         self._arches: Counter[str] = Counter()  # of the wanted packages
+        self._all_arches: Counter[str] = Counter()
         directories: dict[str, int] = {}  # libsolv's str2dir is a third of the load time
         for content_id, fields in packages:
             solvable = _add(pool, self.repo, data, directories, fields)
             self.first = self.first or solvable.id
             assert solvable.id == self.first + len(self.ids)
             self.ids.append(content_id)
+            self._all_arches[fields["arch"]] += 1
             if content_id in wanted and content_id not in self.wanted_ids:
                 self.wanted_ids.add(content_id)
                 if fields["arch"] not in _NOT_INSTALLABLE:
@@ -118,12 +120,16 @@ class _Repo:
         return self.ids[solvable.id - self.first]
 
     def arches(self, arch: str | None) -> list[str]:
-        """The arches to solve for, in turn: `arch`, or the wanted packages' own ones (the
-        commonest first; noarch alone when nothing else is wanted)."""
+        """The arches to solve for, in turn: `arch`, or the wanted packages' own ones, the
+        commonest first (when only noarch ones are wanted, the source's commonest arch)."""
         if arch is not None:
             return [arch]
-        ordered = sorted(self._arches.items(), key=lambda item: (-item[1], item[0]))
-        return [a for a, _ in ordered if a != "noarch"] or ["noarch"]
+        for counts in (self._arches, self._all_arches):
+            ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            machines = [a for a, _ in ordered if a not in _NOT_INSTALLABLE | {"noarch"}]
+            if machines:
+                return machines if counts is self._arches else machines[:1]
+        return ["noarch"]
 
 
 def _add(pool: solv.Pool, repo: solv.Repo, data: solv.XRepodata, directories: dict[str, int],
