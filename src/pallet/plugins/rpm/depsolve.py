@@ -27,8 +27,8 @@ How the solver sees the repositories:
 - A requirement nothing provides is reported, then taken from the package that has it (in
   this pool only) and the round solved again: the package still brings the rest of its
   dependencies, so the copy is as complete as the source allows.
-- Only hard requirements (Requires) are followed, as Katello and Pulp do; Recommends and
-  Supplements are not read.
+- Only hard requirements (Requires) are followed; Recommends and Supplements are not read
+  (dnf installs them by default; a copy of what packages need does not).
 """
 
 from __future__ import annotations
