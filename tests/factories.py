@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 
 from pallet.artifacts.service import record_artifact
+from pallet.content.bulk import NewUnit
+from pallet.content.identity import identity_digest
 from pallet.content.service import create_content
+from pallet.plugins.rpm import advisory, package
 
 
 def store_bytes(runtime, data: bytes) -> str:
@@ -44,3 +47,25 @@ def file_unit(runtime, path: str, data: bytes) -> int:
                                     fields={"relative_path": path, "sha256": sha256})
         session.flush()
         return content.id
+
+
+def rpm_package(name, version="1.0", release="1", arch="x86_64", build="", **fields):
+    """A package unit to record (its file not stored: as on-demand syncs leave them)."""
+    pkgid = hashlib.sha256(f"{name}-{version}-{release}.{arch}{build}".encode()).hexdigest()
+    fields = package.Package(name=name, version=version, release=release, arch=arch,
+                             pkgid=pkgid, **fields).model_dump(mode="json")
+    return _new_unit(package.TYPE, package.KEY, fields,
+                     ((package.location(name, version, release, arch), pkgid, 10),))
+
+
+def rpm_advisory(id_, *names):
+    """An advisory naming version 1.0-1.x86_64 of the packages `names`."""
+    packages = [{"name": n, "epoch": "0", "version": "1.0", "release": "1", "arch": "x86_64"}
+                for n in names]
+    fields = advisory.Advisory(id=id_, collections=[{"name": "c", "packages": packages}]
+                               ).model_dump(mode="json")
+    return _new_unit(advisory.TYPE, advisory.FIELDS, fields, ())
+
+
+def _new_unit(type_, key, fields, files):
+    return NewUnit(type_, identity_digest(type_, {k: fields[k] for k in key}), fields, files)

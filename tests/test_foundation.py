@@ -1,5 +1,7 @@
 """Pins of the foundation: the plugin surface, the schema, identities and settings."""
 
+import pytest
+
 import pallet.plugin
 from pallet.content.identity import identity_digest
 from pallet.db import Database
@@ -9,7 +11,8 @@ from pallet.plugins.file import plugin as file_plugin
 
 def test_the_plugin_surface_is_pinned():
     assert sorted(pallet.plugin.__all__) == [
-        "API_VERSION", "Checksum", "ContentType", "ENTRY_POINT_GROUP", "Invalid",
+        "API_VERSION", "COMMANDS_ENTRY_POINT_GROUP", "Checksum", "Closure", "ContentType", "Dependencies",
+        "ENTRY_POINT_GROUP", "Invalid",
         "MetadataOutput", "Plugin", "Publish", "PublishOptions", "PublishedFile",
         "PublishedUnit", "PublishedUnits", "ReadRemote", "Reference", "RemoteFile", "RemoteReader",
         "RemoteUnit", "RepositoryType", "UnitModel", "validate_relative_path"]
@@ -33,6 +36,7 @@ def test_identity_is_canonical_and_stable():
         "1a191ac771135fbbaa9deba31849eec891f9dcf26aa45b97ee545729fbbb6c14"
 
 
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
 def test_migrations_create_exactly_the_models(database_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -40,9 +44,16 @@ def test_migrations_create_exactly_the_models(database_url):
     from pallet.db.base import Base
     import pallet.db.models  # noqa: F401
 
+    from pallet.content.fields import INDEX_PREFIX
+
+    def modelled(obj, name, kind, reflected, compare_to):
+        # indexes on type fields are made from the plugins at upgrade (content/fields.py)
+        return not (kind == "index" and name and name.startswith(INDEX_PREFIX))
+
     db = Database(database_url)
     with db.engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        context = MigrationContext.configure(connection, opts={"include_object": modelled})
+        differences = compare_metadata(context, Base.metadata)
     db.dispose()
     assert differences == []
 

@@ -443,6 +443,25 @@ def test_dnf_installs_and_upgrades_from_a_mirror_and_from_its_copy_across_the_ai
     dnf.run(served, "--refresh", "install", "c")
     assert "c-0:3.1-1.noarch" in dnf.installed()
 
+    # A frozen set from the mirror (a content view): c and what it needs, solved by libsolv,
+    # and the advisory with the package it names; dnf installs c from it alone.
+    listed = cli(mirror, "rpm", "packages", "el", "--name", "a").stdout
+    assert "a-1.0-1.noarch" in listed and "a-2.0-1.noarch" in listed, listed
+    for path, body in (("/repositories", {"name": "frozen", "type": "rpm",
+                                          "autopublish": True}),
+                       ("/distributions", {"name": "frozen", "base_path": "frozen",
+                                           "repository": "frozen"})):
+        assert api.post(path, json=body).status_code == 201
+    copied = cli(mirror, "rpm", "copy", "frozen", "--from", "el", "--name", "c",
+                 "--dependencies").stdout
+    assert "2 dependencies" in copied and "created version 1" in copied, copied
+    cli(mirror, "rpm", "copy", "frozen", "--from", "el", "--advisory", "PALLET-2024-0001")
+    frozen = Dnf(tmp_path / "frozen-root")
+    frozen.install(f"{mirror.url}/pallet/content/frozen/", "c")
+    assert frozen.installed() == {"a-0:2.0-1.noarch", "b-0:1.0-1.noarch", "c-0:3.1-1.noarch"}
+    assert "PALLET-2024-0001" in frozen.run(f"{mirror.url}/pallet/content/frozen/",
+                                            "updateinfo", "list", "--all").stdout
+
     # Across the air gap: export (fetching what on-demand left upstream), import, serve.
     assert api.post("/exporters", json={"name": "out", "path": str(exports),
                                         "repositories": ["el"]}).status_code == 201

@@ -477,11 +477,12 @@ def test_rows_recorded_concurrently_are_skipped_not_a_failure(source):
     def second():
         with source.db.write() as session:
             artifacts = record_artifacts(session, {sha: 12})
-            seen["second"] = (artifacts[sha][0], record_units(session, [unit], artifacts))
+            seen["second"] = (artifacts[sha][0],
+                              record_units(session, source.plugins, [unit], artifacts))
 
     with source.db.write() as session:
         artifacts = record_artifacts(session, {sha: 12})
-        ids = record_units(session, [unit], artifacts)
+        ids = record_units(session, source.plugins, [unit], artifacts)
         other = threading.Thread(target=second)
         other.start()
         other.join(0.5)  # it waits for this transaction (PostgreSQL) or its lock (SQLite)

@@ -24,6 +24,7 @@ from pallet.paths import validate_relative_path
 
 API_VERSION = 2
 ENTRY_POINT_GROUP = "pallet.plugins.v2"
+COMMANDS_ENTRY_POINT_GROUP = "pallet.commands.v2"
 
 
 class UnitModel(BaseModel):
@@ -171,6 +172,20 @@ class PublishOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class Closure:
+    """What a repository type adds to a copy so that the copied units work where they go: the
+    ids of the further units to copy, and what cannot be satisfied, each in a sentence."""
+
+    add: frozenset[int]
+    unresolved: tuple[str, ...] = ()
+
+
+# dependencies(available, selected, present): the closure of the `selected` units (ids among
+# `available`, the source version's units as (id, type, fields), streamed) given `present`
+# (the destination's units, likewise): e.g. an RPM's dependencies, solved by libsolv.
+Dependencies = Callable[[Iterable[tuple[int, str, dict[str, Any]]], frozenset[int],
+                         Iterable[tuple[int, str, dict[str, Any]]]], Closure]
 # read_remote(remote): the units a remote holds, read through `remote` (as many files as the
 # type's format needs). Raises Invalid, naming the file and what is wrong, on bad metadata.
 ReadRemote = Callable[[RemoteReader], Iterator[RemoteUnit]]
@@ -186,6 +201,7 @@ class RepositoryType:
     - `publish_options` / `publish`: the publish options' model and the publisher (None:
       this type is served without publications, straight from versions).
     - `pass_through`: publications serve the units' files at their own relative paths.
+    - `dependencies`: what a copy with dependencies adds (None: the type has none).
     """
 
     name: str
@@ -195,19 +211,30 @@ class RepositoryType:
     publish_options: type[PublishOptions] = PublishOptions
     publish: Publish | None = None
     pass_through: bool = True
+    dependencies: Dependencies | None = None
 
 
 @dataclass(frozen=True)
 class Plugin:
+    """A plugin: its types, and the routes it adds for type-specific operations: `routes()`
+    gives a FastAPI `APIRouter` served at `/api/v1/<name>/…` (use `pallet.api.deps` for the
+    core's authentication), called once when the server starts.
+
+    Its CLI commands are a Typer app named by an entry point of the group
+    `COMMANDS_ENTRY_POINT_GROUP` under the plugin's name, run as `pallet <name> …`: a
+    separate entry point, so the CLI, a client of the API, starts without importing the
+    plugin's libraries."""
+
     name: str
     content_types: tuple[ContentType, ...] = ()
     repository_types: tuple[RepositoryType, ...] = ()
     api_version: ClassVar[int] = API_VERSION
     description: str = field(default="")
+    routes: Callable[[], Any] | None = None
 
 
-__all__ = ["API_VERSION", "ENTRY_POINT_GROUP", "Checksum", "ContentType", "Invalid",
-           "MetadataOutput", "Plugin", "Publish", "PublishOptions", "PublishedFile",
-           "PublishedUnit", "PublishedUnits", "ReadRemote", "Reference", "RemoteFile",
-           "RemoteReader", "RemoteUnit", "RepositoryType", "UnitModel",
+__all__ = ["API_VERSION", "COMMANDS_ENTRY_POINT_GROUP", "ENTRY_POINT_GROUP", "Checksum", "Closure", "ContentType",
+           "Dependencies", "Invalid", "MetadataOutput", "Plugin", "Publish", "PublishOptions",
+           "PublishedFile", "PublishedUnit", "PublishedUnits", "ReadRemote", "Reference",
+           "RemoteFile", "RemoteReader", "RemoteUnit", "RepositoryType", "UnitModel",
            "validate_relative_path"]

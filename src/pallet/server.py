@@ -72,7 +72,7 @@ def serve(settings: Settings, *, with_workers: bool = True, with_content: bool =
     held = lock_data_dir(settings)  # noqa: F841  released when this function returns
     runtime = Runtime.create(settings)
     if migrate:
-        upgrade(runtime.db)
+        upgrade(runtime.db, plugins=runtime.plugins)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # status checks would chatter
     announce_first_admin(runtime)
     pool = WorkerPool(runtime, settings.workers if with_workers else 0)

@@ -62,6 +62,9 @@ def create_app(runtime: Runtime) -> FastAPI:
                    orphans_router, transfer_router, replication_router, tasks_router,
                    auth_router):
         api.include_router(router)
+    for plugin in runtime.plugins.plugins.values():
+        if plugin.routes is not None:  # type-specific operations, under the plugin's name
+            api.include_router(plugin.routes(), prefix=f"/{plugin.name}", tags=[plugin.name])
     api.add_api_route("/status", status, methods=["GET"], response_model=StatusRead,
                       tags=["status"], summary="Status (no authentication needed)")
     app.include_router(api)

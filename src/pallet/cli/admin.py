@@ -105,7 +105,7 @@ def db_upgrade() -> None:
 
     runtime = runtime_for_admin()
     with database_errors():
-        upgrade(runtime.db)
+        upgrade(runtime.db, plugins=runtime.plugins)
         typer.echo(f"database at revision {current_revision(runtime.db)}")
 
 

@@ -8,6 +8,7 @@ from pallet.cli import (admin, content, distribution, orphan, publication, remot
                         replication, repository, status, task, token, transfer, upload, user,
                         version)
 from pallet.cli.client import ClientGroup, options
+from pallet.cli.plugins import add_plugin_commands
 
 # Plain help (rich_markup_mode=None): Typer's rich panels label every flag "<bool>", though
 # a flag takes no value. `--install-completion` / `--show-completion`: shell completion.
@@ -36,6 +37,7 @@ app.add_typer(replication.downstream_app, name="downstream")
 app.add_typer(task.app, name="task")
 app.add_typer(user.app, name="user")
 app.add_typer(token.app, name="token")
+add_plugin_commands(app)
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Iterable, TextIO
 import typer
 
 from pallet.cli.client import ClientError, Limit, Offset, connect, path
-from pallet.cli.output import JsonFlag, emit_json, fail, record, say, show_page, show_record
+from pallet.cli.output import (JsonFlag, emit_json, fail, note, plural, record, say,
+                               show_page, show_record)
 from pallet.cli.publication import parse_options
 from pallet.cli.task import (Describe, NoWait, group_tasks, queued, report,
                              wait_for_group)
@@ -194,6 +195,69 @@ def modify(name: Name, add: ContentIds = None, remove: ContentIds = None,
     api = connect()
     report(api, api.post(path("repositories", name, "modify"), body), no_wait=no_wait,
            as_json=as_json, describe=describe_modify(name))
+
+
+Match = Annotated[list[str] | None, typer.Option(
+    "--match", metavar="TYPE:FIELD=VALUE[,FIELD=VALUE]",
+    help="Units of the source with these field values, e.g. rpm.package:name=bash; "
+         "repeatable.")]
+
+
+def parse_match(given: str) -> dict[str, Any]:
+    """`rpm.package:name=bash,arch=x86_64` as a copy's match."""
+    type_, _, pairs = given.partition(":")
+    fields = dict(pair.partition("=")[::2] for pair in pairs.split(",") if pair)
+    if not type_ or not fields or not all(fields):
+        fail(f"--match {given!r}: write TYPE:FIELD=VALUE[,FIELD=VALUE], e.g. "
+             "rpm.package:name=bash", code=2)
+    return {"type": type_, "fields": fields}
+
+
+@app.command("copy")
+def copy(name: Annotated[str, typer.Argument(help="The repository to copy into.")],
+         source: Annotated[str, typer.Option("--from", help="The repository to copy from.")],
+         source_version: Annotated[int | None, typer.Option(
+             min=0, help="Its version (default: the newest).")] = None,
+         content: ContentIds = None, match: Match = None,
+         references: Annotated[bool, typer.Option(
+             " /--no-references", help="Leave out the units the copied ones name (an "
+                                       "advisory's packages).")] = True,
+         dependencies: Annotated[bool, typer.Option(
+             "--dependencies", help="Also copy what the type says they need (rpm: "
+                                    "dependencies solved by libsolv).")] = False,
+         no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
+    """Copy units of another repository into a new version of this one: by id or by field
+    values, with the units they reference, and optionally their dependencies."""
+    body = {"source": source, "source_version": source_version, "content": list(content or []),
+            "match": [parse_match(m) for m in match or []], "references": references,
+            "dependencies": dependencies}
+    start_copy(name, body, no_wait=no_wait, as_json=as_json)
+
+
+def start_copy(name: str, body: dict[str, Any], *, no_wait: bool, as_json: bool) -> None:
+    """Run a copy into `name` (the API's copy request `body`) and say what it did."""
+    api = connect()
+    report(api, api.post(path("repositories", name, "copy"), body), no_wait=no_wait,
+           as_json=as_json, describe=describe_copy(name))
+
+
+def describe_copy(name: str) -> Describe:
+    def describe(task: dict[str, Any]) -> None:
+        result = task["result"] or {}
+        brought = (f"{plural(result.get('chosen', 0), 'unit')} chosen, "
+                   f"{result.get('referenced', 0)} referenced, "
+                   f"{result.get('dependencies', 0)} dependencies")
+        if result.get("version") is None:
+            say(f"repository {name}: {brought}; all there already, no new version")
+        else:
+            say(f"repository {name}: {brought}; created version {result['version']}")
+        for sentence in result.get("unresolved", []):
+            note(f"unresolved: {sentence}")
+        broken = result.get("broken_references")
+        if broken:
+            note(f"{plural(broken['count'], 'reference')} not satisfied in the new version "
+                 "(`pallet version show` lists examples)")
+    return describe
 
 
 @app.command("repair")

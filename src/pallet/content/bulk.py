@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session
 
 from pallet.artifacts.models import Artifact
 from pallet.content.models import Content, ContentArtifact
+from pallet.content.references import record_references
 from pallet.db.base import utcnow
 from pallet.db.bulk import insert_values
+from pallet.plugins import Registry
 
 QUERY_CHUNK = 900  # values per IN (...) list: below SQLite's parameter limit
 TEXT_BATCH = 10_000  # values per among_text condition
@@ -113,11 +115,11 @@ def find_content(session: Session, digests: Iterable[str]) -> dict[str, int]:
     return ids
 
 
-def record_units(session: Session, units: Iterable[NewUnit],
+def record_units(session: Session, plugins: Registry, units: Iterable[NewUnit],
                  artifacts: dict[str, tuple[int, int]]) -> dict[str, int]:
     """digest -> content id for `units`: the new ones created with their files (linked to
-    `artifacts` where the bytes are there, else waiting for them), and stored bytes linked
-    to existing units that lacked them."""
+    `artifacts` where the bytes are there, else waiting for them) and their references, and
+    stored bytes linked to existing units that lacked them."""
     units = {unit.digest: unit for unit in units}
     ids = find_content(session, units)
     existing = list(ids.values())
@@ -127,6 +129,7 @@ def record_units(session: Session, units: Iterable[NewUnit],
         insert_values(session, Content.__table__, ("type", "digest", "data", "created_at"),
                       [(u.type, u.digest, u.data, now) for u in new], skip_existing=True)
         ids.update(find_content(session, [u.digest for u in new]))
+        record_references(session, plugins, ((ids[u.digest], u.type, u.data) for u in new))
     rows = []
     for unit in new:
         for path, sha256, size in unit.files:

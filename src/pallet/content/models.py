@@ -44,3 +44,22 @@ class ContentArtifact(Base):
         ForeignKey("artifact.id", ondelete="RESTRICT"), index=True)
 
     content: Mapped[Content] = relationship(back_populates="artifacts")
+
+
+class ContentReference(Base):
+    """A unit another unit names (see `pallet.plugin.Reference`), stored with the naming unit.
+
+    `key` is the repository key digest of the named unit for an exact reference (so a version
+    holding the named unit is one index look-up away); null for a reference by some fields
+    (a package name), which copy follows but versions do not check. `fields` are the names
+    as the type gave them, for reports and for following."""
+
+    __tablename__ = "content_reference"
+    __table_args__ = (Index("ix_content_reference_key", "key"), AUTOINCREMENT)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"),
+                                            index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str | None] = mapped_column(String(64))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from pallet.artifacts.models import Artifact
 from pallet.content.identity import identity_digest
 from pallet.content.models import Content, ContentArtifact
+from pallet.content.references import record_references
 from pallet.db.bulk import driver_rows
 from pallet.errors import Invalid, NotFound, validation_problems
 from pallet.plugin import PublishedFile, PublishedUnit
@@ -57,6 +58,8 @@ def create_content(session: Session, plugins: Registry, *, type: str,
     try:
         with session.begin_nested():
             session.add(content)
+            session.flush()
+            record_references(session, plugins, [(content.id, type, content.data)])
     except IntegrityError:  # the same unit created concurrently, or an artifact just deleted
         existing = session.scalar(select(Content).where(Content.digest == digest))
         if existing is None:
@@ -130,3 +133,11 @@ def _decoded(value: Any) -> Any:
     """A JSON column's value as the driver gives it: text from SQLite, already decoded
     by psycopg."""
     return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def iter_fields(session: Session, content_ids) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(id, type, fields) of the units whose ids a SELECT gives, streamed from the driver."""
+    members = content_ids.subquery()
+    for unit, type_, data in driver_rows(session, select(Content.id, Content.type, Content.data)
+                                         .join(members, members.c[0] == Content.id)):
+        yield unit, type_, _decoded(data)

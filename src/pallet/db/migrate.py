@@ -21,8 +21,15 @@ def alembic_config(db: Database) -> Config:
     return config
 
 
-def upgrade(db: Database, revision: str = "head") -> None:
+def upgrade(db: Database, revision: str = "head", plugins=None) -> None:
+    """Migrate the schema to `revision`; at the head, also make the indexes the installed
+    plugins' content types declare (`content/fields.py`)."""
     command.upgrade(alembic_config(db), revision)
+    if revision == "head":
+        from pallet.content.fields import ensure_field_indexes
+        from pallet.plugins import load_plugins
+
+        ensure_field_indexes(db, plugins if plugins is not None else load_plugins())
 
 
 def current_revision(db: Database) -> str | None:

@@ -431,7 +431,7 @@ class _Sync:
                         artifacts: dict[str, tuple[int, int]]) -> dict[str, int]:
         """digest -> content id for the batch's units, creating the new ones with their
         content artifacts, and linking stored bytes to existing units that lacked them."""
-        return record_units(session, (NewUnit(u.type, u.digest, u.data,
+        return record_units(session, self.runtime.plugins, (NewUnit(u.type, u.digest, u.data,
                                               tuple((path, f.sha256, f.size)
                                                     for path, f in u.files))
                                       for u in batch.units), artifacts)

@@ -9,13 +9,14 @@ from sqlalchemy import func, select
 from pallet.api.deps import Reader, RuntimeDep, Writer, dispatch
 from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
+from pallet.errors import Invalid
 from pallet.content.models import Content
 from pallet.content.schemas import ContentRead, content_read
 from pallet.remotes.models import Remote
 from pallet.orphans.service import LOCK as ORPHANS_LOCK
 from pallet.repositories import service, tasks, versions
 from pallet.repositories.models import RepositoryVersion
-from pallet.repositories.schemas import (DiffRead, ModifyRequest, RepairRequest,
+from pallet.repositories.schemas import (CopyRequest, DiffRead, ModifyRequest, RepairRequest,
                                          RepositoryCreate,
                                          RepositoryRead, RepositoryUpdate, VersionRead,
                                          repository_read, version_read)
@@ -85,6 +86,39 @@ def modify_repository(name: str, body: ModifyRequest, runtime: RuntimeDep,
                     exclusive=[service.lock_name(repository)], shared=[ORPHANS_LOCK],
                     repository_id=repository.id,
                     **body.model_dump())
+
+
+@router.post("/{name}/copy", status_code=202, response_model=TaskRead, responses=ACCEPTED)
+def copy_into_repository(name: str, body: CopyRequest, runtime: RuntimeDep,
+                         principal: Writer) -> JSONResponse:
+    """Copy units of another repository's version (by id or by field values, with what they
+    reference and optionally their dependencies) into a new version of this one."""
+    with runtime.db.read() as session:
+        repository = service.get_repository(session, name)
+        source = service.get_repository(session, body.source)
+        if source.id == repository.id:
+            raise Invalid("a copy goes from one repository into another; to bring back an "
+                          "older version use modify with base_version",
+                          details={"field": "source"})
+        if source.type != repository.type:
+            raise Invalid(f"repository {source.name!r} is a {source.type} repository and "
+                          f"{name!r} a {repository.type} one", details={"field": "source"})
+        if body.source_version is not None:
+            versions.get_version(session, source, body.source_version)
+        if not body.content and not body.match:
+            raise Invalid("name the units to copy: content ids, or matches by field values",
+                          details={"field": "match"})
+        if body.dependencies and runtime.plugins.repository_type(source.type).dependencies \
+                is None:
+            raise Invalid(f"{source.type} repositories have no dependencies to solve",
+                          details={"field": "dependencies"})
+    return dispatch(runtime, principal, tasks.copy,
+                    exclusive=[service.lock_name(repository)],
+                    shared=[ORPHANS_LOCK, service.lock_name(source)],
+                    repository_id=repository.id, source_id=source.id,
+                    source_version=body.source_version, content=body.content,
+                    match=[m.model_dump() for m in body.match], references=body.references,
+                    dependencies=body.dependencies)
 
 
 @router.get("/{name}/versions", response_model=Page[VersionRead])

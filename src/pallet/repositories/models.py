@@ -44,6 +44,8 @@ class RepositoryVersion(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     lthash: Mapped[bytes] = mapped_column(LargeBinary)
     digest: Mapped[str] = mapped_column(String(80))
+    # References its change left unresolved: {count, examples} (repositories/references.py)
+    broken_references: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -66,6 +66,13 @@ class TypeCounts(Schema):
     present: int
 
 
+class BrokenReferences(Schema):
+    count: int = Field(description="References the version's change left unresolved: from "
+                       "units it added, or to units it removed.")
+    examples: list[dict[str, Any]] = Field(description="A few: the naming unit (id, type) "
+                                           "and what it names.")
+
+
 class VersionRead(Schema):
     repository: str
     number: int
@@ -73,6 +80,7 @@ class VersionRead(Schema):
     content_href: str
     digest: str
     counts: dict[str, TypeCounts]
+    broken_references: BrokenReferences | None = None
     created_at: UtcDatetime
 
 
@@ -82,6 +90,7 @@ def version_read(repository: Repository, version: RepositoryVersion) -> VersionR
                        content_href=f"/api/v1/content?repository={repository.name}"
                                     f"&version={version.number}",
                        digest=version.digest, counts=version.counts or {},
+                       broken_references=version.broken_references,
                        created_at=version.created_at)
 
 
@@ -92,6 +101,30 @@ class ModifyRequest(Body):
                                      description="Ids of content units to remove.")
     remove_all: bool = Field(False, description="Start from an empty set instead of the base.")
     base_version: Id | None = Field(None, description="Version to start from; default newest.")
+    references: Literal["report", "follow"] = Field(
+        "report", description="report: references the change breaks are recorded on the new "
+        "version; follow: units whose references a removal breaks are removed too.")
+
+
+class Match(Body):
+    type: str = Field(max_length=64, description="A content type of the source, e.g. "
+                      "rpm.package.")
+    fields: dict[str, str] = Field(min_length=1, max_length=16, description="Field values "
+                                   "the units have, e.g. {\"name\": \"bash\"}; fields the "
+                                   "type indexes are an index look-up.")
+
+
+class CopyRequest(Body):
+    source: str = Field(description="The repository to copy from.")
+    source_version: Id | None = Field(None, description="Its version; default the newest.")
+    content: list[Id] = Field(default_factory=list, max_length=1_000_000,
+                              description="Ids of units of that version to copy.")
+    match: list[Match] = Field(default_factory=list, max_length=10_000,
+                               description="Units of that version to copy, by field values.")
+    references: bool = Field(True, description="Bring along the units the copied ones name "
+                             "(an advisory's packages, a group's packages).")
+    dependencies: bool = Field(False, description="Bring along what the type says they need "
+                               "(rpm: dependencies solved by libsolv).")
 
 
 class RepairRequest(Body):

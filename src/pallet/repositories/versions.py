@@ -9,7 +9,7 @@ The newest version's content is exactly the rows whose `version_removed` is null
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Literal
 
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
@@ -24,11 +24,13 @@ from pallet.plugins import Registry
 from pallet.repositories.contentset import (Change, LtHash, carry_counts, key_losers,
                                            plan_change)
 from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
+from pallet.repositories.references import broken_by, follow_removals
 
 # Bulk UPDATE/DELETE here never touch objects loaded in the session.
 QUIET = {"synchronize_session": False}
 
 Progress = Callable[[str, int, int | None], None]
+References = Literal["report", "follow"]
 RC = RepositoryContent
 
 
@@ -109,14 +111,24 @@ def recompute_digest(session: Session, repository: Repository, number: int) -> s
 def create_version(session: Session, plugins: Registry, repository: Repository, *,
                    add: Iterable[int] = (), remove: Iterable[int] = (),
                    remove_all: bool = False, base_version: int | None = None,
+                   references: References = "report",
                    progress: Progress = _no_progress) -> RepositoryVersion | None:
     """Make the next version: `(base - remove) | add`, where base defaults to the newest,
     holding one unit per repository key (an added unit replaces the one whose key it has).
 
     Every version is made here, so this is where the repository-key rule is kept (and the
-    database's unique index on open keys backs it). Returns None when the result equals the
-    newest version (no version is made then).
+    database's unique index on open keys backs it), and where references are checked: those
+    the change breaks are recorded on the version (`report`), or, with `follow`, the units
+    whose references a removal breaks are removed too (not with `remove_all`, whose caller
+    names the whole content). Returns None when the result equals the newest version (no
+    version is made then).
     """
+    if references not in ("report", "follow"):
+        raise Invalid("references must be 'report' or 'follow'",
+                      details={"field": "references"})
+    if references == "follow" and remove_all:
+        raise Invalid("following references applies to additions and removals, not to "
+                      "replacing the whole content", details={"field": "references"})
     add, remove = set(add), set(remove)
     latest = latest_version(session, repository)
     _check_content(session, plugins, repository, add)
@@ -143,7 +155,8 @@ def create_version(session: Session, plugins: Registry, repository: Repository, 
     change = Change(added=frozenset(entering), removed=change.removed | displaced)
     if not change:
         return None
-    return _write_version(session, repository, latest, change, entering, progress)
+    return _write_version(session, repository, latest, change, entering, progress,
+                          follow=references == "follow")
 
 
 def _check_content(session: Session, plugins: Registry, repository: Repository,
@@ -271,8 +284,8 @@ def duplicate_keys(session: Session, plugins: Registry, repository: Repository,
 
 
 def _write_version(session: Session, repository: Repository, latest: RepositoryVersion,
-                   change: Change, keys: dict[int, str], progress: Progress
-                   ) -> RepositoryVersion:
+                   change: Change, keys: dict[int, str], progress: Progress, *,
+                   follow: bool) -> RepositoryVersion:
     number = repository.next_version
     total, done = len(change.added) + len(change.removed), 0
     # Rows leave before rows enter: the unique index on open keys sees no moment of two.
@@ -287,6 +300,9 @@ def _write_version(session: Session, repository: Repository, latest: RepositoryV
         _add_members(session, repository, number, batch, keys)
         done += len(batch)
         progress("writing version", done, total)
+    if follow:
+        change = Change(added=change.added, removed=change.removed
+                        | follow_removals(session, repository, number))
     lthash = LtHash(latest.lthash)
     added_types, removed_types = Counter(), Counter()
     for ids, types, apply in ((change.added, added_types, lthash.add),
@@ -361,7 +377,8 @@ def _types_of(session: Session, ids: Iterable[int]) -> Counter:
 def _record_version(session: Session, repository: Repository, number: int, lthash: LtHash,
                     counts: dict) -> RepositoryVersion:
     version = RepositoryVersion(repository_id=repository.id, number=number, counts=counts,
-                                lthash=lthash.state, digest=lthash.digest)
+                                lthash=lthash.state, digest=lthash.digest,
+                                broken_references=broken_by(session, repository, number))
     session.add(version)
     repository.next_version = number + 1
     session.flush()

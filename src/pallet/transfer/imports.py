@@ -421,7 +421,7 @@ class ArchiveImport:
             with self.runtime.db.write() as session:
                 artifacts = find_artifacts(session, shas)
                 self._require(shas - set(artifacts), target)
-                ids = record_units(session, units, artifacts)
+                ids = record_units(session, self.runtime.plugins, units, artifacts)
             target.add_ids.extend(ids[unit.digest] for unit in units)
 
     def _unit(self, target: Target, unit: dict[str, Any], member: UnitsMember,

@@ -11,21 +11,26 @@ Comps, modules and copy with dependencies come next (issue 14).
 """
 
 from pallet.plugin import ContentType, Plugin, RepositoryType
-from pallet.plugins.rpm import advisory
+from pallet.plugins.rpm import advisory, depsolve
 from pallet.plugins.rpm.package import KEY, NEVRA, TYPE, Package, artifacts, from_file
 from pallet.plugins.rpm.publish import RpmPublishOptions, publish
 from pallet.plugins.rpm.remote import read_remote
+from pallet.plugins.rpm.routes import routes
 
 plugin = Plugin(
     name="rpm",
     description="yum repositories of RPM packages, served to dnf.",
+    routes=routes,
     content_types=(ContentType(name=TYPE, model=Package, key_fields=KEY, artifacts=artifacts,
-                               repository_key=NEVRA, from_file=from_file),
+                               repository_key=NEVRA, from_file=from_file,
+                               indexes=(("name", "arch"),)),
                    ContentType(name=advisory.TYPE, model=advisory.Advisory,
                                key_fields=advisory.FIELDS, artifacts=advisory.no_files,
-                               repository_key=("id",))),
+                               repository_key=("id",), references=advisory.references,
+                               indexes=(("id",),))),
     repository_types=(RepositoryType(name="rpm", content_types=(TYPE, advisory.TYPE),
                                      description="A yum repository of RPM packages.",
                                      read_remote=read_remote,
-                                     publish_options=RpmPublishOptions, publish=publish),),
+                                     publish_options=RpmPublishOptions, publish=publish,
+                                     dependencies=depsolve.dependencies),),
 )

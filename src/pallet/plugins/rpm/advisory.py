@@ -9,12 +9,12 @@ version. It has no files: dnf reads advisories from the publication's updateinfo
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import createrepo_c as cr
 
-from pallet.plugin import UnitModel
-from pallet.plugins.rpm.package import validated
+from pallet.plugin import Reference, UnitModel
+from pallet.plugins.rpm.package import TYPE as PACKAGE, validated
 
 TYPE = "rpm.advisory"
 DATE = "%Y-%m-%d %H:%M:%S"
@@ -51,6 +51,20 @@ FIELDS = tuple(Advisory.model_fields)
 
 def no_files(unit: Advisory) -> dict[str, str]:
     return {}  # dnf reads advisories from the publication's updateinfo
+
+
+def references(unit: Advisory) -> Iterator[Reference]:
+    """The packages the advisory's collections name, by NEVRA (an advisory often names
+    builds for other architectures than a repository holds: those are reported, not refused)."""
+    seen = set()
+    for collection in unit.collections:
+        for package in collection.get("packages", ()):
+            nevra = {"name": package.get("name") or "", "epoch": package.get("epoch") or "0",
+                     "version": package.get("version") or "",
+                     "release": package.get("release") or "", "arch": package.get("arch") or ""}
+            if tuple(nevra.values()) not in seen:
+                seen.add(tuple(nevra.values()))
+                yield Reference(PACKAGE, nevra)
 
 
 def fields_of(record: cr.UpdateRecord) -> dict[str, Any]:

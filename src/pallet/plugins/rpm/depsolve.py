@@ -36,9 +36,12 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import solv
+
+from pallet.plugin import Closure
+from pallet.plugins.rpm.package import TYPE as PACKAGE
 
 # createrepo_c's flags as libsolv relations
 _FLAGS = {"EQ": solv.REL_EQ, "LT": solv.REL_LT, "GT": solv.REL_GT,
@@ -65,13 +68,11 @@ def closure(available: Iterable[tuple[int, Mapping[str, Any]]], wanted: Iterable
     that every `wanted` content id can be installed, with `target` (the destination's pairs)
     also at hand. `arch` is the machine the packages are for (x86_64 takes i686 too); by
     default each wanted package is solved for its own arch, the commonest arch first.
-    A wanted id that `available` does not hold raises ValueError."""
+    Wanted ids that `available` does not hold are left out of the solving, not of the
+    result (a copy's selection holds advisories and groups too)."""
     wanted = set(wanted)
     pool = _new_pool()
     source = _Repo(pool, "source", available, wanted)
-    missing = wanted - source.wanted_ids
-    if missing:
-        raise ValueError(f"wanted packages not among the available ones: {sorted(missing)}")
     _Repo(pool, "target", target, set(), priority=1)
     pool.addfileprovides()
     chosen, problems = _solve(pool, source.wanted_solvables, source.arches(arch))
@@ -287,3 +288,17 @@ def _sentence(info: solv.Ruleinfo) -> str:
     if info.type == Solver.SOLVER_RULE_PKG_SELF_CONFLICT:
         return f"{package} conflicts with {dep}, which it provides itself"
     return info.problemstr()
+
+
+def dependencies(available: Iterable[tuple[int, str, Mapping[str, Any]]],
+                 selected: frozenset[int],
+                 present: Iterable[tuple[int, str, Mapping[str, Any]]]) -> Closure:
+    """The rpm repository type's `dependencies`: the packages the selected ones need, from
+    the source version's packages, given the destination's."""
+    solution = closure(_packages(available), selected, target=_packages(present))
+    return Closure(add=solution.content_ids - selected, unresolved=solution.problems)
+
+
+def _packages(units: Iterable[tuple[int, str, Mapping[str, Any]]]
+              ) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    return ((unit, fields) for unit, type_, fields in units if type_ == PACKAGE)

@@ -17,6 +17,7 @@ import createrepo_c as cr
 from pydantic import field_validator
 
 from pallet.plugin import Invalid, UnitModel
+from pallet.plugins.rpm.nevra import nevra_text
 
 TYPE = "rpm.package"
 NEVRA = ("name", "epoch", "version", "release", "arch")
@@ -95,8 +96,7 @@ class Package(UnitModel):
 
     @property
     def nevra(self) -> str:
-        epoch = "" if self.epoch == "0" else f"{self.epoch}:"
-        return f"{self.name}-{epoch}{self.version}-{self.release}.{self.arch}"
+        return nevra_text(self.name, self.epoch, self.version, self.release, self.arch)
 
 
 def location(name: str, version: str, release: str, arch: str) -> str:
