@@ -3,7 +3,8 @@ with its references and package lists (and their module context), kept as upstre
 
 Its natural key is every field, so an advisory updated upstream under the same id is another
 unit; its repository key is the id, so the updated one replaces the old one in the next
-version. It has no files: dnf reads advisories from the publication's updateinfo.
+version. It has no files: dnf reads advisories from the publication's updateinfo. It names
+each package of its collections by NEVRA (exact references).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any, Iterable
 
 import createrepo_c as cr
 
-from pallet.plugin import UnitModel
-from pallet.plugins.rpm.package import validated
+from pallet.plugin import Reference, UnitModel
+from pallet.plugins.rpm.package import NEVRA, TYPE as PACKAGE, validated
 
 TYPE = "rpm.advisory"
 DATE = "%Y-%m-%d %H:%M:%S"
@@ -129,3 +130,12 @@ def _update_collection(fields: dict[str, Any]) -> cr.UpdateCollection:
                 setattr(package, name, pkg[name])
         collection.append(package)
     return collection
+
+
+def package_references(unit: Advisory) -> Iterable[Reference]:
+    """Each package of each collection, by its NEVRA (epoch "0" when absent)."""
+    for collection in unit.collections:
+        for package in collection.get("packages", ()):
+            fields = {name: package.get(name) or "" for name in NEVRA}
+            fields["epoch"] = fields["epoch"] or "0"
+            yield Reference(PACKAGE, fields)
