@@ -282,17 +282,18 @@ def make_repository(root: Path, rpms: Iterable[Path], *, updateinfo_xml: str | N
 
 
 def add_metadata(root: Path, filename: str, data: bytes, *, mdtype: str,
-                 compress: str | None = "gz") -> Path:
+                 compress: str | None = "gz", checksum: str = "sha256") -> Path:
     """Add a file to the repository at `root` under a repomd record of type `mdtype`, as
-    modifyrepo_c adds one (`productid`, say); `compress=None` keeps it uncompressed. Returns
-    the file's path under root/repodata/ (named by modifyrepo_c)."""
+    modifyrepo_c adds one (`productid`, say), announced by `checksum` (sha256, sha512,
+    sha1, ...); `compress=None` keeps it uncompressed. Returns the file's path under
+    root/repodata/ (named by modifyrepo_c)."""
     require("modifyrepo_c")
     with tempfile.TemporaryDirectory(prefix="pallet-modifyrepo-") as scratch:
         file = Path(scratch) / filename
         file.write_bytes(data)
         compression = [f"--compress-type={compress}"] if compress else ["--no-compress"]
-        run(["modifyrepo_c", f"--mdtype={mdtype}", *compression, file, Path(root) / "repodata"],
-            home_dir=Path(scratch) / "home")
+        run(["modifyrepo_c", f"--mdtype={mdtype}", f"--checksum={checksum}", *compression,
+             file, Path(root) / "repodata"], home_dir=Path(scratch) / "home")
     repodata = Path(root) / "repodata"
     record = re.search(rf'<data type="{re.escape(mdtype)}">.*?<location href="([^"]+)"',
                        (repodata / "repomd.xml").read_text(), re.S)

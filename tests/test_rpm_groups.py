@@ -316,6 +316,22 @@ def test_a_resync_replaces_changed_groups_and_drops_what_upstream_dropped(client
         assert units_of(client, gone) == [], gone
 
 
+def test_a_file_announced_by_another_checksum_is_kept_by_its_sha256(client, workers,
+                                                                    file_server, tmp_path,
+                                                                    rpms, runtime):
+    require("modifyrepo_c")
+    root = upstream(tmp_path / "up", rpms, productid=False)
+    kept = add_metadata(root, "appdata.xml", b"<components/>\n", mdtype="appdata",
+                        compress=None, checksum="sha512")
+    assert sync(client, file_server(root).url)["state"] == "completed"
+    [unit] = units_of(client, "rpm.metadata")
+    assert unit["fields"]["sha256"] == hashlib.sha256(kept.read_bytes()).hexdigest()
+    out = tmp_path / "published"
+    record = published(client, runtime, out)["appdata"]
+    assert (out / record.location_href).read_bytes() == kept.read_bytes()
+    assert (record.checksum_type, record.checksum) == ("sha256", unit["fields"]["sha256"])
+
+
 # -- bad input: a clear task error, no version --------------------------------------------
 
 ENTITY_COMPS = """\
@@ -347,6 +363,23 @@ def test_bad_comps_or_modules_fail_the_sync_clearly(client, workers, file_server
     message = task["error"]["message"]
     assert all(word in message for word in words), message
     assert "Traceback" not in message
+    assert client.get(f"{API}/repositories/el").json()["latest_version"] == 0
+
+
+@pytest.mark.parametrize("href", ["repodata/repomd.xml", "../productid.gz",
+                                  "repodata/.hidden"])
+def test_a_kept_file_pallet_cannot_serve_under_repodata_is_refused(client, workers,
+                                                                   file_server, tmp_path,
+                                                                   rpms, href):
+    require("modifyrepo_c")
+    root = upstream(tmp_path / "up", rpms)
+    repomd = root / "repodata" / "repomd.xml"
+    text = repomd.read_text()
+    name = next((root / "repodata").glob("*productid*")).name
+    repomd.write_text(text.replace(f'href="repodata/{name}"', f'href="{href}"'))
+    task = sync(client, file_server(root).url)
+    assert task["state"] == "failed", task
+    assert "productid" in task["error"]["message"], task["error"]
     assert client.get(f"{API}/repositories/el").json()["latest_version"] == 0
 
 
