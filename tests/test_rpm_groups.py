@@ -490,7 +490,8 @@ def test_dnf_installs_groups_and_module_streams_from_a_mirror_and_its_copy(
         if down.get("/repositories/el").json().get("autopublish") is False:
             run(down, down.post("/publications", json={"repository": "el"}))
     there = f"{site.url}/pallet/content/el/9/"
-    assert {"group", "group_gz", "modules", "productid"} <= set(served_records(there, tmp_path / "site-repomd"))
+    assert {"group", "group_gz", "modules", "productid"} <= set(
+        served_records(there, tmp_path / "site-repomd"))
     fresh = Dnf(tmp_path / "site-root")
     fresh.run(there, "group", "install", "pallet-tools")
     fresh.run(there, "module", "install", "tools:1/default")

@@ -129,7 +129,8 @@ def _check_xml(path: Path, where: str) -> None:
     def doctype(name, system_id, public_id, has_internal_subset):
         if has_internal_subset:
             raise Invalid(f"{where} declares a DTD internal subset (<!DOCTYPE ... [ ]>); "
-                          "comps files with DTD or entity declarations are refused")
+                          "comps files with DTD or entity declarations (<!ENTITY) are "
+                          "refused")
 
     def entity(name, *rest):
         raise Invalid(f"{where} declares an entity ({str(name)[:100]!r}); comps files with "
