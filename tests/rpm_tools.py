@@ -281,6 +281,26 @@ def make_repository(root: Path, rpms: Iterable[Path], *, updateinfo_xml: str | N
     return root
 
 
+def add_metadata(root: Path, filename: str, data: bytes, *, mdtype: str,
+                 compress: str | None = "gz", checksum: str = "sha256") -> Path:
+    """Add a file to the repository at `root` under a repomd record of type `mdtype`, as
+    modifyrepo_c adds one (`productid`, say), announced by `checksum` (sha256, sha512,
+    sha1, ...); `compress=None` keeps it uncompressed. Returns the file's path under
+    root/repodata/ (named by modifyrepo_c)."""
+    require("modifyrepo_c")
+    with tempfile.TemporaryDirectory(prefix="pallet-modifyrepo-") as scratch:
+        file = Path(scratch) / filename
+        file.write_bytes(data)
+        compression = [f"--compress-type={compress}"] if compress else ["--no-compress"]
+        run(["modifyrepo_c", f"--mdtype={mdtype}", f"--checksum={checksum}", *compression,
+             file, Path(root) / "repodata"], home_dir=Path(scratch) / "home")
+    repodata = Path(root) / "repodata"
+    record = re.search(rf'<data type="{re.escape(mdtype)}">.*?<location href="([^"]+)"',
+                       (repodata / "repomd.xml").read_text(), re.S)
+    assert record is not None, f"modifyrepo_c added no {mdtype} record"
+    return Path(root) / record[1]
+
+
 def _packages(packages: Iterable) -> list[Package]:
     """Package objects from RPM paths, Package objects, or NEVRA strings."""
     result = []
@@ -496,6 +516,7 @@ def installed(installroot: Path) -> set[str]:
     return Dnf(installroot).installed()
 
 
-__all__ = ["COMPRESSIONS", "Dnf", "Package", "Result", "ToolError", "basearch", "build_rpm",
-           "build_srpm", "comps", "dnf_install", "dnf_run", "installed", "make_repository",
-           "modules", "package", "parse_nevra", "require", "run", "updateinfo"]
+__all__ = ["COMPRESSIONS", "Dnf", "Package", "Result", "ToolError", "add_metadata",
+           "basearch", "build_rpm", "build_srpm", "comps", "dnf_install", "dnf_run",
+           "installed", "make_repository", "modules", "package", "parse_nevra", "require",
+           "run", "updateinfo"]

@@ -3,7 +3,8 @@ with its references and package lists (and their module context), kept as upstre
 
 Its natural key is every field, so an advisory updated upstream under the same id is another
 unit; its repository key is the id, so the updated one replaces the old one in the next
-version. It has no files: dnf reads advisories from the publication's updateinfo.
+version. It has no files: dnf reads advisories from the publication's updateinfo. It names
+each package of its collections by NEVRA (exact references).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Iterable, Iterator
 import createrepo_c as cr
 
 from pallet.plugin import Reference, UnitModel
-from pallet.plugins.rpm.package import TYPE as PACKAGE, validated
+from pallet.plugins.rpm.package import NEVRA, TYPE as PACKAGE, validated
 
 TYPE = "rpm.advisory"
 DATE = "%Y-%m-%d %H:%M:%S"
@@ -54,14 +55,14 @@ def no_files(unit: Advisory) -> dict[str, str]:
 
 
 def references(unit: Advisory) -> Iterator[Reference]:
-    """The packages the advisory's collections name, by NEVRA (an advisory often names
-    builds for other architectures than a repository holds: those are reported, not refused)."""
+    """The packages the advisory's collections name, by NEVRA, epoch "0" when absent (an
+    advisory often names builds for other architectures than a repository holds: those are
+    reported, not refused)."""
     seen = set()
     for collection in unit.collections:
         for package in collection.get("packages", ()):
-            nevra = {"name": package.get("name") or "", "epoch": package.get("epoch") or "0",
-                     "version": package.get("version") or "",
-                     "release": package.get("release") or "", "arch": package.get("arch") or ""}
+            nevra = {name: package.get(name) or "" for name in NEVRA}
+            nevra["epoch"] = nevra["epoch"] or "0"
             if tuple(nevra.values()) not in seen:
                 seen.add(tuple(nevra.values()))
                 yield Reference(PACKAGE, nevra)

@@ -1,14 +1,17 @@
 """Publishing a yum repository with createrepo_c: primary, filelists and other metadata
-(optionally their sqlite databases) and the advisories' updateinfo under `repodata/`, named by their sha256 as createrepo_c
-names them, and the repomd.xml that lists them. Packages are served where their units lie
-(`Packages/<letter>/…`), so only metadata is written.
+(optionally their sqlite databases), the advisories' updateinfo, comps.xml (records `group`
+and `group_gz`, as modifyrepo_c writes them) and modules.yaml under `repodata/`, named by
+their sha256 as createrepo_c names them, and the repomd.xml that lists them with the records
+of the files kept verbatim (metadata.py). Packages and kept files are served where their
+units lie (`Packages/<letter>/…`, `repodata/<name>`), so only metadata is written.
 
 The metadata is written a package at a time into files in a temporary folder (createrepo_c
 writes to paths), then copied into the store; the package count is stated up front, as
 primary.xml's `packages="N"` needs. repomd.xml's revision and timestamps are the time of
 publishing, as createrepo_c writes them, so tools that compare them (mirror checks, reposync)
 see each publication as newer than the last; the newest package's time would not grow when a
-version removes packages.
+version removes packages. Advisories, comps, modules and kept records are few (thousands, not
+millions) and held in memory until the packages are written.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Literal
 import createrepo_c as cr
 
 from pallet.plugin import MetadataOutput, PublishedUnits, PublishOptions
-from pallet.plugins.rpm import advisory
+from pallet.plugins.rpm import advisory, comps, metadata, modules
 from pallet.plugins.rpm.package import TYPE, to_createrepo
 
 COMPRESSION = {"gz": cr.GZ, "xz": cr.XZ, "bz2": cr.BZ2, "zstd": cr.ZSTD}
@@ -38,24 +41,28 @@ class RpmPublishOptions(PublishOptions):
 
 def publish(units: PublishedUnits, options: RpmPublishOptions, output: MetadataOutput) -> None:
     with tempfile.TemporaryDirectory(prefix="pallet-rpm-") as folder:
-        written = _write_metadata(Path(folder), units, options)
+        others: dict[str, list] = {}
+        written = _write_metadata(Path(folder), units, options, others)
         now = int(time.time())
         repomd = cr.Repomd()
-        for kind, path in written.items():
-            record = _record(kind, path, options)
+        for record in _records(written, options):
             record.set_timestamp(now)
             repomd.set_record(record)
             with open(record.location_real, "rb") as source, \
                     output.open(record.location_href) as target:
                 shutil.copyfileobj(source, target, 1 << 20)
+        for fields in others.get(metadata.TYPE, ()):
+            repomd.set_record(metadata.record_of(fields, now))
         repomd.set_revision(str(now))
         with output.open("repodata/repomd.xml") as target:
             target.write(repomd.xml_dump().encode())
 
 
-def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOptions
-                    ) -> dict[str, Path]:
-    """primary, filelists and other (and their databases) for every package: {kind: path}."""
+def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOptions,
+                    others: dict[str, list]) -> dict[str, Path]:
+    """primary, filelists and other (and their databases) for every package, updateinfo,
+    comps.xml and modules.yaml: {kind: path}. The fields of units of other types are put in
+    `others`, by type."""
     suffix = SUFFIX[options.compression]
     paths = {kind: folder / f"{kind}.xml{suffix}" for kind in WRITERS}
     writers = {kind: WRITERS[kind](str(path), COMPRESSION[options.compression])
@@ -68,12 +75,9 @@ def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOpti
     count = units.counts.get(TYPE, 0)
     for writer in writers.values():
         writer.set_num_of_pkgs(count)
-    advisories = []  # few: a distribution's updateinfo holds thousands, not millions
     for unit in units:
-        if unit.type == advisory.TYPE:
-            advisories.append(unit.fields)
-            continue
         if unit.type != TYPE:
+            others.setdefault(unit.type, []).append(unit.fields)
             continue
         package = to_createrepo(unit.fields)
         for writer in writers.values():
@@ -86,18 +90,41 @@ def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOpti
         database.dbinfo_update("")  # the checksum field old yum compared; not used by dnf
         database.close()
     written = paths | {f"{kind}_db": folder / f"{kind}.sqlite" for kind in databases}
-    if advisories:
+    if others.get(advisory.TYPE):
         written["updateinfo"] = folder / "updateinfo.xml"
         written["updateinfo"].write_text(advisory.updateinfo(
-            sorted(advisories, key=lambda fields: fields["id"])))
+            sorted(others[advisory.TYPE], key=lambda fields: fields["id"])))
+    if any(others.get(kind) for kind in comps.TYPES):
+        written["group"] = folder / "comps.xml"
+        written["group"].write_text(comps.comps_xml(_of(others, comps.TYPES)))
+    if any(others.get(kind) for kind in modules.TYPES):
+        written["modules"] = folder / "modules.yaml"
+        written["modules"].write_text(modules.modules_yaml(_of(others, modules.TYPES)))
     return written
+
+
+def _of(others: dict[str, list], types: tuple[str, ...]) -> list[tuple[str, dict]]:
+    return [(kind, fields) for kind in types for fields in others.get(kind, ())]
+
+
+def _records(written: dict[str, Path], options: RpmPublishOptions) -> list[cr.RepomdRecord]:
+    """The repomd records of the written files; comps.xml is listed twice, as is and
+    gzipped (`group_gz`), as createrepo_c and modifyrepo_c list it."""
+    records = []
+    if "group" in written:  # compressed before the plain file is renamed
+        gzipped = cr.RepomdRecord("group", str(written["group"])).compress_and_fill(
+            cr.SHA256, cr.GZ)
+        gzipped.type = "group_gz"
+        gzipped.rename_file()
+        records.append(gzipped)
+    return [_record(kind, path, options) for kind, path in written.items()] + records
 
 
 def _record(kind: str, path: Path, options: RpmPublishOptions) -> cr.RepomdRecord:
     """The repomd record of one written file, renamed to `<sha256>-<name>` as createrepo_c
-    names them (a sqlite database or updateinfo is compressed first)."""
+    names them (a sqlite database, updateinfo or modules.yaml is compressed first)."""
     record = cr.RepomdRecord(kind, str(path))
-    if kind.endswith("_db") or kind == "updateinfo":
+    if kind.endswith("_db") or kind in ("updateinfo", "modules"):
         record = record.compress_and_fill(cr.SHA256, COMPRESSION[options.compression])
         record.type = kind
     else:

@@ -1,7 +1,9 @@
 """Reading a yum repository: repomd.xml, then the primary, filelists and other metadata it
 names, each checked against the checksum and size repomd.xml gives and decompressed within
 the core's limit, then read together a package at a time by createrepo_c's parser, so memory
-stays bounded whatever the repository's size; then its advisories (updateinfo), if any.
+stays bounded whatever the repository's size; then its advisories (updateinfo), comps
+(group_gz, else group), modules, and every other file repomd.xml names, kept verbatim
+(metadata.py), each of them if present.
 
 What cannot be mirrored faithfully is refused with a sentence rather than guessed at: a
 package whose location leaves the repository (`../`, another host, an `xml:base`), or one
@@ -11,13 +13,14 @@ bytes are fetched).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
 import createrepo_c as cr
 
 from pallet.plugin import Checksum, Invalid, RemoteFile, RemoteReader, RemoteUnit
-from pallet.plugins.rpm import advisory
+from pallet.plugins.rpm import advisory, comps, metadata, modules
 from pallet.plugins.rpm.package import TYPE, checked, fields_of
 
 REPOMD = "repodata/repomd.xml"
@@ -34,6 +37,12 @@ def read_remote(remote: RemoteReader) -> Iterator[RemoteUnit]:
     yield from _packages(remote, records, paths)
     if "updateinfo" in records:
         yield from _advisories(remote, records["updateinfo"])
+    group = records.get("group_gz") or records.get("group")
+    if group is not None:
+        yield from _parsed(remote, group, comps.read)
+    if "modules" in records:
+        yield from _parsed(remote, records["modules"], modules.read)
+    yield from _kept(remote, [r for r in records.values() if metadata.kept(r.type)])
 
 
 def _fetch(remote: RemoteReader, record: cr.RepomdRecord) -> str:
@@ -54,6 +63,36 @@ def _advisories(remote: RemoteReader, record: cr.RepomdRecord) -> Iterator[Remot
     for update in info.updates:
         unit = advisory.checked(advisory.fields_of(update), where)
         yield RemoteUnit(type=advisory.TYPE, fields=unit, files={})
+
+
+def _parsed(remote: RemoteReader, record: cr.RepomdRecord, read) -> Iterator[RemoteUnit]:
+    """The units of a comps or modules file, by `read(path, where)`."""
+    path, where = _fetch(remote, record), remote.resolve(record.location_href or "")
+    for kind, unit in read(Path(path), where):
+        yield RemoteUnit(type=kind, fields=unit, files={})
+
+
+def _kept(remote: RemoteReader, records: list[cr.RepomdRecord]) -> Iterator[RemoteUnit]:
+    """A unit for each file Pallet keeps verbatim, to be fetched by the core as a package
+    is. A file announced by another checksum than sha256 is fetched here first (verified by
+    what repomd.xml announces) to learn its sha256; these files are small."""
+    where, seen = remote.resolve(REPOMD), {}
+    for record in sorted(records, key=lambda r: r.type):
+        href = _metadata_href(remote, record)
+        location = metadata.location_of(record, where)
+        if location in seen:
+            raise Invalid(f"{where} names one file, {location[:200]!r}, for both its "
+                          f"{seen[location][:100]} and {record.type[:100]} metadata")
+        seen[location] = record.type
+        if (record.checksum_type or "").lower() == "sha256" and record.size:
+            sha256, size = (record.checksum or "").lower(), record.size
+        else:
+            sha256, size = metadata.sha256_of(remote.fetch(href, checksum=Checksum(
+                record.checksum_type or "", record.checksum or ""), size=record.size or None))
+        unit = metadata.unit_of(record, location, sha256, size, where)
+        yield RemoteUnit(type=metadata.TYPE, fields=unit,
+                         files={unit.relative_path: RemoteFile(remote.resolve(href), sha256,
+                                                               size)})
 
 
 def _packages(remote: RemoteReader, records, paths) -> Iterator[RemoteUnit]:
