@@ -221,9 +221,8 @@ class Plugin:
     core's authentication), called once when the server starts.
 
     Its CLI commands are a Typer app named by an entry point of the group
-    `COMMANDS_ENTRY_POINT_GROUP` under the plugin's name, run as `pallet <name> …`: a
-    separate entry point, so the CLI, a client of the API, starts without importing the
-    plugin's libraries."""
+    `COMMANDS_ENTRY_POINT_GROUP` under the plugin's name, run as `pallet <name> …` (the CLI
+    is a client of the API: it never loads plugins, only their commands)."""
 
     name: str
     content_types: tuple[ContentType, ...] = ()

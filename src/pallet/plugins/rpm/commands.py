@@ -4,7 +4,7 @@
   copy (`pallet repository copy`) by package name, NEVRA, advisory id or group id;
 - `pallet rpm packages REPO [--name N] [--arch A]`: packages by NEVRA, not every field.
 
-Imports nothing heavy (no createrepo_c, no libsolv): the CLI is a client of the API.
+The CLI is a client of the API: these commands only build requests.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""NEVRA text both ways (name, epoch, version, release, arch), with nothing else imported:
-the rpm CLI commands use it, and they must start without createrepo_c or libsolv."""
+"""NEVRA text both ways (name, epoch, version, release, arch): `name-[epoch:]version-release.arch`
+as rpm and dnf write it, for the CLI's arguments and the API's compact listings."""
 
 from __future__ import annotations
 
