@@ -54,7 +54,7 @@ def rpm_package(name, version="1.0", release="1", arch="x86_64", build="", **fie
     pkgid = hashlib.sha256(f"{name}-{version}-{release}.{arch}{build}".encode()).hexdigest()
     fields = package.Package(name=name, version=version, release=release, arch=arch,
                              pkgid=pkgid, **fields).model_dump(mode="json")
-    return _new_unit(package.TYPE, package.KEY, fields,
+    return new_unit(package.TYPE, package.KEY, fields,
                      ((package.location(name, version, release, arch), pkgid, 10),))
 
 
@@ -64,8 +64,9 @@ def rpm_advisory(id_, *names):
                 for n in names]
     fields = advisory.Advisory(id=id_, collections=[{"name": "c", "packages": packages}]
                                ).model_dump(mode="json")
-    return _new_unit(advisory.TYPE, advisory.FIELDS, fields, ())
+    return new_unit(advisory.TYPE, advisory.FIELDS, fields, ())
 
 
-def _new_unit(type_, key, fields, files):
+def new_unit(type_, key, fields, files):
+    """A unit to record with `record_units`, its identity from the `key` fields."""
     return NewUnit(type_, identity_digest(type_, {k: fields[k] for k in key}), fields, files)

@@ -132,3 +132,21 @@ def test_a_copy_with_dependencies_brings_what_the_packages_need(client, workers,
         view = service.get_repository(session, "view")
         held = set(session.scalars(versions.content_ids_query(view, 1)))
     assert held == {ids["app"], ids["lib"]}
+
+
+def test_a_group_brings_every_package_of_the_names_it_lists(client, workers, runtime, units):
+    from pallet.plugins.rpm import comps
+    from tests.factories import new_unit
+
+    fields = comps.Group(id="tools", packages=[{"name": "foo", "type": "mandatory"},
+                                               {"name": "nowhere", "type": "optional"}]
+                         ).model_dump(mode="json")
+    group = new_unit(comps.GROUP, tuple(comps.Group.model_fields), fields, ())
+    with runtime.db.write() as session:
+        group_id = record_units(session, runtime.plugins, [group], {})[group.digest]
+        versions.create_version(session, runtime.plugins,
+                                service.get_repository(session, "mirror"), add=[group_id])
+    task = copy(client, match=[{"type": "rpm.group", "fields": {"id": "tools"}}])
+    assert task["state"] == "completed", task
+    assert frozen(runtime) == {group_id, units["foo"], units["foo2"]}
+    assert "broken_references" not in task["result"]  # names are followed, never checked
