@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pallet.artifacts.models import Artifact
-from pallet.content.identity import identity_digest
+from pallet.content.identity import unit_identity
 from pallet.content.models import Content, ContentArtifact
 from pallet.content.references import record_references
 from pallet.db.bulk import driver_rows
@@ -39,8 +39,8 @@ def create_content(session: Session, plugins: Registry, *, type: str,
                    fields: dict[str, Any]) -> tuple[Content, bool]:
     """Content from artifacts already stored. Returns (content, created); same key, same unit."""
     content_type, unit = validate_unit(plugins, type, fields)
-    key = {name: getattr(unit, name) for name in content_type.key_fields}
-    digest = identity_digest(type, key)
+    data = unit.model_dump(mode="json")
+    digest = unit_identity(type, content_type.key_fields, data)
     existing = session.scalar(select(Content).where(Content.digest == digest))
     if existing is not None:
         return existing, False
@@ -53,7 +53,7 @@ def create_content(session: Session, plugins: Registry, *, type: str,
                           details={"sha256": sha256, "relative_path": relative_path})
         links.append(ContentArtifact(relative_path=relative_path, sha256=sha256,
                                      size=artifact.size, artifact_id=artifact.id))
-    content = Content(type=type, digest=digest, data=unit.model_dump(mode="json"),
+    content = Content(type=type, digest=digest, data=data,
                       artifacts=links)
     try:
         with session.begin_nested():

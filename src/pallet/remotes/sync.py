@@ -32,7 +32,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pallet.content.identity import identity_digest
+from pallet.content.identity import unit_identity
 from pallet.content.bulk import NewUnit, find_artifacts, record_artifacts, record_units
 from pallet.content.models import ContentArtifact
 from pallet.content.service import validate_unit
@@ -353,10 +353,11 @@ class _Sync:
         if not isinstance(unit, content_type.model):  # a dict, or another type's model
             content_type, unit = validate_unit(plugins, remote_unit.type,
                                                _as_dict(remote_unit.fields))
-        key = {name: getattr(unit, name) for name in content_type.key_fields}
+        data = unit.model_dump(mode="json")
         expected = {path: sha.lower() for path, sha in content_type.artifacts(unit).items()}
         announced = {path: file.sha256.lower() for path, file in remote_unit.files.items()}
         if expected != announced:
+            key = {name: data[name] for name in content_type.key_fields}
             raise Invalid(f"the files listed for unit {key} do not match its fields")
         files = []
         for path in sorted(expected):
@@ -367,8 +368,8 @@ class _Sync:
             if file.sha256 != expected[path]:
                 file = dataclasses.replace(file, sha256=expected[path])
             files.append((path, file))
-        return _Unit(remote_unit.type, identity_digest(remote_unit.type, key),
-                     unit.model_dump(mode="json"), files)
+        return _Unit(remote_unit.type,
+                     unit_identity(remote_unit.type, content_type.key_fields, data), data, files)
 
     def _allowed_scheme(self, url: str) -> bool:
         # What precedes the first colon, when it is an allowed scheme, is what urlsplit

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from pallet.content.bulk import (NewUnit, find_artifacts, find_content, record_artifacts,
                                  record_units)
-from pallet.content.identity import identity_digest
+from pallet.content.identity import unit_identity
 from pallet.content.service import validate_unit
 from pallet.errors import Conflict, Invalid, NotFound, PalletError, validation_problems
 from pallet.plugins import Registry
@@ -438,10 +438,9 @@ class ArchiveImport:
         files = {path: sha.lower() for path, sha in content_type.artifacts(model).items()}
         if files != {path: str(sha).lower() for path, sha in unit["artifacts"].items()}:
             raise BadArchive(f"{where}: its files do not match its fields")
-        key = {name: getattr(model, name) for name in content_type.key_fields}
-        return NewUnit(unit["type"], identity_digest(unit["type"], key),
-                       model.model_dump(mode="json"),
-                       tuple((path, files[path], None) for path in sorted(files)))
+        data = model.model_dump(mode="json")
+        return NewUnit(unit["type"], unit_identity(unit["type"], content_type.key_fields, data),
+                       data, tuple((path, files[path], None) for path in sorted(files)))
 
     def _require(self, missing: set[str], target: Target) -> None:
         if missing:

@@ -38,8 +38,8 @@ _LIBCOMPS_TYPES = {name: number for number, name in PACKAGE_TYPES.items()}
 _ID = Field(min_length=1, max_length=1000)
 
 
-# Parts of a unit are TypedDicts, not models: the core reads a unit's key fields with
-# getattr and hashes them as JSON, which a nested model is not.
+# Parts of a unit are TypedDicts, kept as plain dicts and lists: what the unit is stored as
+# (its JSON) is then what its fields are in Python too.
 class GroupPackage(TypedDict):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     name: Annotated[str, _ID]
