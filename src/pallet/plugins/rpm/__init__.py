@@ -13,7 +13,7 @@ Comps, modules and copy with dependencies come next (issue 14).
 from pallet.plugin import ContentType, Plugin, RepositoryType
 from pallet.plugins.rpm import advisory
 from pallet.plugins.rpm.package import KEY, NEVRA, TYPE, Package, artifacts, from_file
-from pallet.plugins.rpm.publish import RpmPublishOptions, publish
+from pallet.plugins.rpm.publish import GENERATED_FILES, RpmPublishOptions, publish
 from pallet.plugins.rpm.remote import read_remote
 
 plugin = Plugin(
@@ -27,5 +27,6 @@ plugin = Plugin(
     repository_types=(RepositoryType(name="rpm", content_types=(TYPE, advisory.TYPE),
                                      description="A yum repository of RPM packages.",
                                      read_remote=read_remote,
-                                     publish_options=RpmPublishOptions, publish=publish),),
+                                     publish_options=RpmPublishOptions, publish=publish,
+                                     generated_files=GENERATED_FILES),),
 )
