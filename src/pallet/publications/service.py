@@ -92,20 +92,13 @@ def render(session: Session, plugins: Registry, storage: ArtifactStorage,
     the publisher sees as `output.signer` (None: not signed; nothing in Pallet passes one
     yet, see `pallet.plugin.Signer`)."""
     repository_type = publishing_type(plugins, repository)
-    generated = tuple(repository_type.generated_files)
-    if repository_type.pass_through:
-        for path in generated:
-            _refuse_content_path(session, repository, version.number, path,
-                                 what="file the content app generates at")
+    check = _path_check(session, repository_type, repository, version.number)
     counts = {type_: c.get("present", 0) for type_, c in (version.counts or {}).items()}
     units = published_units(session, repository, version.number)
     if progress is not None:
         units = _reporting(units, progress, sum(counts.values()))
     units = _Units(units, counts)
-    checks = [partial(_refuse_generated_path, generated)] if generated else []
-    if repository_type.pass_through:
-        checks.append(partial(_refuse_content_path, session, repository, version.number))
-    output = _StoringOutput(storage, _all(checks) if checks else None, signer)
+    output = _StoringOutput(storage, check, signer)
     try:
         repository_type.publish(units, options, output)
     finally:
@@ -140,7 +133,21 @@ def record_publication(session: Session, plugins: Registry, repository: Reposito
     return publication, True
 
 
-def _all(checks: list[Callable[[str], None]]) -> Callable[[str], None]:
+def _path_check(session: Session, repository_type: RepositoryType, repository: Repository,
+                number: int) -> Callable[[str], None] | None:
+    """What each metadata path the publisher opens is checked against: the paths the content
+    app generates for the type, and (pass-through) the version's content paths, which are
+    checked against the generated paths here, before anything is written."""
+    generated = tuple(repository_type.generated_files)
+    checks = [partial(_refuse_generated_path, generated)] if generated else []
+    if repository_type.pass_through:
+        for path in generated:
+            _refuse_content_path(session, repository, number, path,
+                                 what="file the content app generates at")
+        checks.append(partial(_refuse_content_path, session, repository, number))
+    if not checks:
+        return None
+
     def check(path: str) -> None:
         for one in checks:
             one(path)
