@@ -210,6 +210,24 @@ def test_dnf_checks_the_signed_repomd_through_config_repo(servers, file_server, 
         runtime.close()
         wrong.close()
     results = {}
+    try:
+        check_both(api, server, tmp_path, results)
+    finally:  # dnf's gpgme leaves a gpg-agent on each repository's keyring
+        for dnf, _ in results.values():
+            for keyring in (dnf.installroot / "var/cache/dnf").glob("*/pubring"):
+                subprocess.run(["gpgconf", "--homedir", str(keyring), "--kill", "all"],
+                               capture_output=True, timeout=30)
+    good, _ = results["good"]
+    assert good.installed() == {"a-0:1.0-1.noarch", "b-0:1.0-1.noarch"}
+    bad, refused = results["bad"]
+    assert refused.returncode != 0, refused.describe()
+    assert "GPG signature verification error" in refused.stderr, refused.describe()
+    assert not (bad.installroot / "usr/share/a").exists()
+
+
+def check_both(api: httpx.Client, server, tmp_path: Path, results: dict) -> None:
+    """config.repo of the distributions `good` and `bad`, and dnf installing `a` with it:
+    {name: (Dnf, dnf's result)}."""
     for name in ("good", "bad"):
         response = api.post(f"{API}/distributions", json={"name": name, "base_path": name,
                                                     "repository": name})
@@ -223,11 +241,6 @@ def test_dnf_checks_the_signed_repomd_through_config_repo(servers, file_server, 
         reposdir.mkdir()
         (reposdir / f"{name}.repo").write_bytes(repo_file.content)
         dnf = Dnf(tmp_path / f"root-{name}")
+        results[name] = (dnf, None)
         results[name] = (dnf, dnf_with_reposdir(dnf, reposdir, "install", "a",
                                                 check=name == "good"))
-    good, _ = results["good"]
-    assert good.installed() == {"a-0:1.0-1.noarch", "b-0:1.0-1.noarch"}
-    bad, refused = results["bad"]
-    assert refused.returncode != 0, refused.describe()
-    assert "GPG signature verification error" in refused.stderr, refused.describe()
-    assert not (bad.installroot / "usr/share/a").exists()
