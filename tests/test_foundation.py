@@ -11,11 +11,12 @@ from pallet.plugins.file import plugin as file_plugin
 
 def test_the_plugin_surface_is_pinned():
     assert sorted(pallet.plugin.__all__) == [
-        "API_VERSION", "COMMANDS_ENTRY_POINT_GROUP", "Checksum", "Closure", "ContentType", "Dependencies",
-        "ENTRY_POINT_GROUP", "Invalid",
-        "MetadataOutput", "Plugin", "Publish", "PublishOptions", "PublishedFile",
-        "PublishedUnit", "PublishedUnits", "ReadRemote", "Reference", "RemoteFile", "RemoteReader",
-        "RemoteUnit", "RepositoryType", "UnitModel", "validate_relative_path"]
+        "API_VERSION", "COMMANDS_ENTRY_POINT_GROUP", "Checksum", "Closure", "ContentType",
+        "Dependencies", "ENTRY_POINT_GROUP", "GeneratedFile", "Invalid", "MetadataOutput",
+        "Plugin", "Publish", "PublishOptions", "PublishedFile", "PublishedUnit",
+        "PublishedUnits", "ReadRemote", "Reference", "RemoteFile", "RemoteReader",
+        "RemoteUnit", "RepositoryType", "ServedRepository", "Signer", "UnitModel",
+        "validate_relative_path"]
     assert pallet.plugin.ENTRY_POINT_GROUP == "pallet.plugins.v2"
     assert pallet.plugin.API_VERSION == 2
 

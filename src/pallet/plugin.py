@@ -160,8 +160,30 @@ class PublishedUnits(Protocol):
     def __iter__(self) -> Iterator[PublishedUnit]: ...
 
 
+class Signer(Protocol):
+    """Signs a publication's metadata with an OpenPGP key (a yum repository's repomd.xml).
+
+    - `sign(data)`: a detached, ASCII-armored OpenPGP signature of `data` (what
+      `gpg --detach-sign --armor` writes), as bytes.
+    - `public_key()`: the ASCII-armored public key that verifies it, for publishing beside
+      the signature so clients can import it.
+
+    Nothing in Pallet provides a signer yet: signing keys come with access control (the next
+    issue), which will choose a publication's signer and make it part of what identifies
+    the publication. Until then `MetadataOutput.signer` is None for every publication the
+    server makes; tests hand `publications.service.render` a signer of their own.
+    """
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def public_key(self) -> bytes: ...
+
+
 class MetadataOutput(Protocol):
-    """Where a publisher writes its generated files; each is stored as a verified artifact."""
+    """Where a publisher writes its generated files; each is stored as a verified artifact.
+    `signer` signs them when the publication is signed, and is None when it is not."""
+
+    signer: Signer | None
 
     def open(self, relative_path: str) -> BinaryIO: ...
 
@@ -194,6 +216,41 @@ Publish = Callable[[PublishedUnits, PublishOptions, MetadataOutput], None]
 
 
 @dataclass(frozen=True)
+class ServedRepository:
+    """What the content app serves at one distribution, as a generated file sees it.
+
+    - `distribution`: the distribution's name (letters, digits, '.', '_', '-').
+    - `url`: the distribution's absolute URL as the client reaches it, ending in '/'
+      (from the `content_origin` setting, else the request's scheme and Host header, which
+      the content app has checked to be a plain host[:port]).
+    - `repository` / `version`: the repository's name and the number of the version served.
+    - `metadata`: the relative paths of the served publication's metadata files (empty when
+      a version is served bare, without a publication).
+    """
+
+    distribution: str
+    url: str
+    repository: str
+    version: int
+    metadata: frozenset[str]
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """A file the content app writes for each distribution of a repository type, at request
+    time, beside what the publication holds (rpm's `config.repo`, a dnf repo file naming the
+    distribution's URL). `render(served)` returns its bytes, or None where the type has no
+    such file (a version served without its metadata): then the path is 404. It runs in a
+    thread of the content app on every GET and HEAD (its answer depends on the URL the
+    client used), so it must be quick and touch nothing outside `served`; the answer is sent
+    with `media_type`, its length and an ETag of its sha256. A file in the publication at the
+    same path is refused at publish (see `RepositoryType.generated_files`)."""
+
+    render: Callable[[ServedRepository], bytes | None]
+    media_type: str = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
 class RepositoryType:
     """A kind of repository.
 
@@ -202,6 +259,10 @@ class RepositoryType:
       this type is served without publications, straight from versions).
     - `pass_through`: publications serve the units' files at their own relative paths.
     - `dependencies`: what a copy with dependencies adds (None: the type has none).
+    - `generated_files`: {relative path: GeneratedFile} served at each distribution of
+      the type. A publication that would hold a file at one of these paths (a metadata file,
+      or a content file of a pass-through type), or a folder of that name, is refused at
+      publish (`path_collision`), so a path means one thing.
     """
 
     name: str
@@ -212,6 +273,7 @@ class RepositoryType:
     publish: Publish | None = None
     pass_through: bool = True
     dependencies: Dependencies | None = None
+    generated_files: Mapping[str, GeneratedFile] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -232,8 +294,9 @@ class Plugin:
     routes: Callable[[], Any] | None = None
 
 
-__all__ = ["API_VERSION", "COMMANDS_ENTRY_POINT_GROUP", "ENTRY_POINT_GROUP", "Checksum", "Closure", "ContentType",
-           "Dependencies", "Invalid", "MetadataOutput", "Plugin", "Publish", "PublishOptions",
-           "PublishedFile", "PublishedUnit", "PublishedUnits", "ReadRemote", "Reference",
-           "RemoteFile", "RemoteReader", "RemoteUnit", "RepositoryType", "UnitModel",
-           "validate_relative_path"]
+__all__ = ["API_VERSION", "COMMANDS_ENTRY_POINT_GROUP", "ENTRY_POINT_GROUP", "Checksum",
+           "Closure", "ContentType", "Dependencies", "GeneratedFile", "Invalid",
+           "MetadataOutput", "Plugin", "Publish", "PublishOptions", "PublishedFile",
+           "PublishedUnit", "PublishedUnits", "ReadRemote", "Reference", "RemoteFile",
+           "RemoteReader", "RemoteUnit", "RepositoryType", "ServedRepository", "Signer",
+           "UnitModel", "validate_relative_path"]

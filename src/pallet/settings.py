@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,13 @@ from pydantic_settings import SettingsConfigDict, TomlConfigSettingsSource
 # A list of directories: decoded by `_directories`, not by pydantic-settings, whose error
 # for `PALLET_ALLOWED_EXPORT_DIRS=/srv/x` said only "error parsing value".
 Directories = Annotated[list[Path], NoDecode]
+
+# A plain host[:port]: a DNS name or IPv4 address, or an IPv6 address in brackets. What the
+# content app accepts in a Host header and in `content_origin`, which it writes into files.
+HOST_PORT = (r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+             r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])"
+             r"(?::[0-9]{1,5})?")
+_ORIGIN = re.compile(rf"https?://{HOST_PORT}", re.ASCII)
 
 
 def _default_data_dir() -> Path:
@@ -48,6 +56,7 @@ class Settings(BaseSettings):
     import_streams: int = Field(4, ge=1, le=1000, description="Streamed imports (`POST /importers/{name}/import-stream`) a server process runs at once, each on a thread of its own; more are refused with 503, so they never take the threads other requests need.")
     import_stream_idle_seconds: float = Field(60.0, gt=0, description="How long a streamed import waits for the next bytes of its request body; then it fails, freeing its locks.")
     import_reserve_bytes: int = Field(256 * 2**20, ge=0, description="Free space an import leaves on the artifact store's file system: it stops with a clear error, changing nothing, rather than fill the disk.")
+    content_origin: str = Field("", description="The content app's origin as clients reach it (`https://pallet.example` or `http://host:port`, no path), used in the files it generates, such as a yum distribution's config.repo; empty: taken from each request's scheme and Host header (refused unless a plain host[:port]).")
     content_cache_seconds: float = Field(2.0, ge=0, description="How long a content-app process trusts its cached look-ups before one query checks whether anything it serves changed (changes made in the same process show at once).")
     publication_grace_seconds: float = Field(300.0, ge=0, description="How long a superseded publication of a repository keeps serving paths the newest one lacks, so downloads in flight finish.")
     remote_cooldown_seconds: float = Field(600.0, ge=0, description="After a remote file's bytes failed verification, how long it is not fetched again.")
@@ -86,6 +95,16 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a JSON list of paths such as '[\"/srv/export\"]', "
                              f"or one plain path; got {text[:100]!r}")
         return paths
+
+    @field_validator("content_origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        """scheme://host[:port] and nothing else: it is written into generated files."""
+        value = value.strip().rstrip("/")
+        if value and _ORIGIN.fullmatch(value) is None:
+            raise ValueError(f"expected an origin such as 'https://pallet.example' or "
+                             f"'http://10.0.0.5:24817' (no path); got {value[:100]!r}")
+        return value
 
     @model_validator(mode="after")
     def _fill_database_url(self) -> "Settings":

@@ -10,10 +10,12 @@ tiny query on the ServingGeneration row).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from urllib.parse import quote
 
@@ -22,9 +24,10 @@ from pallet.contentapp.cache import DISTRIBUTIONS, MISS, PATHS, TARGETS, BytesCa
 from pallet.contentapp.cache import ServingCache
 from pallet.contentapp.lookup import DIRECTORY, Catalog, Dist, RemoteOnly, Source, StoredFile
 from pallet.contentapp.ondemand import RemoteFetcher, Unavailable
-from pallet.contentapp.responses import (MISSING, SMALL_FILE, Damaged, FileEntry, PageEntry,
-                                         RedirectEntry, RemoteEntry, read_verified,
-                                         send_body, send_file, send_plain, stored_size)
+from pallet.contentapp.responses import (MISSING, SMALL_FILE, Damaged, FileEntry,
+                                         GeneratedEntry, PageEntry, RedirectEntry,
+                                         RemoteEntry, read_verified, send_body, send_file,
+                                         send_plain, stored_size)
 from pallet.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -107,6 +110,8 @@ class ContentApp:
             await self._redirect(send, entry.location)
         elif type(entry) is RemoteEntry:
             await self._send_remote(scope, receive, send, entry, head)
+        elif type(entry) is GeneratedEntry:
+            await self._send_generated(scope, send, entry, head)
         else:
             await send_plain(send, 404, "not found", head=head)
 
@@ -183,12 +188,19 @@ class ContentApp:
             sources = self.catalog.target(session, dist, now=now,
                                           grace=self.settings.publication_grace_seconds)
             self.cache.put(TARGETS, era, dist.id, sources)
-        for source in sources:
-            if source.valid_until is not None and source.valid_until <= now:
-                continue
+        current = [s for s in sources if s.valid_until is None or s.valid_until > now]
+        for source in current:
             found = self.catalog.find(session, source, sub)
             if found is not None:
                 return self._found(session, relative, sub, source, found)
+        # After the stored files: publishing refuses a file at a generated path, so only a
+        # publication made before its type generated that path can hold one there.
+        generated = (self.catalog.generated(session, dist, current[0], sub)
+                     if current else None)
+        if generated is not None:
+            return GeneratedEntry(generated, dist.base_path,
+                                  generated.file.media_type.encode("latin-1"),
+                                  current[0].valid_until)
         return MISSING
 
     def _distribution(self, session, relative: str, era: int) -> Dist | None:
@@ -293,6 +305,39 @@ class ContentApp:
             log.error("artifact %s is damaged in the store: %s", entry.sha256, exc)
             await send_plain(send, 500, f"the file's stored bytes are damaged ({exc}); "
                              "`pallet repository repair` fetches them again")
+
+    async def _send_generated(self, scope, send, entry: GeneratedEntry, head: bool) -> None:
+        """A generated file, made for the URL this request reached the distribution at."""
+        host = if_none_match = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"if-none-match":
+                if_none_match = value
+        origin = http.request_origin(scope.get("scheme", "http"), host,
+                                     self.settings.content_origin)
+        if origin is None:
+            return await send_plain(send, 400, "this file names the server's URL, and the "
+                                    "request's Host header is not a plain host[:port] (an "
+                                    "administrator can set PALLET_CONTENT_ORIGIN)", head=head)
+        served = replace(entry.generated.served,
+                         url=f"{origin}{PREFIX}/{quote(entry.base_path)}/")
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(
+                self.io_pool, entry.generated.file.render, served)
+        except Exception:
+            log.exception("generating %s of distribution %s failed", scope["path"],
+                          served.distribution)
+            return await send_plain(send, 500, "generating this file failed", head=head)
+        if body is None:
+            return await send_plain(send, 404, "not found", head=head)
+        tag = http.etag(hashlib.sha256(body).hexdigest())
+        headers = [(b"content-length", str(len(body)).encode()),
+                   (b"content-type", entry.media_type), (b"etag", tag),
+                   (b"cache-control", http.SHORT)]
+        if if_none_match is not None and http.etag_matches(if_none_match, tag):
+            return await send_body(send, 304, headers[2:], b"")
+        await send_body(send, 200, headers, b"" if head else body)
 
     async def _send_remote(self, scope, receive, send, entry: RemoteEntry, head: bool) -> None:
         """A file not stored yet: from the store if its bytes arrived since, else fetched."""

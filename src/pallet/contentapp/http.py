@@ -1,10 +1,14 @@
 """HTTP details of serving files, as pure functions: byte ranges, conditional requests,
-dates and content types. No I/O here, so every rule is tested on its own."""
+dates, content types and the request's origin. No I/O here, so every rule is tested on its
+own."""
 
 from __future__ import annotations
 
 import mimetypes
+import re
 from email.utils import formatdate, parsedate_to_datetime
+
+from pallet.settings import HOST_PORT
 
 # Cache-Control values: content behind a fixed target never changes under its URL; metadata,
 # listings and whatever a repository's next publication may replace are re-checked soon.
@@ -19,6 +23,23 @@ UNSATISFIABLE = "unsatisfiable"
 _ENCODED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
                   "xz": "application/x-xz", "br": "application/x-brotli",
                   "compress": "application/x-compress"}
+
+
+_HOST_PORT = re.compile(HOST_PORT.encode(), re.ASCII)
+
+
+def request_origin(scheme: str, host: bytes | None, configured: str) -> str | None:
+    """The origin (scheme://host[:port]) the client reached the content app at, for URLs
+    written into generated files: the `content_origin` setting when set, else the request's
+    scheme and Host header, if that is a plain host[:port]. None: no trustworthy origin (a
+    missing Host, or one that could smuggle text into a file)."""
+    if configured:
+        return configured
+    if host is None or _HOST_PORT.fullmatch(host) is None:
+        return None
+    if scheme not in ("http", "https"):
+        scheme = "http"
+    return f"{scheme}://{host.decode('ascii')}"
 
 
 def content_type(name: str) -> bytes:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from pallet.artifacts.models import Artifact
 from pallet.content.models import ContentArtifact
 from pallet.distributions.models import Distribution, ServingGeneration
+from pallet.plugin import GeneratedFile, ServedRepository
 from pallet.plugins import Registry
 from pallet.publications.models import Publication, PublishedMetadata
 from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
@@ -41,6 +42,7 @@ class Dist:
     publication_id: int | None
     version_id: int | None
     repository_id: int | None
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,16 @@ class RemoteOnly:
 Found = StoredFile | RemoteOnly | str | None  # str: DIRECTORY; None: nothing there
 
 
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """A file the repository type generates at a distribution's path
+    (`RepositoryType.generated_files`), with what it is made from but the URL, which each
+    request gives (`served.url` is empty here)."""
+
+    file: GeneratedFile
+    served: ServedRepository
+
+
 def timestamp(value: datetime) -> float:
     """Seconds since the epoch; SQLite hands back naive datetimes, which are UTC."""
     if value.tzinfo is None:
@@ -97,6 +109,9 @@ class Catalog:
     def __init__(self, plugins: Registry) -> None:
         self.plugins = plugins
         self._collate: bool | None = None
+        # Paths some repository type generates: any other path costs no query for them.
+        self.generated_paths = frozenset(path for kind in plugins.repository_types.values()
+                                         for path in kind.generated_files)
 
     def _path(self, session: Session, column):
         if self._collate is None:
@@ -128,7 +143,8 @@ class Catalog:
         rows = session.execute(select(
             Distribution.id, Distribution.base_path, Distribution.hidden,
             Distribution.publication_id, Distribution.repository_version_id,
-            Distribution.repository_id).where(Distribution.base_path.in_(list(base_paths))))
+            Distribution.repository_id, Distribution.name)
+            .where(Distribution.base_path.in_(list(base_paths))))
         return {row.base_path: Dist(*row) for row in rows}
 
     def distribution_children(self, session: Session, prefix: str, cap: int
@@ -220,6 +236,25 @@ class Catalog:
                     return RemoteOnly(row.id, row.sha256, row.size)
                 return StoredFile(row.sha256, row.size, metadata=False)
         return DIRECTORY if self._has_children(session, source, path + "/") else None
+
+    def generated(self, session: Session, dist: Dist, source: Source, path: str
+                  ) -> Generated | None:
+        """The file `source`'s repository type generates at `path`, if it generates one."""
+        if path not in self.generated_paths:
+            return None
+        row = session.execute(select(Repository.type, Repository.name)
+                              .where(Repository.id == source.repository_id)).first()
+        kind = self.plugins.repository_types.get(row.type) if row is not None else None
+        file = kind.generated_files.get(path) if kind is not None else None
+        if file is None:
+            return None
+        metadata: frozenset[str] = frozenset()
+        if source.publication_id is not None:
+            metadata = frozenset(session.scalars(
+                select(PM.relative_path).where(PM.publication_id == source.publication_id)))
+        return Generated(file, ServedRepository(
+            distribution=dist.name, url="", repository=row.name,
+            version=source.version_number, metadata=metadata))
 
     def _has_children(self, session: Session, source: Source, prefix: str) -> bool:
         for fetch in self._fetchers(session, source, prefix):

@@ -17,6 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from pallet.contentapp.http import content_type, etag, http_date
+from pallet.contentapp.lookup import Generated
 
 SMALL_FILE = 64 << 10  # files up to this size are kept in memory once read
 READ_BLOCK = 1 << 20
@@ -96,6 +97,18 @@ class PageEntry:
         self.headers = [(b"content-length", str(len(self.body)).encode()),
                         (b"content-type", HTML), (b"cache-control", b"public, max-age=60")]
         self.cost = ENTRY_COST + len(self.body)
+
+
+@dataclass(slots=True, eq=False)
+class GeneratedEntry:
+    """A file the repository type writes at request time (`pallet.plugin.GeneratedFile`):
+    the look-up is cached, the bytes are made for each request's URL."""
+
+    generated: Generated
+    base_path: str
+    media_type: bytes
+    valid_until: float | None = None
+    cost: int = ENTRY_COST
 
 
 @dataclass(slots=True, eq=False)

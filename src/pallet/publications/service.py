@@ -23,7 +23,7 @@ from pallet.distributions.models import Distribution
 from pallet.distributions.service import serving_changed
 from pallet.errors import Conflict, Invalid, NotFound, validation_problems
 from pallet.paths import validate_relative_path
-from pallet.plugin import PublishedUnit, PublishOptions, RepositoryType
+from pallet.plugin import PublishedUnit, PublishOptions, RepositoryType, Signer
 from pallet.plugins import Registry
 from pallet.publications.models import Publication, PublishedMetadata
 from pallet.repositories.models import Repository, RepositoryContent, RepositoryVersion
@@ -63,14 +63,16 @@ def options_digest(options: PublishOptions) -> str:
 
 def publish(session: Session, plugins: Registry, storage: ArtifactStorage,
             repository: Repository, version: RepositoryVersion,
-            options: dict[str, Any] | None = None) -> tuple[Publication, bool]:
-    """The publication of `version` with `options`: the existing one, or a new one.
-    Returns (publication, created)."""
+            options: dict[str, Any] | None = None, *, signer: Signer | None = None
+            ) -> tuple[Publication, bool]:
+    """The publication of `version` with `options`: the existing one, or a new one, signed
+    by `signer` if given. Returns (publication, created). The signer is not yet part of
+    what identifies a publication: an existing one is returned whoever signed it."""
     parsed = validate_options(plugins, repository, options)
     existing = find_publication(session, version, parsed)
     if existing is not None:
         return existing, False
-    files = render(session, plugins, storage, repository, version, parsed)
+    files = render(session, plugins, storage, repository, version, parsed, signer=signer)
     return record_publication(session, plugins, repository, version, parsed, files)
 
 
@@ -83,19 +85,20 @@ def find_publication(session: Session, version: RepositoryVersion,
 
 def render(session: Session, plugins: Registry, storage: ArtifactStorage,
            repository: Repository, version: RepositoryVersion, options: PublishOptions,
-           progress: Progress | None = None) -> dict[str, tuple[str, int]]:
+           progress: Progress | None = None, signer: Signer | None = None
+           ) -> dict[str, tuple[str, int]]:
     """Write a publication's metadata files into the artifact store, without recording
-    anything: {relative path: (sha256, size)}. Only needs a read session."""
+    anything: {relative path: (sha256, size)}. Only needs a read session. `signer` is what
+    the publisher sees as `output.signer` (None: not signed; nothing in Pallet passes one
+    yet, see `pallet.plugin.Signer`)."""
     repository_type = publishing_type(plugins, repository)
+    check = _path_check(session, repository_type, repository, version.number)
     counts = {type_: c.get("present", 0) for type_, c in (version.counts or {}).items()}
     units = published_units(session, repository, version.number)
     if progress is not None:
         units = _reporting(units, progress, sum(counts.values()))
     units = _Units(units, counts)
-    check = None
-    if repository_type.pass_through:
-        check = partial(_refuse_content_path, session, repository, version.number)
-    output = _StoringOutput(storage, check)
+    output = _StoringOutput(storage, check, signer)
     try:
         repository_type.publish(units, options, output)
     finally:
@@ -130,8 +133,40 @@ def record_publication(session: Session, plugins: Registry, repository: Reposito
     return publication, True
 
 
+def _path_check(session: Session, repository_type: RepositoryType, repository: Repository,
+                number: int) -> Callable[[str], None] | None:
+    """What each metadata path the publisher opens is checked against: the paths the content
+    app generates for the type, and (pass-through) the version's content paths, which are
+    checked against the generated paths here, before anything is written."""
+    generated = tuple(repository_type.generated_files)
+    checks = [partial(_refuse_generated_path, generated)] if generated else []
+    if repository_type.pass_through:
+        for path in generated:
+            _refuse_content_path(session, repository, number, path,
+                                 what="file the content app generates at")
+        checks.append(partial(_refuse_content_path, session, repository, number))
+    if not checks:
+        return None
+
+    def check(path: str) -> None:
+        for one in checks:
+            one(path)
+    return check
+
+
+def _refuse_generated_path(generated: Iterable[str], path: str) -> None:
+    """Invalid if metadata file `path` lies where the content app generates a file for the
+    type (`RepositoryType.generated_files`), or one is a folder of the other."""
+    for name in generated:
+        if path == name or path.startswith(name + "/") or name.startswith(path + "/"):
+            raise Invalid(f"the publication's metadata file {path!r} collides with the file "
+                          f"the content app generates at {name!r}: clients could not reach "
+                          "both", code="path_collision",
+                          details={"metadata_path": path, "generated_path": name})
+
+
 def _refuse_content_path(session: Session, repository: Repository, number: int,
-                         path: str) -> None:
+                         path: str, *, what: str = "metadata file") -> None:
     """Invalid if a pass-through publication's metadata file at `path` would collide with
     a content file of version `number`: the same path (the content could no longer be
     reached), or one inside the other as a folder (a tree could not hold both). Every
@@ -148,9 +183,11 @@ def _refuse_content_path(session: Session, repository: Repository, number: int,
         .where(RC.repository_id == repository.id, present_at(RC, number),
                or_(CA.relative_path.in_(ancestors), below)).limit(1))
     if found is not None:
-        raise Invalid(f"the publication's metadata file {path!r} collides with the content "
+        advice = ("choose another path in the publish options" if what == "metadata file"
+                  else "remove or move that content file")
+        raise Invalid(f"the publication's {what} {path!r} collides with the content "
                       f"file {found!r} of version {number}: clients could not reach both; "
-                      "choose another path in the publish options", code="path_collision",
+                      f"{advice}", code="path_collision",
                       details={"metadata_path": path, "content_path": found})
 
 
@@ -268,9 +305,9 @@ class _Open:
 class _StoringOutput:
     """The publisher's output: each file goes through a verifying artifact writer."""
 
-    def __init__(self, storage: ArtifactStorage,
-                 check: Callable[[str], None] | None = None) -> None:
-        self.storage, self.check = storage, check
+    def __init__(self, storage: ArtifactStorage, check: Callable[[str], None] | None = None,
+                 signer: Signer | None = None) -> None:
+        self.storage, self.check, self.signer = storage, check, signer
         self.files: dict[str, tuple[str, int]] = {}
         self._open: list[_Open] = []
 

@@ -19,7 +19,7 @@
 from pallet.plugin import ContentType, Plugin, RepositoryType
 from pallet.plugins.rpm import advisory, comps, depsolve, metadata, modules
 from pallet.plugins.rpm.package import KEY, NEVRA, TYPE, Package, artifacts, from_file
-from pallet.plugins.rpm.publish import RpmPublishOptions, publish
+from pallet.plugins.rpm.publish import GENERATED_FILES, RpmPublishOptions, publish
 from pallet.plugins.rpm.remote import read_remote
 from pallet.plugins.rpm.routes import routes
 
@@ -59,5 +59,6 @@ plugin = Plugin(
                                      description="A yum repository of RPM packages.",
                                      read_remote=read_remote,
                                      publish_options=RpmPublishOptions, publish=publish,
-                                     dependencies=depsolve.dependencies),),
+                                     dependencies=depsolve.dependencies,
+                                     generated_files=GENERATED_FILES),),
 )

@@ -24,7 +24,8 @@ from typing import Literal
 
 import createrepo_c as cr
 
-from pallet.plugin import MetadataOutput, PublishedUnits, PublishOptions
+from pallet.plugin import (GeneratedFile, MetadataOutput, PublishedUnits, PublishOptions,
+                           ServedRepository)
 from pallet.plugins.rpm import advisory, comps, metadata, modules
 from pallet.plugins.rpm.package import TYPE, to_createrepo
 
@@ -32,6 +33,8 @@ COMPRESSION = {"gz": cr.GZ, "xz": cr.XZ, "bz2": cr.BZ2, "zstd": cr.ZSTD}
 SUFFIX = {"gz": ".gz", "xz": ".xz", "bz2": ".bz2", "zstd": ".zst"}
 WRITERS = {"primary": cr.PrimaryXmlFile, "filelists": cr.FilelistsXmlFile,
            "other": cr.OtherXmlFile}
+REPOMD = "repodata/repomd.xml"
+SIGNATURE, KEY = REPOMD + ".asc", REPOMD + ".key"  # where dnf and createrepo users look
 
 
 class RpmPublishOptions(PublishOptions):
@@ -54,8 +57,11 @@ def publish(units: PublishedUnits, options: RpmPublishOptions, output: MetadataO
         for fields in others.get(metadata.TYPE, ()):
             repomd.set_record(metadata.record_of(fields, now))
         repomd.set_revision(str(now))
-        with output.open("repodata/repomd.xml") as target:
-            target.write(repomd.xml_dump().encode())
+        xml = repomd.xml_dump().encode()
+        with output.open(REPOMD) as target:
+            target.write(xml)
+        if output.signer is not None:
+            _sign(xml, output)
 
 
 def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOptions,
@@ -131,3 +137,35 @@ def _record(kind: str, path: Path, options: RpmPublishOptions) -> cr.RepomdRecor
         record.fill(cr.SHA256)
     record.rename_file()
     return record
+
+
+# -- signing and config.repo ------------------------------------------------------------------
+
+def _sign(repomd: bytes, output: MetadataOutput) -> None:
+    """repomd.xml.asc, the detached signature dnf checks with repo_gpgcheck=1, and
+    repomd.xml.key, the public key config.repo names as gpgkey (dnf imports it, with the
+    user's consent, before checking)."""
+    with output.open(SIGNATURE) as target:
+        target.write(output.signer.sign(repomd))
+    with output.open(KEY) as target:
+        target.write(output.signer.public_key())
+
+
+def config_repo(served: ServedRepository) -> bytes | None:
+    """A dnf repo file for the distribution (`dnf config-manager --add-repo URL/config.repo`),
+    or None where no yum metadata is served (a version served bare). gpgcheck=0: Pallet
+    does not sign packages, and which vendors' keys to trust for them is the user's to
+    configure; repo_gpgcheck=1 (repomd.xml's signature) when the publication is signed."""
+    if REPOMD not in served.metadata:
+        return None
+    lines = [f"[{served.distribution}]",
+             f"name={served.distribution} (Pallet repository {served.repository})",
+             f"baseurl={served.url}", "enabled=1", "gpgcheck=0"]
+    if SIGNATURE in served.metadata:
+        lines.append("repo_gpgcheck=1")
+        if KEY in served.metadata:
+            lines.append(f"gpgkey={served.url}{KEY}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+GENERATED_FILES = {"config.repo": GeneratedFile(config_repo)}
