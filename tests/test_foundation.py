@@ -12,7 +12,7 @@ def test_the_plugin_surface_is_pinned():
         "API_VERSION", "Checksum", "ContentType", "ENTRY_POINT_GROUP", "Invalid",
         "MetadataOutput", "Plugin", "Publish", "PublishOptions", "PublishedFile",
         "PublishedUnit", "PublishedUnits", "ReadRemote", "Reference", "RemoteFile", "RemoteReader",
-        "RemoteUnit", "RepositoryType", "UnitModel", "validate_relative_path"]
+        "RemoteUnit", "RepositoryType", "SyncOptions", "UnitModel", "validate_relative_path"]
     assert pallet.plugin.ENTRY_POINT_GROUP == "pallet.plugins.v2"
     assert pallet.plugin.API_VERSION == 2
 
