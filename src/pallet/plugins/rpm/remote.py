@@ -19,6 +19,7 @@ import createrepo_c as cr
 from pallet.plugin import Checksum, Invalid, RemoteFile, RemoteReader, RemoteUnit
 from pallet.plugins.rpm import advisory
 from pallet.plugins.rpm.package import TYPE, checked, fields_of
+from pallet.plugins.rpm.sync_options import package_filter
 
 REPOMD = "repodata/repomd.xml"
 MAIN_METADATA = ("primary", "filelists", "other")
@@ -59,10 +60,12 @@ def _advisories(remote: RemoteReader, record: cr.RepomdRecord) -> Iterator[Remot
 def _packages(remote: RemoteReader, records, paths) -> Iterator[RemoteUnit]:
     where = remote.resolve(records["primary"].location_href)
     base = remote.resolve("")
+    wanted = package_filter(remote.options, paths["primary"], where)  # the sync options
     try:
         for package in cr.PackageIterator(paths["primary"], paths["filelists"],
                                           paths["other"], warningcb=_warning):
-            yield _unit(remote, base, package, where)
+            if wanted is None or wanted(package):
+                yield _unit(remote, base, package, where)
     except cr.CreaterepoCError as exc:
         raise Invalid(f"{where} cannot be read: {exc}") from None
 
