@@ -15,6 +15,7 @@ from pallet.plugins.rpm import advisory
 from pallet.plugins.rpm.package import KEY, NEVRA, TYPE, Package, artifacts, from_file
 from pallet.plugins.rpm.publish import RpmPublishOptions, publish
 from pallet.plugins.rpm.remote import read_remote
+from pallet.plugins.rpm.sync_options import RpmSyncOptions
 
 plugin = Plugin(
     name="rpm",
@@ -26,6 +27,6 @@ plugin = Plugin(
                                repository_key=("id",))),
     repository_types=(RepositoryType(name="rpm", content_types=(TYPE, advisory.TYPE),
                                      description="A yum repository of RPM packages.",
-                                     read_remote=read_remote,
+                                     read_remote=read_remote, sync_options=RpmSyncOptions,
                                      publish_options=RpmPublishOptions, publish=publish),),
 )
