@@ -5,16 +5,21 @@ a changed option makes a re-sync look again instead of stopping at the fingerpri
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import createrepo_c as cr
 import pytest
+from alembic import command
+from sqlalchemy import text
 
+from pallet.db import Database
+from pallet.db.migrate import alembic_config, upgrade
 from pallet.plugins.rpm.evr import EVR, vercmp
 from pallet.plugins.rpm.sync_options import RpmSyncOptions, package_filter
-from tests.conftest import make_settings, wait_for_task
+from pallet.remotes.models import Remote, SyncFingerprint
+from pallet.repositories.models import Repository
+from tests.conftest import empty_database, make_settings, wait_for_task
 from tests.http_fixtures import file_server  # noqa: F401 - the fixture
 from tests.rpm_tools import build_rpm, build_srpm, make_repository, require, updateinfo
 from tests.test_api import assert_error
@@ -293,6 +298,43 @@ def test_a_changed_option_makes_the_resync_look_again(client, workers, file_serv
     # Options equal to the defaults are the same as none: the stop applies.
     assert sync(client, options={"skip_types": [], "retain_package_versions": None}
                 )["unchanged"] is True
+
+
+@pytest.fixture
+def empty_database_url(tmp_path):
+    yield from empty_database(tmp_path, "options")
+
+
+def test_remotes_and_fingerprints_from_before_have_no_options(empty_database_url):
+    """A database of revision 0007 with a remote, a repository using it and a sync
+    fingerprint, migrated: nothing is lost (on SQLite, copying `remote` anew would cascade),
+    and both have options {}, which equal the defaults, so the fingerprint still holds."""
+    db = Database(empty_database_url)
+    upgrade(db, "0007")
+    with db.write() as session:
+        session.execute(text(
+            "INSERT INTO remote (name, type, url, policy, mirror, download_concurrency, "
+            "max_retries, connect_timeout, read_timeout, tls_validation, headers, created_at, "
+            "updated_at) VALUES ('el', 'rpm', 'https://mirror.example/', 'on_demand', false, "
+            "10, 3, 30, 60, true, '{}', '2026-12-01 00:00:00', '2026-12-01 00:00:00')"))
+        session.execute(text(
+            "INSERT INTO repository (name, type, description, next_version, autopublish, "
+            "publish_options, created_at, updated_at, remote_id) SELECT 'el', 'rpm', '', 1, "
+            "false, '{}', '2026-12-01 00:00:00', '2026-12-01 00:00:00', id FROM remote"))
+        session.execute(text(
+            "INSERT INTO sync_fingerprint (repository_id, remote_id, sha256, version, "
+            "policy, mirror) SELECT repository.id, remote.id, :sha, 0, 'on_demand', false "
+            "FROM repository, remote"), {"sha": "0" * 64})
+    upgrade(db)
+    with db.read() as session:
+        remote = session.query(Remote).one()
+        assert remote.options == {} and session.query(SyncFingerprint).one().options == {}
+        assert session.query(Repository).one().remote_id == remote.id
+    command.downgrade(alembic_config(db), "0007")
+    with db.read() as session:
+        assert session.execute(text("SELECT count(*) FROM sync_fingerprint")).scalar() == 1
+        assert session.execute(text("SELECT remote_id FROM repository")).scalar() == remote.id
+    db.dispose()
 
 
 # -- the CLI against a real server ------------------------------------------------------------

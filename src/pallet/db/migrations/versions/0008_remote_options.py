@@ -21,15 +21,13 @@ TABLES = ('remote', 'sync_fingerprint')
 def upgrade() -> None:
     for table in TABLES:
         # '{}' fills the rows there are: remotes had no options, and the syncs fingerprinted
-        # so far applied none. New rows get the model's default.
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(sa.Column('options', sa.JSON(), nullable=False,
-                                          server_default='{}'))
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.alter_column('options', server_default=None)
+        # so far applied none. The server default stays: removing it would make SQLite copy
+        # the table anew, and dropping the old `remote` deletes, by its foreign keys'
+        # cascades, every remote artifact and fingerprint (and unsets repositories' remotes).
+        op.add_column(table, sa.Column('options', sa.JSON(), nullable=False,
+                                       server_default='{}'))
 
 
 def downgrade() -> None:
-    for table in TABLES:
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_column('options')
+    for table in TABLES:  # ALTER TABLE DROP COLUMN (SQLite 3.35+): no copy, no cascade
+        op.drop_column(table, 'options')
