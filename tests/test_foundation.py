@@ -15,8 +15,8 @@ def test_the_plugin_surface_is_pinned():
         "Dependencies", "ENTRY_POINT_GROUP", "GeneratedFile", "Invalid", "MetadataOutput",
         "Plugin", "Publish", "PublishOptions", "PublishedFile", "PublishedUnit",
         "PublishedUnits", "ReadRemote", "Reference", "RemoteFile", "RemoteReader",
-        "RemoteUnit", "RepositoryType", "ServedRepository", "Signer", "UnitModel",
-        "validate_relative_path"]
+        "RemoteUnit", "RepositoryType", "ServedRepository", "Signer", "SyncOptions",
+        "UnitModel", "validate_relative_path"]
     assert pallet.plugin.ENTRY_POINT_GROUP == "pallet.plugins.v2"
     assert pallet.plugin.API_VERSION == 2
 

@@ -57,6 +57,7 @@ def test_create_show_list_update(client, tls):
         created["proxy_password_set"]
     assert created["headers"] == {"X-Token": "abc"} and "BEGIN CERTIFICATE" in \
         created["ca_cert"]
+    assert created["options"] == {}  # file remotes take no sync options
     for answer in (created, client.get("/api/v1/remotes/up").json(),
                    client.get("/api/v1/remotes").json()["results"][0]):
         text = json.dumps(answer)
@@ -123,6 +124,9 @@ def test_names_are_unique_and_required_fields_stay(client):
      ["ca_cert"]),
     ({"client_cert": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
      ["give both"]),
+    ({"options": {"skip_types": ["srpm"]}}, ["options.skip_types is not a sync option"]),
+    ({"type": "rpm", "options": {"retain_package_versions": -1}},
+     ["options.retain_package_versions"]),
 ])
 def test_invalid_fields_are_refused(client, fields, words):
     body = {"name": "up", "url": "https://mirror.example/repo/", **fields}

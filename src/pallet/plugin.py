@@ -8,7 +8,9 @@ built-in `file` and `rpm` types register this way too. The exports are pinned by
 
 Version 2 (after 1): a sync reads a remote as a conversation (`read_remote` asks a
 `RemoteReader` for as many files as it needs, verified and decompressed) instead of being
-handed one index file, and a publisher is told the counts of what it will write.
+handed one index file, and a publisher is told the counts of what it will write. Later in 2,
+without breaking a plugin written before: a repository type may declare `sync_options`, which
+its remotes store and its `read_remote` reads as `RemoteReader.options`.
 """
 
 from __future__ import annotations
@@ -113,10 +115,15 @@ class RemoteReader(Protocol):
       its checksum): if it is byte for byte the one the repository's last sync from this
       remote read, onto the version that sync left, with the same policy and mode, the sync
       ends there with no new version (not with the `immediate` policy, whose syncs also
-      bring back bytes missing from the store).
+      bring back bytes missing from the store, nor when the remote's `options` differ from
+      those of that sync).
+    - `options`: the remote's sync options, validated, as the repository type's
+      `sync_options` model (`SyncOptions()` for a type that declares none). `read_remote`
+      applies them: leaving out what they exclude is its job, not the core's.
     """
 
     url: str
+    options: SyncOptions
 
     def resolve(self, href: str) -> str: ...
 
@@ -208,6 +215,20 @@ class Closure:
 # (the destination's units, likewise): e.g. an RPM's dependencies, solved by libsolv.
 Dependencies = Callable[[Iterable[tuple[int, str, dict[str, Any]]], frozenset[int],
                          Iterable[tuple[int, str, dict[str, Any]]]], Closure]
+
+
+class SyncOptions(BaseModel):
+    """Base for a repository type's sync options: what its remotes may say about which of
+    the remote's units a sync takes (`rpm`: skip source packages, keep the newest N
+    versions). A remote stores them; they are validated against this model when the remote
+    is created or changed, and handed to `read_remote` as `RemoteReader.options`. Unknown
+    options are refused; every option needs a default (a remote that gives none syncs
+    everything). A list option may be given as comma-separated text too (the core splits
+    it before validating)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 # read_remote(remote): the units a remote holds, read through `remote` (as many files as the
 # type's format needs). Raises Invalid, naming the file and what is wrong, on bad metadata.
 ReadRemote = Callable[[RemoteReader], Iterator[RemoteUnit]]
@@ -255,6 +276,7 @@ class RepositoryType:
     """A kind of repository.
 
     - `read_remote`: reads a remote's units (None: this type cannot sync).
+    - `sync_options`: the model of its remotes' sync options (`SyncOptions`: none).
     - `publish_options` / `publish`: the publish options' model and the publisher (None:
       this type is served without publications, straight from versions).
     - `pass_through`: publications serve the units' files at their own relative paths.
@@ -269,6 +291,7 @@ class RepositoryType:
     content_types: tuple[str, ...]
     description: str = ""
     read_remote: ReadRemote | None = None
+    sync_options: type[SyncOptions] = SyncOptions
     publish_options: type[PublishOptions] = PublishOptions
     publish: Publish | None = None
     pass_through: bool = True
@@ -299,4 +322,4 @@ __all__ = ["API_VERSION", "COMMANDS_ENTRY_POINT_GROUP", "ENTRY_POINT_GROUP", "Ch
            "MetadataOutput", "Plugin", "Publish", "PublishOptions", "PublishedFile",
            "PublishedUnit", "PublishedUnits", "ReadRemote", "Reference", "RemoteFile",
            "RemoteReader", "RemoteUnit", "RepositoryType", "ServedRepository", "Signer",
-           "UnitModel", "validate_relative_path"]
+           "SyncOptions", "UnitModel", "validate_relative_path"]

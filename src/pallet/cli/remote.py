@@ -2,10 +2,12 @@
 
 Secrets (password, proxy password, client key) are sent to the server and never printed:
 the server shows only whether they are set. Certificates and keys are read from files.
+Sync options (`--option NAME=VALUE`) are the repository type's; the server checks them.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,12 +29,13 @@ FIELDS = ["name", "type", "url", "policy", "mirror", "download_concurrency", "ma
           ("ca_cert", lambda r: pem_summary(r["ca_cert"])),
           ("client_cert", lambda r: pem_summary(r["client_cert"])), "client_key_set",
           "tls_validation", "proxy_url", "proxy_username", "proxy_password_set", "headers",
+          ("options", lambda r: options_summary(r.get("options"))),
           "href", "created_at", "updated_at"]
 # What `update --clear` can clear, as option-style names.
 CLEARABLE = {"total-timeout": "total_timeout", "username": "username", "password": "password",
              "ca-cert": "ca_cert", "client-cert": "client_cert", "client-key": "client_key",
              "proxy-url": "proxy_url", "proxy-username": "proxy_username",
-             "proxy-password": "proxy_password", "headers": "headers"}
+             "proxy-password": "proxy_password", "headers": "headers", "options": "options"}
 
 
 def pem_summary(pem: str | None) -> str | None:
@@ -55,6 +58,39 @@ def parse_headers(values: list[str] | None) -> dict[str, str] | None:
     return headers
 
 
+def parse_sync_options(values: list[str] | None) -> dict[str, object] | None:
+    """NAME=VALUE strings as a map: VALUE as JSON when it parses (3, true, ["srpm"]), else
+    as text (srpm; the server reads text given for a list option as comma-separated)."""
+    if not values:
+        return None
+    options: dict[str, object] = {}
+    for value in values:
+        name, equals, text = value.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            fail(f"--option {value!r}: write it as NAME=VALUE")
+        if name in options:
+            fail(f"--option: {name!r} is given twice")
+        try:
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text
+    return options
+
+
+def options_summary(options: dict[str, object] | None) -> str:
+    """Sync options as --option takes them: "retain_package_versions=3; skip_types=srpm"."""
+    if not options:
+        return "none"
+
+    def text(value: object) -> str:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return ",".join(value)
+        return value if isinstance(value, str) else json.dumps(value)
+
+    return "; ".join(f"{name}={text(value)}" for name, value in sorted(options.items()))
+
+
 def secret_value(value: str | None, from_stdin: bool, option: str) -> str | None:
     return secret(option, value, stdin=from_stdin)
 
@@ -65,14 +101,16 @@ def _options(*, url: str | None, policy: str | None, mirror: bool | None,
              total_timeout: float | None, username: str | None, password: str | None,
              ca_cert: Path | None, client_cert: Path | None, client_key: Path | None,
              tls_validation: bool | None, proxy_url: str | None, proxy_username: str | None,
-             proxy_password: str | None, header: list[str] | None) -> dict[str, Any]:
+             proxy_password: str | None, header: list[str] | None,
+             option: list[str] | None) -> dict[str, Any]:
     """The fields given on the command line, files read."""
     values: dict[str, Any] = dict(
         url=url, policy=policy, mirror=mirror, download_concurrency=download_concurrency,
         max_retries=max_retries, connect_timeout=connect_timeout, read_timeout=read_timeout,
         total_timeout=total_timeout, username=username, password=password,
         tls_validation=tls_validation, proxy_url=proxy_url, proxy_username=proxy_username,
-        proxy_password=proxy_password, headers=parse_headers(header))
+        proxy_password=proxy_password, headers=parse_headers(header),
+        options=parse_sync_options(option))
     for field, file in (("ca_cert", ca_cert), ("client_cert", client_cert),
                         ("client_key", client_key)):
         if file is not None:
@@ -115,6 +153,11 @@ ProxyPasswordStdin = Annotated[bool, typer.Option(
     "--proxy-password-stdin", help="Read the proxy password from standard input.")]
 Header = Annotated[list[str] | None, typer.Option(metavar="'NAME: VALUE'",
                                                   help="An extra request header; repeatable.")]
+OPTION_HELP = ("A sync option of the repository type (rpm: skip_types=srpm, "
+               "retain_package_versions=N); VALUE is read as JSON when it parses, else as "
+               "text; a list option takes comma-separated values; repeatable.")
+Option = Annotated[list[str] | None, typer.Option("--option", metavar="NAME=VALUE",
+                                                  help=OPTION_HELP)]
 CaCert = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, metavar="FILE",
                                              help="PEM CA certificate(s) to trust instead of "
                                                   "the system's.")]
@@ -139,7 +182,7 @@ def create(name: Name,
            proxy_url: ProxyUrl = None, proxy_username: ProxyUsername = None,
            proxy_password: ProxyPassword = None,
            proxy_password_stdin: ProxyPasswordStdin = False,
-           header: Header = None, as_json: JsonFlag = False) -> None:
+           header: Header = None, option: Option = None, as_json: JsonFlag = False) -> None:
     """Create a remote."""
     body = {"name": name, "type": type, **_options(
         url=url, policy=policy, mirror=mirror, download_concurrency=download_concurrency,
@@ -149,7 +192,7 @@ def create(name: Name,
         client_cert=client_cert, client_key=client_key, tls_validation=tls_validation,
         proxy_url=proxy_url, proxy_username=proxy_username,
         proxy_password=secret_value(proxy_password, proxy_password_stdin, "--proxy-password"),
-        header=header)}
+        header=header, option=option)}
     show_record(connect().post("remotes", body), FIELDS, as_json=as_json)
 
 
@@ -186,6 +229,9 @@ def update(name: Name, url: Url = None, policy: Policy = None, mirror: Mirror = 
                metavar="'NAME: VALUE'", help="An extra request header; repeatable; the "
                                              "headers given replace all earlier ones.")
            ] = None,
+           option: Annotated[list[str] | None, typer.Option(
+               "--option", metavar="NAME=VALUE",
+               help=OPTION_HELP + " The options given replace all earlier ones.")] = None,
            clear: Annotated[list[str] | None, typer.Option(
                metavar="FIELD", help=f"Clear a field: {', '.join(CLEARABLE)}; repeatable.")
            ] = None,
@@ -200,7 +246,7 @@ def update(name: Name, url: Url = None, policy: Policy = None, mirror: Mirror = 
         client_cert=client_cert, client_key=client_key, tls_validation=tls_validation,
         proxy_url=proxy_url, proxy_username=proxy_username,
         proxy_password=secret_value(proxy_password, proxy_password_stdin, "--proxy-password"),
-        header=header)
+        header=header, option=option)
     for item in clear or []:
         field = CLEARABLE.get(item.replace("_", "-"))
         if field is None:
@@ -208,7 +254,7 @@ def update(name: Name, url: Url = None, policy: Policy = None, mirror: Mirror = 
                  f"{', '.join(CLEARABLE)})")
         if field in changes:
             fail(f"--clear {item} and a new value for it: give one")
-        changes[field] = {} if field == "headers" else None
+        changes[field] = {} if field in ("headers", "options") else None
     if new_name is not None:
         changes["name"] = new_name
     if not changes:

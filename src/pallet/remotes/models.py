@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy import UniqueConstraint
@@ -40,6 +41,8 @@ class Remote(Base):
     proxy_username: Mapped[str | None] = mapped_column(String(255))
     proxy_password: Mapped[str | None] = mapped_column(String(1024))
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # The repository type's sync options, as given (validated against its model).
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -65,8 +68,8 @@ class RemoteArtifact(Base):
 class SyncFingerprint(Base):
     """What a repository's last sync from a remote read first, when that file vouches for
     everything the remote holds (a repomd.xml names every other file by checksum): the next
-    sync that reads the same bytes, with the same policy and mode, onto the version this one
-    left, has nothing to do."""
+    sync that reads the same bytes, with the same policy, mode and sync options, onto the
+    version this one left, has nothing to do."""
 
     __tablename__ = "sync_fingerprint"
 
@@ -78,3 +81,6 @@ class SyncFingerprint(Base):
     version: Mapped[int] = mapped_column()  # the repository's newest version after that sync
     policy: Mapped[str] = mapped_column(String(16))
     mirror: Mapped[bool] = mapped_column()
+    # The remote's sync options as that sync applied them, those left at their default
+    # omitted: {} for a sync made before remotes had options, which applied none.
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -25,7 +25,7 @@ import zstandard
 
 from pallet.artifacts.storage import DigestMismatch
 from pallet.errors import Invalid
-from pallet.plugin import Checksum
+from pallet.plugin import Checksum, SyncOptions
 from pallet.remotes.downloader import Downloader
 
 CHUNK = 1 << 20
@@ -46,13 +46,16 @@ class Unchanged(Exception):
 
 class RemoteFiles:
     """A `RemoteReader` over one sync's downloader and event loop. `unchanged(sha256)` says
-    whether a fingerprint file with that digest means the sync has nothing to do."""
+    whether a fingerprint file with that digest means the sync has nothing to do; `options`
+    are the remote's sync options, validated."""
 
     def __init__(self, url: str, downloader: Downloader, loop: asyncio.AbstractEventLoop,
                  *, schemes: tuple[str, ...], limit: int, tmp_dir: str | None,
                  progress: Callable[[int, int | None], None],
-                 unchanged: Callable[[str], bool] = lambda sha256: False) -> None:
+                 unchanged: Callable[[str], bool] = lambda sha256: False,
+                 options: SyncOptions = SyncOptions()) -> None:
         self.url = url
+        self.options = options
         self.last_url = url  # the file being read, for error messages
         self.fingerprint: str | None = None  # sha256 of the fingerprint file read
         self._unchanged = unchanged

@@ -3,7 +3,7 @@ back with `password_set`, `proxy_password_set` and `client_key_set`, never the v
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -24,6 +24,10 @@ TOTAL = dict(gt=0, le=7 * 86400)
 URL_DOC = ("The index's URL (http, https or file); ending in '/', it names the type's index "
            "file there (PULP_MANIFEST for `file`).")
 HEADERS_DOC = "Extra request headers, name -> value."
+MAX_OPTIONS = 100
+OPTIONS_DOC = ("The repository type's sync options, name -> value (rpm: skip_types, "
+               "retain_package_versions; file: none); unknown ones are refused. A list "
+               "option may be given as comma-separated text.")
 
 
 class RemoteCreate(Body):
@@ -56,6 +60,8 @@ class RemoteCreate(Body):
     proxy_password: str | None = Field(None, max_length=1024, description="Write-only.")
     headers: dict[str, str] = Field(default_factory=dict, max_length=MAX_HEADERS,
                                     description=HEADERS_DOC)
+    options: dict[str, Any] = Field(default_factory=dict, max_length=MAX_OPTIONS,
+                                    description=OPTIONS_DOC)
 
 
 class RemoteUpdate(Body):
@@ -81,6 +87,9 @@ class RemoteUpdate(Body):
     proxy_password: str | None = Field(None, max_length=1024)
     headers: dict[str, str] | None = Field(None, max_length=MAX_HEADERS,
                                            description=HEADERS_DOC + " Replaces them all.")
+    options: dict[str, Any] | None = Field(None, max_length=MAX_OPTIONS,
+                                           description=OPTIONS_DOC + " Replaces them all; "
+                                           "null or {}: none (the type's defaults).")
 
 
 class RemoteRead(Schema):
@@ -105,6 +114,7 @@ class RemoteRead(Schema):
     proxy_username: str | None
     proxy_password_set: bool
     headers: dict[str, str]
+    options: dict[str, Any]
     created_at: UtcDatetime
     updated_at: UtcDatetime
 
@@ -121,7 +131,8 @@ def remote_read(remote: Remote) -> RemoteRead:
         tls_validation=remote.tls_validation, proxy_url=remote.proxy_url,
         proxy_username=remote.proxy_username,
         proxy_password_set=remote.proxy_password is not None,
-        headers=dict(remote.headers or {}), created_at=remote.created_at,
+        headers=dict(remote.headers or {}), options=dict(remote.options or {}),
+        created_at=remote.created_at,
         updated_at=remote.updated_at)
 
 

@@ -1,23 +1,28 @@
 """Remotes: create, find, list, update, delete. Functions over an explicit session.
 
 Every value is checked before anything is written: the URL (http, https, or file:// under
-an allowed import directory, links resolved), the headers, and that the TLS material loads.
+an allowed import directory, links resolved), the headers, that the TLS material loads, and
+the sync options against the repository type's model.
 """
 
 from __future__ import annotations
 
 import re
+import types
+import typing
 import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pallet.distributions.service import serving_changed
-from pallet.errors import Conflict, Invalid, NotFound
+from pallet.errors import Conflict, Invalid, NotFound, validation_problems
+from pallet.plugin import RepositoryType, SyncOptions
 from pallet.plugins import Registry
 from pallet.remotes.downloader import local_path, tls_context
 from pallet.remotes.models import POLICIES, Remote
@@ -28,7 +33,7 @@ from pallet.settings import Settings
 FIELDS = ("name", "type", "url", "policy", "mirror", "download_concurrency", "max_retries",
           "connect_timeout", "read_timeout", "total_timeout", "username", "password",
           "ca_cert", "client_cert", "client_key", "tls_validation", "proxy_url",
-          "proxy_username", "proxy_password", "headers")
+          "proxy_username", "proxy_password", "headers", "options")
 REQUIRED = {"name", "type", "url", "policy", "mirror", "download_concurrency", "max_retries",
             "connect_timeout", "read_timeout", "tls_validation", "headers"}
 DEFAULTS: dict[str, Any] = {
@@ -36,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "max_retries": 3, "connect_timeout": 30.0, "read_timeout": 60.0, "total_timeout": None,
     "username": None, "password": None, "ca_cert": None, "client_cert": None,
     "client_key": None, "tls_validation": True, "proxy_url": None, "proxy_username": None,
-    "proxy_password": None, "headers": {}}
+    "proxy_password": None, "headers": {}, "options": {}}
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 MAX_HEADER_VALUE = 8192
@@ -92,10 +97,13 @@ def list_remotes(session: Session, *, name: str | None = None,
 
 def update_remote(session: Session, plugins: Registry, settings: Settings, remote: Remote,
                   **changes: Any) -> Remote:
-    """Change the given fields; None clears an optional one. All or nothing."""
+    """Change the given fields; None clears an optional one (and restores the default
+    sync options). All or nothing."""
     unknown = set(changes) - set(FIELDS)
     if unknown:
         raise Invalid(f"unknown remote fields: {', '.join(sorted(unknown))}")
+    if "options" in changes and changes["options"] is None:
+        changes = {**changes, "options": {}}
     if changes.get("type", remote.type) != remote.type:
         raise Invalid("a remote's type cannot change; create another remote",
                       details={"field": "type"})
@@ -122,6 +130,55 @@ def delete_remote(session: Session, remote: Remote) -> None:
 
 
 # -- validation -----------------------------------------------------------------------------
+
+def sync_options(repository_type: RepositoryType, options: Any) -> SyncOptions:
+    """`options` as the type's sync options model, or Invalid naming each wrong option. A
+    text value given for a list option is read as comma-separated values (what the CLI's
+    `--option skip_types=srpm` sends)."""
+    model = repository_type.sync_options
+    if not isinstance(options, dict):
+        raise Invalid("options must be an object of sync option names and values",
+                      details={"field": "options"})
+    try:
+        return model.model_validate({name: _listed(model, name, value)
+                                     for name, value in options.items()})
+    except ValidationError as exc:
+        unknown = (f"is not a sync option of {repository_type.name} remotes (they take "
+                   f"{', '.join(model.model_fields) or 'none'})")
+        summary, problems = validation_problems([_option_error(error, unknown)
+                                                 for error in exc.errors()])
+        raise Invalid(f"invalid sync options: {summary}",
+                      details={"field": "options", "errors": problems}) from None
+
+
+def _option_error(error: dict[str, Any], unknown: str) -> dict[str, Any]:
+    """pydantic's error located under `options`, with `unknown` as the sentence for an
+    option the model does not have."""
+    error = {**error, "loc": ("options", *error["loc"])}
+    if error["type"] == "extra_forbidden":
+        error.update(type="unknown_option", msg=unknown)
+    return error
+
+
+def fingerprint_options(options: SyncOptions) -> dict[str, Any]:
+    """Sync options as a sync fingerprint compares them: those left at their default
+    omitted, so {} and options equal to the defaults are the same."""
+    return options.model_dump(mode="json", exclude_defaults=True)
+
+
+def _listed(model: type[SyncOptions], name: str, value: Any) -> Any:
+    field = model.model_fields.get(name)
+    if not isinstance(value, str) or field is None or not _is_list(field.annotation):
+        return value
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list(arg) for arg in typing.get_args(annotation))
+    return origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set)
+
 
 def check_url(url: str, allowed_dirs: Sequence[Path], *, field: str = "url",
               schemes: tuple[str, ...] = ("http", "https", "file")) -> str:
@@ -183,6 +240,8 @@ def _validate(plugins: Registry, settings: Settings, values: dict[str, Any]) -> 
     if repository_type.read_remote is None:
         raise Invalid(f"{values['type']} repositories cannot sync from a remote",
                       details={"field": "type"})
+    values["options"] = sync_options(repository_type, values["options"]).model_dump(
+        mode="json", exclude_unset=True)
     check_url(values["url"], settings.allowed_import_dirs)
     if values["policy"] not in POLICIES:
         raise Invalid(f"policy must be one of {', '.join(POLICIES)}", details={"field": "policy"})

@@ -38,13 +38,13 @@ from pallet.content.models import ContentArtifact
 from pallet.content.service import validate_unit
 from pallet.db.bulk import among, id_batches, insert_values
 from pallet.errors import Canceled, Invalid, NotFound, PalletError
-from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType, UnitModel
+from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType, SyncOptions, UnitModel
 from pallet.plugins import Registry
 from pallet.publications.service import autopublish
 from pallet.remotes.downloader import Downloader, DownloadError, RemoteConfig, temporary_dir
 from pallet.remotes.models import IMMEDIATE, Remote, RemoteArtifact, SyncFingerprint
 from pallet.remotes.reader import RemoteFiles, Unchanged
-from pallet.remotes.service import check_url, get_remote
+from pallet.remotes.service import check_url, fingerprint_options, get_remote, sync_options
 from pallet.repositories.models import Repository
 from pallet.repositories.tasks import version_result
 from pallet.repositories.versions import create_version, latest_version
@@ -84,6 +84,7 @@ def check_sync(plugins: Registry, settings: Settings, repository: Repository,
     if repository_type.read_remote is None:
         raise Invalid(f"{repository.type} repositories cannot sync from a remote")
     check_url(remote.url, settings.allowed_import_dirs)  # again: links may have changed
+    sync_options(repository_type, remote.options)  # again: the type's model may have changed
     return repository_type
 
 
@@ -95,9 +96,10 @@ def sync_repository(runtime: Runtime, task, *, repository_id: int, remote_id: in
         repository = _row(session, Repository, repository_id, "repository")
         remote = _row(session, Remote, remote_id, "remote")
         repository_type = check_sync(runtime.plugins, runtime.settings, repository, remote)
+        options = sync_options(repository_type, remote.options)
         mirror = remote.mirror if mirror is None else mirror
-        sync = _Sync(runtime, task, remote, repository_type,
-                     unchanged=_unchanged_check(session, repository, remote, mirror))
+        sync = _Sync(runtime, task, remote, repository_type, options=options,
+                     unchanged=_unchanged_check(session, repository, remote, mirror, options))
     try:
         asyncio.run(sync.fetch())
     except Unchanged:  # the remote's fingerprint file is the one the last sync read
@@ -117,14 +119,17 @@ def sync_repository(runtime: Runtime, task, *, repository_id: int, remote_id: in
     task.result = {**result, "mirror": mirror, **sync.counts()}
 
 
-def _unchanged_check(session: Session, repository: Repository, remote: Remote, mirror: bool):
+def _unchanged_check(session: Session, repository: Repository, remote: Remote, mirror: bool,
+                     options: SyncOptions):
     """Whether a fingerprint file with a given sha256 leaves this sync nothing to do: the
-    last sync from this remote read the same, with the same policy and mode, and made the
-    newest version. Never with the immediate policy: its syncs also refetch lost bytes."""
+    last sync from this remote read the same, with the same policy, mode and sync options,
+    and made the newest version. Never with the immediate policy: its syncs also refetch
+    lost bytes."""
     last = session.get(SyncFingerprint, (repository.id, remote.id))
     newest = latest_version(session, repository).number
-    if last is None or remote.policy == IMMEDIATE or (last.version, last.policy, last.mirror) \
-            != (newest, remote.policy, mirror):
+    if last is None or remote.policy == IMMEDIATE or \
+            (last.version, last.policy, last.mirror, last.options) \
+            != (newest, remote.policy, mirror, fingerprint_options(options)):
         return lambda sha256: False
     read_last = last.sha256
     return lambda sha256: sha256 == read_last
@@ -140,7 +145,8 @@ def _remember_fingerprint(session: Session, repository: Repository, remote_id: i
     session.add(SyncFingerprint(repository_id=repository.id, remote_id=remote_id,
                                 sha256=sync.fingerprint,
                                 version=latest_version(session, repository).number,
-                                policy=sync.policy, mirror=mirror))
+                                policy=sync.policy, mirror=mirror,
+                                options=fingerprint_options(sync.options)))
 
 
 def _row(session: Session, model, row_id: int, what: str):
@@ -170,8 +176,9 @@ class _Batch:
 
 class _Sync:
     def __init__(self, runtime: Runtime, task, remote: Remote,
-                 repository_type: RepositoryType, *, unchanged) -> None:
+                 repository_type: RepositoryType, *, options: SyncOptions, unchanged) -> None:
         self.runtime, self.task, self.repository_type = runtime, task, repository_type
+        self.options = options
         self.remote_id, self.immediate = remote.id, remote.policy == IMMEDIATE
         self.policy, self._unchanged = remote.policy, unchanged
         self.fingerprint: str | None = None
@@ -201,7 +208,7 @@ class _Sync:
                 tmp_dir=temporary_dir(storage),
                 progress=lambda done, total: self.task.progress("downloading index", done,
                                                                 total),
-                unchanged=self._unchanged)
+                unchanged=self._unchanged, options=self.options)
             try:
                 units = self._read(self.repository_type.read_remote(remote), remote)
                 await self._run(downloader, units)

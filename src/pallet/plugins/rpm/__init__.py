@@ -21,6 +21,7 @@ from pallet.plugins.rpm import advisory, comps, depsolve, metadata, modules
 from pallet.plugins.rpm.package import KEY, NEVRA, TYPE, Package, artifacts, from_file
 from pallet.plugins.rpm.publish import GENERATED_FILES, RpmPublishOptions, publish
 from pallet.plugins.rpm.remote import read_remote
+from pallet.plugins.rpm.sync_options import RpmSyncOptions
 from pallet.plugins.rpm.routes import routes
 
 _COMPS_REFERENCES = {comps.GROUP: comps.group_references}
@@ -57,7 +58,7 @@ plugin = Plugin(
     repository_types=(RepositoryType(name="rpm",
                                      content_types=tuple(t.name for t in CONTENT_TYPES),
                                      description="A yum repository of RPM packages.",
-                                     read_remote=read_remote,
+                                     read_remote=read_remote, sync_options=RpmSyncOptions,
                                      publish_options=RpmPublishOptions, publish=publish,
                                      dependencies=depsolve.dependencies,
                                      generated_files=GENERATED_FILES),),

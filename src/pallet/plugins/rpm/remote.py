@@ -22,6 +22,7 @@ import createrepo_c as cr
 from pallet.plugin import Checksum, Invalid, RemoteFile, RemoteReader, RemoteUnit
 from pallet.plugins.rpm import advisory, comps, metadata, modules
 from pallet.plugins.rpm.package import TYPE, checked, fields_of
+from pallet.plugins.rpm.sync_options import package_filter
 
 REPOMD = "repodata/repomd.xml"
 MAIN_METADATA = ("primary", "filelists", "other")
@@ -98,10 +99,12 @@ def _kept(remote: RemoteReader, records: list[cr.RepomdRecord]) -> Iterator[Remo
 def _packages(remote: RemoteReader, records, paths) -> Iterator[RemoteUnit]:
     where = remote.resolve(records["primary"].location_href)
     base = remote.resolve("")
+    wanted = package_filter(remote.options, paths["primary"], where)  # the sync options
     try:
         for package in cr.PackageIterator(paths["primary"], paths["filelists"],
                                           paths["other"], warningcb=_warning):
-            yield _unit(remote, base, package, where)
+            if wanted is None or wanted(package):
+                yield _unit(remote, base, package, where)
     except cr.CreaterepoCError as exc:
         raise Invalid(f"{where} cannot be read: {exc}") from None
 

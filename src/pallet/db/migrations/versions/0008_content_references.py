@@ -32,11 +32,12 @@ def upgrade() -> None:
     op.create_index('ix_content_reference_key', 'content_reference', ['key'])
     op.create_index(op.f('ix_content_reference_content_id'), 'content_reference',
                     ['content_id'])
-    with op.batch_alter_table('repository_version') as batch:
-        batch.add_column(sa.Column('broken_references', sa.JSON(), nullable=True))
+    # In place (ALTER TABLE), never by copying the table: on SQLite, dropping the old copy
+    # would cascade to the rows that reference versions.
+    op.add_column('repository_version', sa.Column('broken_references', sa.JSON(),
+                                                  nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('repository_version') as batch:
-        batch.drop_column('broken_references')
+    op.drop_column('repository_version', 'broken_references')  # in place, as above
     op.drop_table('content_reference')
