@@ -226,3 +226,4 @@ def test_keys_read_from_the_database_equal_keys_of_whole_units(runtime):
                  in session.execute(select(Content.id, Content.type, Content.digest,
                                            Content.data))}
     assert read == whole and len(set(read.values())) == 2
+

@@ -18,19 +18,17 @@ TIMEOUTS = (("connect_timeout", "15"), ("read_timeout", "120"))
 
 
 def upgrade() -> None:
+    # Columns added in place (ALTER TABLE), and their server default kept (it fills the rows
+    # there are; new rows get the model's): removing it made SQLite copy the table anew, and
+    # dropping the old `upstream` cascaded to every replica row. Databases migrated by the
+    # earlier form of this step have no server default, which nothing compares.
     for table in ("upstream", "downstream"):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            for column, default in TIMEOUTS:
-                # The default fills the rows there are; new rows get the model's.
-                batch_op.add_column(sa.Column(column, sa.Float(), nullable=False,
-                                              server_default=default))
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            for column, _ in TIMEOUTS:
-                batch_op.alter_column(column, server_default=None)
+        for column, default in TIMEOUTS:
+            op.add_column(table, sa.Column(column, sa.Float(), nullable=False,
+                                           server_default=default))
 
 
 def downgrade() -> None:
     for table in ("upstream", "downstream"):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            for column, _ in TIMEOUTS:
-                batch_op.drop_column(column)
+        for column, _ in TIMEOUTS:
+            op.drop_column(table, column)  # in place too (SQLite 3.35 and later)
