@@ -38,3 +38,12 @@ def test_migrating_from_0005_keeps_every_replica(empty_database_url):
         assert session.execute(text("SELECT count(*) FROM replica")).scalar() == 1
         assert session.execute(text("SELECT connect_timeout FROM upstream")).scalar() == 15
     db.dispose()
+
+
+def test_foreign_keys_are_enforced_again_after_migrating(empty_database_url):
+    db = Database(empty_database_url)
+    upgrade(db)
+    with db.read() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    db.dispose()
