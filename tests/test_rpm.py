@@ -486,3 +486,47 @@ def test_dnf_installs_and_upgrades_from_a_mirror_and_from_its_copy_across_the_ai
     assert "PALLET-2024-0001" in fresh.run(f"{site.url}/pallet/content/el/9/", "updateinfo",
                                            "list", "--all").stdout
     assert fresh.installed() == {"a-0:2.0-1.noarch", "b-0:1.0-1.noarch", "c-0:3.1-1.noarch"}
+
+
+@pytest.mark.slow
+def test_a_yum_repository_replicates_unchanged_full_then_incremental(servers, file_server,
+                                                                   tmp_path, rpms):
+    """Replication carries packages, advisories, groups and modules with no rpm code in
+    replication/: the downstream's digest is the upstream's, version after version."""
+    from tests.rpm_tools import comps, modules
+
+    root = make_repository(tmp_path / "upstream", [rpms["a"], rpms["b"]],
+                           comps_xml=comps("tools", ["a", "b"]),
+                           modules_yaml=modules("tools", "1", [rpms["b"]]))
+    upstream = file_server(root)
+    up, down = servers.start("up"), servers.start("down")
+    source, target = api_of(up), api_of(down)
+    assert source.post("/remotes", json={"name": "el", "url": upstream.url, "type": "rpm",
+                                         "policy": "immediate"}).status_code == 201
+    assert source.post("/repositories", json={"name": "el", "type": "rpm", "remote": "el",
+                                              "autopublish": True}).status_code == 201
+    run(source, source.post("/repositories/el/sync", json={}))
+    from tests.test_cli import PASSWORD
+    assert target.post("/upstreams", json={"name": "up", "base_url": up.url,
+                                           "username": "admin", "password": PASSWORD,
+                                           "repositories": ["el"]}).status_code == 201
+
+    def same() -> dict:
+        run(target, target.post("/upstreams/up/replicate"))
+        versions = [c.get(c.get("/repositories/el").json()["latest_version_href"]
+                          .removeprefix(API)).json() for c in (source, target)]
+        assert versions[0]["digest"] == versions[1]["digest"]
+        present = [{t: c["present"] for t, c in v["counts"].items()} for v in versions]
+        assert present[0] == present[1]
+        return versions[1]
+
+    first = same()
+    assert {"rpm.package", "rpm.group", "rpm.module"} <= set(first["counts"])
+    shutil.rmtree(root)
+    make_repository(root, [rpms["a"], rpms["a2"], rpms["b"]], updateinfo_xml=updateinfo(
+        [{"id": "PALLET-2024-0002", "type": "bugfix", "packages": [rpms["a2"]]}]),
+        comps_xml=comps("tools", ["a", "b"]), modules_yaml=modules("tools", "1", [rpms["b"]]))
+    run(source, source.post("/repositories/el/sync", json={}))
+    second = same()
+    assert second["counts"]["rpm.advisory"]["present"] == 1
+    assert second["counts"]["rpm.package"]["present"] == 3
