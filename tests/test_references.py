@@ -106,3 +106,14 @@ def test_packages_by_name_and_arch_are_an_index_look_up(runtime, units):
             session.execute(text("SET LOCAL enable_seqscan = off"))
             plan = " ".join(row[0] for row in session.execute(text("EXPLAIN " + sql)))
         assert index_name(package.TYPE, ("name", "arch")) in plan, plan
+
+
+def test_look_ups_by_different_fields_are_different_statements(runtime, units):
+    """The compiled-statement cache keys the field name: by name, then by arch alone."""
+    with runtime.db.read() as session:
+        by_name = set(session.scalars(select(Content.id).where(
+            fields_match(package.TYPE, {"name": "x86_64"}))))
+        by_arch = set(session.scalars(select(Content.id).where(
+            fields_match(package.TYPE, {"arch": "x86_64"}))))
+    assert by_name == set()
+    assert by_arch == {units["foo"], units["foo-rebuilt"], units["bar"]}

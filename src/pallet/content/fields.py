@@ -19,6 +19,7 @@ from typing import Mapping
 from sqlalchemy import String, and_, literal_column, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from pallet.db.engine import Database
 from pallet.plugins import Registry
@@ -33,6 +34,8 @@ class unit_field(FunctionElement):
     type = String()
     inherit_cache = True
     name = "unit_field"
+    # The field is part of the statement's cache key: two fields are two statements.
+    _traverse_internals = [("field", InternalTraversal.dp_string)]
 
     def __init__(self, field: str):
         self.field = _checked(field)

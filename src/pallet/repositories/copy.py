@@ -22,7 +22,7 @@ from pallet.db.bulk import among, id_batches
 from pallet.errors import Invalid
 from pallet.plugins import Registry
 from pallet.repositories.models import Repository, RepositoryContent as RC
-from pallet.repositories.versions import content_ids_query, latest_version, present_at
+from pallet.repositories.versions import content_ids_query, latest_version, member_at
 
 FOLLOW_ROUNDS = 20
 
@@ -119,7 +119,7 @@ def _present(session: Session, repository: Repository, number: int, ids: set[int
     found: set[int] = set()
     for batch in id_batches(session, sorted(ids)):
         found.update(session.scalars(select(RC.content_id).where(
-            RC.repository_id == repository.id, present_at(RC, number),
+            RC.repository_id == repository.id, member_at(RC, number),
             among(session, RC.content_id, batch))))
     return found
 

@@ -55,7 +55,7 @@ def _open(row):
     return (row.version_removed + 0).is_(None)
 
 
-def _member_at(row, number: int):
+def member_at(row, number: int):
     """present_at for a row looked up by content id: `+ 0` keeps SQLite on the member index."""
     return and_(row.version_added + 0 <= number,
                 or_(row.version_removed.is_(None), row.version_removed > number))
@@ -396,12 +396,12 @@ def _changed_queries(repository: Repository, old: int, new: int):
         RC.repository_id == repository.id, RC.version_added > old, RC.version_added <= new,
         or_(RC.version_removed.is_(None), RC.version_removed > new),
         ~exists().where(other.repository_id == repository.id,
-                        other.content_id == RC.content_id, _member_at(other, old)))
+                        other.content_id == RC.content_id, member_at(other, old)))
     removed = select(RC).where(
         RC.repository_id == repository.id, RC.version_added <= old,
         RC.version_removed > old, RC.version_removed <= new,
         ~exists().where(other.repository_id == repository.id,
-                        other.content_id == RC.content_id, _member_at(other, new)))
+                        other.content_id == RC.content_id, member_at(other, new)))
     return added, removed
 
 
