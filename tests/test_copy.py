@@ -150,3 +150,12 @@ def test_a_group_brings_every_package_of_the_names_it_lists(client, workers, run
     assert task["state"] == "completed", task
     assert frozen(runtime) == {group_id, units["foo"], units["foo2"]}
     assert "broken_references" not in task["result"]  # names are followed, never checked
+
+
+def test_a_units_references_are_queryable(client, units):
+    listed = client.get(f"{API}/content/{units['A']}/references")
+    assert listed.status_code == 200, listed.text
+    assert [(r["fields"]["name"], r["exact"]) for r in listed.json()] == [("foo", True),
+                                                                         ("baz", True)]
+    assert client.get(f"{API}/content/{units['foo']}/references").json() == []
+    assert client.get(f"{API}/content/999999/references").status_code == 404

@@ -9,7 +9,8 @@ from pallet.api.deps import Reader, RuntimeDep, Writer
 from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
 from pallet.content import service
-from pallet.content.schemas import ContentRead, content_read
+from pallet.content.references import stored_references
+from pallet.content.schemas import ContentRead, ReferenceRead, content_read
 from pallet.repositories.service import get_repository
 
 router = APIRouter(prefix="/content", tags=["content"])
@@ -33,6 +34,15 @@ def list_content(request: Request, runtime: RuntimeDep, _: Reader, paging: Pagin
 def show_content(content_id: int, runtime: RuntimeDep, _: Reader):
     with runtime.db.read() as session:
         return content_read(service.get_content(session, content_id))
+
+
+@router.get("/{content_id}/references", response_model=list[ReferenceRead])
+def show_references(content_id: int, runtime: RuntimeDep, _: Reader):
+    """The units this unit names (an advisory its packages, a group its package names), as
+    its type declared them when it was recorded."""
+    with runtime.db.read() as session:
+        service.get_content(session, content_id)
+        return stored_references(session, content_id)
 
 
 @router.post("/{type}", response_model=ContentRead, status_code=201,

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from pallet.api.schemas import Schema, UtcDatetime
 from pallet.content.models import Content
 
@@ -29,3 +31,10 @@ def content_read(content: Content) -> ContentRead:
                                                       sha256=a.sha256, artifact=a.artifact_id)
                                   for a in content.artifacts],
                        created_at=content.created_at)
+
+
+class ReferenceRead(Schema):
+    type: str = Field(description="The content type named.")
+    fields: dict[str, str] = Field(description="Its field values: the whole repository key "
+                                   "(exact), or leading fields of an index (e.g. a name).")
+    exact: bool = Field(description="Names one definite unit; checked when versions are made.")
