@@ -236,7 +236,8 @@ def set_location(href: str):
 
 
 @pytest.mark.parametrize("href", ["../../etc/passwd", "http://elsewhere.invalid/x.rpm",
-                                  "/etc/passwd"])
+                                  "/etc/passwd", "Packages/%2e%2e/%2e%2e/x.rpm",
+                                  "Packages/%2E%2E%2f%2E%2E%2fx.rpm"])
 def test_a_package_located_outside_the_repository_is_refused(client, workers, file_server,
                                                              tmp_path, runtime, href):
     server = file_server(tmp_path)

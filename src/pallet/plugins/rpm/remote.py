@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import createrepo_c as cr
 
@@ -152,7 +152,10 @@ def _unit(remote: RemoteReader, base: str, package: cr.Package, where: str) -> R
 
 def _inside(base: str, url: str) -> bool:
     """Whether `url` is under the folder `base` (same scheme, host and path prefix), after
-    the `..` segments urljoin already resolved."""
+    the `..` segments urljoin already resolved, and with none left once percent-decoded
+    (`%2e%2e/` is `../` to the server that answers)."""
     inner, outer = urlsplit(url), urlsplit(base)
+    path = unquote(inner.path)
     return ((inner.scheme, inner.netloc) == (outer.scheme, outer.netloc)
-            and inner.path.startswith(outer.path) and "/../" not in inner.path + "/")
+            and inner.path.startswith(outer.path) and path.startswith(unquote(outer.path))
+            and "/../" not in path + "/" and "/./" not in path + "/" and "\\" not in path)
