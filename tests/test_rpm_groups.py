@@ -350,8 +350,10 @@ ENTITY_COMPS = """\
      ["modules.yaml", "has no stream"]),
     (None, "---\ndocument: modulemd\nversion: 2\ndata: {name: m, stream: s,\n"
            "  artifacts: {rpms: [not-a-nevra]}}\n...\n", ["modules.yaml", "not a NEVRA"]),
+    (None, "---\ndocument: modulemd\nversion: 2\ndata:\n  name: &n m\n  stream: *n\n...\n",
+     ["modules.yaml", "YAML alias", "dnf cannot read"]),
 ], ids=["comps-not-xml", "comps-entity", "modules-not-mappings", "modules-not-yaml",
-        "module-without-stream", "module-artifact-not-nevra"])
+        "module-without-stream", "module-artifact-not-nevra", "modules-alias"])
 def test_bad_comps_or_modules_fail_the_sync_clearly(client, workers, file_server, tmp_path,
                                                     rpms, comps_text, modules_text, words):
     require("modifyrepo_c")

@@ -107,10 +107,15 @@ def read(path: Path, where: str) -> Iterator[tuple[str, UnitModel]]:
 
 
 def _documents(text: str, where: str) -> Iterator[str]:
-    """The text of each document of the YAML stream `text`, by the parser's events."""
+    """The text of each document of the YAML stream `text`, by the parser's events. Aliases
+    are refused: libmodulemd (dnf) cannot read them, and they are how a small YAML file
+    expands into a huge one."""
     start = None
     try:
         for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, yaml.AliasEvent):
+                raise Invalid(f"{where} uses a YAML alias (*{str(event.anchor)[:50]}, line "
+                              f"{event.start_mark.line + 1}), which dnf cannot read")
             if isinstance(event, yaml.DocumentStartEvent):
                 start = event.start_mark.index
             elif isinstance(event, yaml.DocumentEndEvent):
