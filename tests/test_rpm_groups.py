@@ -499,3 +499,14 @@ def test_dnf_installs_groups_and_module_streams_from_a_mirror_and_its_copy(
     fresh.run(there, "module", "install", "tools:1/default")
     assert fresh.installed() == {"a-0:1.0-1.noarch", "b-0:1.0-1.noarch", "c-0:1.0-1.noarch",
                                  "t-0:1.0-1.noarch"}
+
+
+def test_an_advisory_naming_too_many_packages_is_refused():
+    from pallet.errors import Invalid
+    from pallet.plugins.rpm import advisory
+
+    many = [{"name": f"p{i}", "version": "1", "release": "1", "arch": "noarch"}
+            for i in range(advisory.MAX_PACKAGES + 1)]
+    with pytest.raises(Invalid, match="names 20001 packages"):
+        advisory.checked({"id": "BIG", "collections": [{"packages": many}]}, "updateinfo.xml")
+    assert advisory.checked({"id": "OK", "collections": [{"packages": many[:10]}]}, "x").id == "OK"

@@ -14,10 +14,11 @@ from typing import Any, Iterable, Iterator
 
 import createrepo_c as cr
 
-from pallet.plugin import Reference, UnitModel
+from pallet.plugin import Invalid, Reference, UnitModel
 from pallet.plugins.rpm.package import NEVRA, TYPE as PACKAGE, validated
 
 TYPE = "rpm.advisory"
+MAX_PACKAGES = 20_000
 DATE = "%Y-%m-%d %H:%M:%S"
 _TEXTS = ("type", "severity", "title", "summary", "description", "solution", "rights",
           "release", "version", "status", "pushcount")
@@ -93,7 +94,13 @@ def _date(value: dt.datetime | None) -> str | None:
 
 
 def checked(fields: dict[str, Any], where: str) -> Advisory:
-    """The advisory of `fields`, or Invalid saying which advisory in `where` is wrong."""
+    """The advisory of `fields`, or Invalid saying which advisory in `where` is wrong (one
+    naming more than MAX_PACKAGES packages is: the largest real ones name a few thousand,
+    and each name is a stored reference)."""
+    named = sum(len(c.get("packages") or ()) for c in fields.get("collections") or ())
+    if named > MAX_PACKAGES:
+        raise Invalid(f"advisory {str(fields.get('id'))[:100]!r} in {where} names {named} "
+                      f"packages; at most {MAX_PACKAGES} are taken")
     return validated(Advisory, fields, f"advisory {str(fields.get('id'))[:100]!r} in {where}")
 
 
