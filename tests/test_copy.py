@@ -82,6 +82,12 @@ def test_a_match_that_finds_nothing_fails_the_copy_and_changes_nothing(client, w
     ({"source": "mirror"}, "name the units to copy"),
     ({"source": "ghost", "content": [1]}, "no repository named 'ghost'"),
     ({"source": "mirror", "match": [{"type": "rpm.package", "fields": {}}]}, "fields"),
+    ({"source": "mirror", "match": [{"type": "rpm.package", "fields": {"na'me": "x"}}]},
+     "fields"),
+    ({"source": "mirror", "match": [{"type": "rpm.package", "fields": {"name": "x" * 2000}}]},
+     "fields"),
+    ({"source": "mirror", "match": [{"type": "file", "fields": {"name": "x"}}]},
+     "cannot match units of type 'file'"),
 ])
 def test_a_copy_that_cannot_be_is_refused_before_it_runs(client, units, body, message):
     answer = client.post(f"{API}/repositories/frozen/copy", json=body)

@@ -108,6 +108,12 @@ def copy_into_repository(name: str, body: CopyRequest, runtime: RuntimeDep,
         if not body.content and not body.match:
             raise Invalid("name the units to copy: content ids, or matches by field values",
                           details={"field": "match"})
+        allowed = runtime.plugins.repository_type(source.type).content_types
+        for criterion in body.match:
+            if criterion.type not in allowed:
+                raise Invalid(f"cannot match units of type {criterion.type[:64]!r} in a "
+                              f"{source.type} repository; it holds {', '.join(allowed)}",
+                              details={"field": "match", "allowed": list(allowed)})
         if body.dependencies and runtime.plugins.repository_type(source.type).dependencies \
                 is None:
             raise Invalid(f"{source.type} repositories have no dependencies to solve",

@@ -66,9 +66,10 @@ def select_units(session: Session, plugins: Registry, source: Repository, number
         type_, fields = _criterion(criterion, allowed)
         found = _present(session, source, number, _with_fields(session, type_, fields))
         if not found:
-            shown = ", ".join(f"{k}={v}" for k, v in fields.items())
+            shown = ", ".join(f"{k}={v[:100]}" for k, v in fields.items())
             raise Invalid(f"version {number} of {source.name!r} holds no {type_} with {shown}",
-                          details={"match": {"type": type_, "fields": dict(fields)}})
+                          details={"match": {"type": type_, "fields": {
+                              k: v[:100] for k, v in fields.items()}}})
         selection.chosen |= found
     if references:
         selection.referenced = _follow(session, source, number, selection.chosen)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from pallet.api.schemas import Body, Id, Schema, UtcDatetime
 from pallet.repositories.models import Repository, RepositoryVersion
@@ -106,12 +106,16 @@ class ModifyRequest(Body):
         "version; follow: units whose references a removal breaks are removed too.")
 
 
+FieldName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
+FieldValue = Annotated[str, StringConstraints(max_length=1024)]
+
+
 class Match(Body):
     type: str = Field(max_length=64, description="A content type of the source, e.g. "
                       "rpm.package.")
-    fields: dict[str, str] = Field(min_length=1, max_length=16, description="Field values "
-                                   "the units have, e.g. {\"name\": \"bash\"}; fields the "
-                                   "type indexes are an index look-up.")
+    fields: dict[FieldName, FieldValue] = Field(
+        min_length=1, max_length=16, description="Field values the units have, e.g. "
+        "{\"name\": \"bash\"}; fields the type indexes are an index look-up.")
 
 
 class CopyRequest(Body):
