@@ -143,6 +143,7 @@ def test_retention_keeps_the_newest_versions_of_each_name_and_arch(tmp_path):
 def test_the_rpm_options_model():
     assert RpmSyncOptions(skip_types=["srpm", "srpm"]).skip_types == ["srpm"]
     for wrong in ({"skip_types": ["rpm"]}, {"retain_package_versions": 0},
+                  {"retain_package_versions": True}, {"retain_package_versions": 10**20},
                   {"retain_package_versions": "many"}, {"other": 1}):
         with pytest.raises(ValueError):
             RpmSyncOptions(**wrong)

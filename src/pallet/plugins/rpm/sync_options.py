@@ -17,7 +17,7 @@ import bisect
 from typing import Callable, Literal
 
 import createrepo_c as cr
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from pallet.plugin import Invalid, SyncOptions
 from pallet.plugins.rpm.evr import EVR
@@ -28,9 +28,9 @@ SOURCE_ARCHES = frozenset({"src", "nosrc"})
 class RpmSyncOptions(SyncOptions):
     skip_types: list[Literal["srpm"]] = Field(
         [], max_length=10, description="Kinds of package left out: srpm (source packages).")
-    retain_package_versions: int | None = Field(
-        None, ge=1, description="Keep only the newest N versions of each package name and "
-                                "arch (none: every version).")
+    retain_package_versions: StrictInt | None = Field(  # strict: `true` is not 1
+        None, ge=1, le=100_000, description="Keep only the newest N versions of each "
+                                            "package name and arch (none: every version).")
 
     @field_validator("skip_types")
     @classmethod
