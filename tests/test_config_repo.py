@@ -38,7 +38,8 @@ def test_a_plain_host_makes_the_origin(host):
                                   b"a b", b"evil.example/path", b"user@evil.example",
                                   b"evil.example:80:80", b"-evil.example", b"evil..example",
                                   b"[::1", b"evil.example:port", b"\xc3\xa9.example",
-                                  b"evil.example?x", b"evil.example#x", b"a" * 300])
+                                  b"evil.example?x", b"evil.example#x", b"a" * 300,
+                                  b"evil.example:99999", b"evil.example:0", b"[::1]:70000"])
 def test_anything_but_a_plain_host_makes_no_origin(host):
     assert request_origin("http", host, "") is None
 

@@ -207,7 +207,7 @@ def parse_match(given: str) -> dict[str, Any]:
     """`rpm.package:name=bash,arch=x86_64` as a copy's match."""
     type_, _, pairs = given.partition(":")
     fields = dict(pair.partition("=")[::2] for pair in pairs.split(",") if pair)
-    if not type_ or not fields or not all(fields):
+    if not type_ or not fields or not all(fields) or not all(fields.values()):
         fail(f"--match {given!r}: write TYPE:FIELD=VALUE[,FIELD=VALUE], e.g. "
              "rpm.package:name=bash", code=2)
     return {"type": type_, "fields": fields}
@@ -220,8 +220,8 @@ def copy(name: Annotated[str, typer.Argument(help="The repository to copy into."
              min=0, help="Its version (default: the newest).")] = None,
          content: ContentIds = None, match: Match = None,
          references: Annotated[bool, typer.Option(
-             " /--no-references", help="Leave out the units the copied ones name (an "
-                                       "advisory's packages).")] = True,
+             "--references/--no-references", help="Bring along the units the copied ones "
+                                                  "name (an advisory's packages).")] = True,
          dependencies: Annotated[bool, typer.Option(
              "--dependencies", help="Also copy what the type says they need (rpm: "
                                     "dependencies solved by libsolv).")] = False,

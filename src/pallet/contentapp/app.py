@@ -335,6 +335,8 @@ class ContentApp:
         headers = [(b"content-length", str(len(body)).encode()),
                    (b"content-type", entry.media_type), (b"etag", tag),
                    (b"cache-control", http.SHORT)]
+        if not self.settings.content_origin:  # made from the Host header: caches key it
+            headers.append((b"vary", b"Host"))
         if if_none_match is not None and http.etag_matches(if_none_match, tag):
             return await send_body(send, 304, headers[2:], b"")
         await send_body(send, 200, headers, b"" if head else body)

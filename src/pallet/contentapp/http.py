@@ -37,6 +37,9 @@ def request_origin(scheme: str, host: bytes | None, configured: str) -> str | No
         return configured
     if host is None or _HOST_PORT.fullmatch(host) is None:
         return None
+    port = host.rpartition(b":")[2] if not host.endswith(b"]") else b""
+    if b":" in host and port.isdigit() and not 0 < int(port) < 65536:
+        return None  # a port no server listens on: not where the client reached us
     if scheme not in ("http", "https"):
         scheme = "http"
     return f"{scheme}://{host.decode('ascii')}"

@@ -13,6 +13,7 @@ from pallet.api.pagination import Paging, page
 from pallet.api.schemas import Page
 from pallet.content.fields import fields_match
 from pallet.content.models import Content
+from pallet.errors import Invalid
 from pallet.plugins.rpm.nevra import nevra_text
 from pallet.plugins.rpm.package import TYPE, location
 from pallet.repositories.models import RepositoryContent as RC
@@ -45,10 +46,13 @@ def routes() -> APIRouter:
         name (`package`) and arch, in the order they were first recorded."""
         with runtime.db.read() as session:
             repository = get_repository(session, name)
+            if repository.type != "rpm":
+                raise Invalid(f"repository {name!r} is a {repository.type} repository, not an "
+                              "rpm one", details={"repository": name})
             number = (latest_version(session, repository).number if version is None
                       else get_version(session, repository, version).number)
             fields = {key: value for key, value in (("name", package), ("arch", arch))
-                      if value is not None}
+                      if value}  # an empty parameter is no filter
             members = select(RC.content_id).where(RC.repository_id == repository.id,
                                                   present_at(RC, number))
             query = (select(Content.id, Content.data)
