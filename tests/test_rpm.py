@@ -245,6 +245,19 @@ def test_a_package_located_outside_the_repository_is_refused(client, workers, fi
     refused(client, runtime, server.url + "repo/", "outside the repository")
 
 
+def test_a_package_whose_bytes_do_not_match_primary_stores_nothing(client, workers,
+                                                                   file_server, tmp_path,
+                                                                   runtime, rpms):
+    root = yum_repository(tmp_path / "repo", rpms["a"], rpms["b"])
+    served = root / location("b", "1.0", "1", "noarch")
+    served.write_bytes(rpms["a"].read_bytes())  # another package's bytes under b's name
+    task = refused(client, runtime, file_server(root).url, "b-1.0-1.noarch.rpm")
+    assert task["error"]["code"] == "digest_mismatch", task["error"]
+    with runtime.db.read() as session:  # a's bytes were fetched under a's own digest, or not
+        stored = set(session.scalars(select(Artifact.sha256)))
+    assert sha256_of(rpms["b"]) not in stored
+
+
 def test_a_package_announced_by_sha1_only_is_refused_clearly(client, workers, file_server,
                                                              tmp_path, runtime):
     def sha1(package):
