@@ -2,8 +2,10 @@
 what exists already and what its files need.
 
 `read_units` turns the repository type's `RemoteUnit`s into `SyncUnit`s (type checked,
-fields validated, files compared with the fields, URLs checked, identity computed).
-`plan_batch` takes the next BATCH of them and finds,
+fields validated, files compared with the fields, URLs checked, identity computed); a unit
+some of whose files the remote announces by another checksum than sha256 only waits as a
+`Deferred` one until they are fetched, then its type's `complete` makes it whole
+(`completed`). `plan_batch` takes the next BATCH of them and finds,
 in one read session, the artifacts recorded already, the bytes stored without a row, and the
 files to download.
 
@@ -19,7 +21,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from pallet.content.bulk import NewUnit, find_artifacts
@@ -28,6 +30,7 @@ from pallet.content.service import validate_unit
 from pallet.errors import Invalid
 from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType, UnitModel
 from pallet.plugins import Registry
+from pallet.remotes.downloader import announced_algorithm
 from pallet.remotes.reader import RemoteFiles
 from pallet.runtime import Runtime
 
@@ -55,19 +58,38 @@ class SyncUnit:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """A unit whose fields are known only once some of its files are fetched (announced by
+    sha1 or md5 only, their sha256 unknown): `remote_unit.complete` makes them."""
+
+    remote_unit: RemoteUnit
+
+    @property
+    def unknown(self) -> dict[str, RemoteFile]:
+        """Its files of unknown sha256, by relative path."""
+        return {path: f for path, f in self.remote_unit.files.items() if not f.sha256}
+
+
+class PolicyRefused(Invalid):
+    """A unit the remote's policy cannot sync (not an error of the index)."""
+
+
+@dataclass(frozen=True)
 class Batch:
     """The next units, and what their files need: `artifacts` recorded already (sha256 ->
     (id, size)), `stored` bytes in the store without a row (sha256 -> size), `missing`
-    files to download (sha256 -> file; immediate policy only)."""
+    files to download (sha256 -> file; immediate policy only), and `deferred` units, whose
+    files of unknown sha256 are downloaded (by URL) before they become units."""
 
     units: list[SyncUnit]
+    deferred: list[Deferred] = field(default_factory=list)
     artifacts: dict[str, tuple[int, int]] = field(default_factory=dict)
     stored: dict[str, int] = field(default_factory=dict)
     missing: dict[str, RemoteFile] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
-        return len(self.units)
+        return len(self.units) + len(self.deferred)
 
 
 class Validator:
@@ -75,13 +97,14 @@ class Validator:
     its model accepts, files matching the fields, URLs of the remote's schemes."""
 
     def __init__(self, plugins: Registry, repository_type: RepositoryType, *,
-                 schemes: tuple[str, ...]) -> None:
+                 schemes: tuple[str, ...], immediate: bool) -> None:
         self.plugins, self.repository_type = plugins, repository_type
-        self.schemes = schemes
+        self.schemes, self.immediate = schemes, immediate
 
-    def unit(self, remote_unit: RemoteUnit) -> SyncUnit:
-        """`remote_unit`, validated."""
-        fields = remote_unit.fields
+    def unit(self, remote_unit: RemoteUnit, fields: dict[str, Any] | UnitModel | None = None
+             ) -> SyncUnit:
+        """`remote_unit` validated (with `fields` instead of its own, once completed)."""
+        fields = remote_unit.fields if fields is None else fields
         content_type = self._content_type(remote_unit)
         unit = fields
         if not isinstance(unit, content_type.model):  # a dict, or another type's model
@@ -102,6 +125,24 @@ class Validator:
                                                         content_type.key_fields, key),
                         unit.model_dump_json(), tuple(files))
 
+    def deferred(self, remote_unit: RemoteUnit) -> Deferred:
+        """A unit with files of unknown sha256: only the immediate policy can take it."""
+        self._content_type(remote_unit)
+        deferred = Deferred(remote_unit)
+        for path, file in deferred.unknown.items():
+            if file.checksum is None or remote_unit.complete is None:
+                raise Invalid(f"{path!r} is announced without a sha256, and without a "
+                              "checksum and a way to complete its unit once fetched")
+            announced_algorithm(file.url, file.checksum)  # one hashlib knows
+            self._checked_url(path, file)
+            if not self.immediate:
+                raise PolicyRefused(
+                    f"the remote announces {path!r} by its {file.checksum.algorithm[:20]} "
+                    "only, so Pallet cannot know the sha256 it stores files by before "
+                    "fetching them: sync this remote with the immediate policy",
+                    details={"url": file.url[:200], "algorithm": file.checksum.algorithm[:20]})
+        return deferred
+
     def _content_type(self, remote_unit: RemoteUnit):
         if remote_unit.type not in self.repository_type.content_types:
             raise Invalid(f"it lists a unit of type {remote_unit.type!r}, which a "
@@ -116,11 +157,16 @@ class Validator:
 
 
 def read_units(validator: Validator, remote_units: Iterable[RemoteUnit],
-               remote: RemoteFiles) -> Iterator[SyncUnit]:
+               remote: RemoteFiles) -> Iterator[SyncUnit | Deferred]:
     """The remote's units, validated; an error in the index names the file being read."""
     try:
         for remote_unit in remote_units:
-            yield validator.unit(remote_unit)
+            if any(not file.sha256 for file in remote_unit.files.values()):
+                yield validator.deferred(remote_unit)
+            else:
+                yield validator.unit(remote_unit)
+    except PolicyRefused:
+        raise
     except Invalid as exc:
         if exc.code != "invalid":  # a digest or size the remote's own metadata refutes
             raise
@@ -129,14 +175,17 @@ def read_units(validator: Validator, remote_units: Iterable[RemoteUnit],
                       details={**exc.details, "url": url}) from None
 
 
-def plan_batch(runtime: Runtime, units: Iterator[SyncUnit], *,
+def plan_batch(runtime: Runtime, units: Iterator[SyncUnit | Deferred], *,
                immediate: bool) -> Batch | None:
     """The next batch: what exists, what is stored without a row, what to fetch."""
     taken = _take(units)
     if not taken:
         return None
-    batch = Batch(taken)
+    batch = Batch([u for u in taken if isinstance(u, SyncUnit)],
+                  [u for u in taken if isinstance(u, Deferred)])
     files = {file.sha256: file for unit in batch.units for _, file in unit.files}
+    files.update((file.sha256, file) for unit in batch.deferred  # its other files
+                 for file in unit.remote_unit.files.values() if file.sha256)
     with runtime.db.read() as session:
         batch.artifacts.update(find_artifacts(session, files))
     if immediate:
@@ -156,13 +205,30 @@ def plan_batch(runtime: Runtime, units: Iterator[SyncUnit], *,
     return batch
 
 
-def _take(units: Iterator[SyncUnit]) -> list[SyncUnit]:
+def completed(validator: Validator, batch: Batch,
+              fetched: Mapping[str, tuple[str, int]]) -> list[SyncUnit]:
+    """The batch's deferred units made whole, now that their files are in (`fetched`:
+    URL -> (sha256, size) for the files of unknown sha256)."""
+    units = []
+    for deferred in batch.deferred:
+        remote_unit = deferred.remote_unit
+        unknown = deferred.unknown
+        sha256s = {path: fetched[file.url][0] for path, file in unknown.items()}
+        files = {path: dataclasses.replace(file, sha256=sha256s[path],
+                                           size=fetched[file.url][1], checksum=None)
+                 if path in unknown else file for path, file in remote_unit.files.items()}
+        known = dataclasses.replace(remote_unit, files=files, complete=None)
+        units.append(validator.unit(known, remote_unit.complete(sha256s)))
+    return units
+
+
+def _take(units: Iterator[SyncUnit | Deferred]) -> list[SyncUnit | Deferred]:
     """The next BATCH units, fewer if their JSON reaches BATCH_BYTES first."""
-    taken: list[SyncUnit] = []
+    taken: list[SyncUnit | Deferred] = []
     weight = 0
     for unit in units:
         taken.append(unit)
-        weight += len(unit.data)
+        weight += len(unit.data) if isinstance(unit, SyncUnit) else 0
         if len(taken) == BATCH or weight >= BATCH_BYTES:
             break
     return taken

@@ -39,7 +39,8 @@ from pallet.plugins import Registry
 from pallet.publications.service import autopublish
 from pallet.remotes.downloader import Downloader, DownloadError, RemoteConfig, temporary_dir
 from pallet.remotes.models import IMMEDIATE, Remote, SyncFingerprint
-from pallet.remotes.plan import Batch, SyncUnit, Validator, plan_batch, read_units
+from pallet.remotes.plan import Batch, Deferred, SyncUnit, Validator, completed, plan_batch, \
+    read_units
 from pallet.remotes.reader import RemoteFiles, Unchanged
 from pallet.remotes.record import record_batch
 from pallet.remotes.service import check_url, fingerprint_options, get_remote, sync_options
@@ -238,7 +239,8 @@ async def fetch(runtime: Runtime, task, source: Source, progress: Progress) -> F
     """Plan, download and record every unit of the remote; raises Unchanged when the
     fingerprint file says there is nothing to do."""
     storage, settings = runtime.storage, runtime.settings
-    validator = Validator(runtime.plugins, source.repository_type, schemes=source.schemes)
+    validator = Validator(runtime.plugins, source.repository_type, schemes=source.schemes,
+                          immediate=source.immediate)
     async with Downloader(source.config, settings, storage) as downloader:
         task.progress("downloading index", 0, None)
         remote = RemoteFiles(
@@ -249,14 +251,16 @@ async def fetch(runtime: Runtime, task, source: Source, progress: Progress) -> F
             unchanged=source.unchanged, options=source.options)
         try:
             units = read_units(validator, source.repository_type.read_remote(remote), remote)
-            content_ids = await _stages(runtime, task, source, downloader, units, progress)
+            content_ids = await _stages(runtime, task, source, validator, downloader, units,
+                                        progress)
             return Fetched(content_ids, remote.fingerprint)
         finally:
             remote.close()
 
 
-async def _stages(runtime: Runtime, task, source: Source, downloader: Downloader,
-                  units: Iterator[SyncUnit], progress: Progress) -> array:
+async def _stages(runtime: Runtime, task, source: Source, validator: Validator,
+                  downloader: Downloader, units: Iterator[SyncUnit | Deferred],
+                  progress: Progress) -> array:
     workers = source.config.download_concurrency if source.immediate else 0
     downloads: asyncio.Queue = asyncio.Queue(maxsize=2 * max(workers, 1))
     done = asyncio.Event()
@@ -265,7 +269,8 @@ async def _stages(runtime: Runtime, task, source: Source, downloader: Downloader
             group.create_task(_report(task, source.immediate, progress, done))
             for _ in range(workers):
                 group.create_task(_download(downloader, downloads, progress))
-            batches = _Batches(runtime, source.remote_id, group, downloads, progress,
+            batches = _Batches(runtime, source.remote_id, validator, group, downloads,
+                               progress,
                                pending=PENDING_BATCHES if workers
                                else PENDING_BATCHES_WITHOUT_DOWNLOADS)
             content_ids = await batches.run(units, immediate=source.immediate)
@@ -280,18 +285,19 @@ async def _stages(runtime: Runtime, task, source: Source, downloader: Downloader
 class _Batches:
     """Stage 1 feeding stages 2 and 3: each planned batch's files go on the download queue
     (in batch order), and the batch is recorded once they are in. `fetching` shares a file
-    between batches that both need it, by sha256; each future gives the download's
-    (sha256, size)."""
+    between batches that both need it, by sha256 (by URL for a file of unknown sha256,
+    which no sha256 is); each future gives the download's (sha256, size)."""
 
-    def __init__(self, runtime: Runtime, remote_id: int, group: asyncio.TaskGroup,
-                 downloads: asyncio.Queue, progress: Progress, *, pending: int) -> None:
-        self.runtime, self.remote_id = runtime, remote_id
+    def __init__(self, runtime: Runtime, remote_id: int, validator: Validator,
+                 group: asyncio.TaskGroup, downloads: asyncio.Queue, progress: Progress, *,
+                 pending: int) -> None:
+        self.runtime, self.remote_id, self.validator = runtime, remote_id, validator
         self.group, self.downloads, self.progress = group, downloads, progress
         self.ahead = asyncio.Semaphore(pending)
         self.writing = asyncio.Lock()
         self.fetching: dict[str, asyncio.Future] = {}
 
-    async def run(self, units: Iterator[SyncUnit], *, immediate: bool) -> array:
+    async def run(self, units: Iterator[SyncUnit | Deferred], *, immediate: bool) -> array:
         recording = []
         # The next batch is planned while this one's files are queued: planning it only
         # once the queue ran dry would leave the workers idle meanwhile.
@@ -308,7 +314,8 @@ class _Batches:
             content_ids.extend(await recorded)
         return content_ids
 
-    async def _plan(self, units: Iterator[SyncUnit], immediate: bool) -> Batch | None:
+    async def _plan(self, units: Iterator[SyncUnit | Deferred], immediate: bool
+                    ) -> Batch | None:
         await self.ahead.acquire()
         batch = await asyncio.to_thread(plan_batch, self.runtime, units, immediate=immediate)
         if batch is None:
@@ -317,8 +324,11 @@ class _Batches:
 
     async def _queue(self, batch: Batch) -> dict[str, asyncio.Future]:
         """The downloads the batch waits for, queued unless another batch's are them."""
+        wanted = dict(batch.missing)
+        wanted.update((file.url, file) for unit in batch.deferred
+                      for file in unit.unknown.values())
         files = {}
-        for key, file in batch.missing.items():
+        for key, file in wanted.items():
             if key not in self.fetching:
                 self.fetching[key] = asyncio.get_running_loop().create_future()
                 self.progress.files_planned += 1
@@ -332,7 +342,7 @@ class _Batches:
             fetched = {key: await future for key, future in files.items()}
             async with self.writing:
                 content_ids = await asyncio.to_thread(_write, self.runtime, self.remote_id,
-                                                      batch, fetched)
+                                                      self.validator, batch, fetched)
             self.progress.written += batch.size
             return content_ids
         finally:
@@ -341,11 +351,15 @@ class _Batches:
             self.ahead.release()
 
 
-def _write(runtime: Runtime, remote_id: int, batch: Batch,
+def _write(runtime: Runtime, remote_id: int, validator: Validator, batch: Batch,
            fetched: dict[str, tuple[str, int]]) -> array:
-    """Stage 3 for one batch (in a thread), given its downloads' (sha256, size)."""
+    """Stage 3 for one batch (in a thread), given its downloads' (sha256, size); its
+    deferred units are completed first."""
+    units = batch.units
+    if batch.deferred:
+        units = units + completed(validator, batch, fetched)
     stored = {**batch.stored, **dict(fetched.values())}
-    return record_batch(runtime, remote_id, batch.units, batch.artifacts, stored)
+    return record_batch(runtime, remote_id, units, batch.artifacts, stored)
 
 
 async def _download(downloader: Downloader, queue: asyncio.Queue, progress: Progress) -> None:
