@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from pallet.artifacts.models import Artifact
+from pallet.content.models import Content
 from pallet.plugins.rpm.package import location
 from tests.conftest import make_settings, wait_for_task
 from tests.http_fixtures import file_server  # noqa: F401 - the fixture
@@ -258,12 +260,78 @@ def test_a_package_whose_bytes_do_not_match_primary_stores_nothing(client, worke
     assert sha256_of(rpms["b"]) not in stored
 
 
-def test_a_package_announced_by_sha1_only_is_refused_clearly(client, workers, file_server,
-                                                             tmp_path, runtime):
+@pytest.mark.parametrize("policy", ["on_demand", "streamed"])
+def test_a_package_announced_by_sha1_only_needs_the_immediate_policy(client, workers,
+                                                                     file_server, tmp_path,
+                                                                     runtime, policy):
     def sha1(package):
         package.checksum_type, package.pkgId = "sha1", "b" * 40
     server = file_server(crafted(tmp_path / "repo", sha1))
-    refused(client, runtime, server.url, "sha1", "sha256")
+    task = sync(client, server.url, policy=policy)
+    assert task["state"] == "failed", task
+    message = task["error"]["message"]
+    assert "announces 'Packages/x/x-1.0-1.noarch.rpm' by its sha1 only" in message, message
+    assert "cannot know the sha256" in message and "immediate policy" in message, message
+    assert "not valid" not in message  # not an error of the index: of the policy
+    assert client.get(f"{API}/repositories/el").json()["latest_version"] == 0
+    assert artifact_count(runtime) == 0
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "md5", "sha512"])
+def test_packages_announced_by_another_checksum_are_stored_by_their_sha256(
+        client, workers, file_server, tmp_path, rpms, runtime, algorithm):
+    root = make_repository(tmp_path / "up", [rpms["a"], rpms["b"]],
+                           extra_args=["--checksum", algorithm])
+    primary = next((root / "repodata").glob("*primary.xml.gz")).read_bytes()
+    assert f'<checksum type="{algorithm}" pkgid="YES">' in gzip.decompress(primary).decode()
+    task = sync(client, file_server(root).url)
+    assert task["state"] == "completed", task["error"]
+    assert task["result"]["units"] == 2 and task["result"]["downloaded"] == 2
+    units = packages_of(client)
+    for name, rpm in (("a-1.0.noarch", rpms["a"]), ("b-1.0.noarch", rpms["b"])):
+        assert units[name]["fields"]["pkgid"] == sha256_of(rpm)  # as if upstream said so
+        assert [f["sha256"] for f in units[name]["artifacts"]] == [sha256_of(rpm)]
+        assert runtime.storage.hash_stored(sha256_of(rpm)) == sha256_of(rpm)
+    published = published_packages(client, runtime, task["result"]["publication"], tmp_path)
+    assert {p.checksum_type for p in published} == {"sha256"}
+    assert {p.pkgId for p in published} == {sha256_of(rpms["a"]), sha256_of(rpms["b"])}
+
+    again = sync(client, file_server(root).url)  # the same units: no new version
+    assert again["state"] == "completed", again["error"]
+    assert again["result"]["version"] is None
+
+
+def test_a_package_that_does_not_match_its_sha1_fails_the_sync_and_stores_nothing(
+        client, workers, file_server, tmp_path, rpms, runtime):
+    root = make_repository(tmp_path / "up", [rpms["a"], rpms["b"]],
+                           extra_args=["--checksum", "sha1"])
+    on_disk = root / "Packages" / "a" / rpms["a"].name
+    data = bytearray(on_disk.read_bytes())
+    data[-100] ^= 1  # the same size, other bytes
+    on_disk.write_bytes(bytes(data))
+    task = sync(client, file_server(root).url)
+    assert task["state"] == "failed", task
+    error = task["error"]
+    assert error["code"] == "digest_mismatch", error
+    assert "sha1" in error["message"] and rpms["a"].name in error["message"], error
+    assert error["details"]["url"].endswith(rpms["a"].name)
+    assert client.get(f"{API}/repositories/el").json()["latest_version"] == 0
+    assert not runtime.storage.exists(hashlib.sha256(data).hexdigest())
+    with runtime.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Content)) == 0
+
+
+def published_packages(client, runtime, publication_id: int, folder: Path) -> list:
+    """The packages (createrepo_c's) a publication's primary.xml announces."""
+    files = client.get(f"{API}/publications/{publication_id}").json()["metadata_files"]
+    primary = next(f for f in files if f["relative_path"].endswith("primary.xml.gz"))
+    path = folder / "published-primary.xml.gz"
+    with runtime.storage.open(primary["sha256"]) as source:
+        path.write_bytes(source.read())
+    packages = []
+    cr.xml_parse_primary(str(path), pkgcb=lambda p: packages.append(p) or True,
+                         do_files=False)
+    return packages
 
 
 def test_metadata_whose_checksum_does_not_match_repomd_is_refused(client, workers, file_server,
@@ -544,3 +612,27 @@ def test_a_yum_repository_replicates_unchanged_full_then_incremental(servers, fi
     second = same()
     assert second["counts"]["rpm.advisory"]["present"] == 1
     assert second["counts"]["rpm.package"]["present"] == 3
+
+
+@pytest.mark.slow
+def test_dnf_installs_from_a_mirror_of_a_sha1_repository(servers, file_server, tmp_path, rpms):
+    require("dnf", "rpm")
+    root = make_repository(tmp_path / "upstream", [rpms["a"], rpms["b"]],
+                           extra_args=["--checksum", "sha1"])
+    mirror = servers.start("mirror")
+    api = api_of(mirror)
+    for path, body in (("/remotes", {"name": "old", "url": file_server(root).url,
+                                     "type": "rpm", "policy": "immediate"}),
+                       ("/repositories", {"name": "old", "type": "rpm", "remote": "old",
+                                          "autopublish": True}),
+                       ("/distributions", {"name": "old", "base_path": "old/5",
+                                           "repository": "old"})):
+        assert api.post(path, json=body).status_code == 201
+    run(api, api.post("/repositories/old/sync", json={}))
+    served = f"{mirror.url}/pallet/content/old/5/"
+    repomd = httpx.get(served + "repodata/repomd.xml").text
+    assert '<checksum type="sha256">' in repomd and 'type="sha1"' not in repomd, repomd
+
+    dnf = Dnf(tmp_path / "root")
+    dnf.install(served, "a")
+    assert dnf.installed() == {"a-0:1.0-1.noarch", "b-0:1.0-1.noarch"}

@@ -10,7 +10,9 @@ Version 2 (after 1): a sync reads a remote as a conversation (`read_remote` asks
 `RemoteReader` for as many files as it needs, verified and decompressed) instead of being
 handed one index file, and a publisher is told the counts of what it will write. Later in 2,
 without breaking a plugin written before: a repository type may declare `sync_options`, which
-its remotes store and its `read_remote` reads as `RemoteReader.options`.
+its remotes store and its `read_remote` reads as `RemoteReader.options`; and a remote's unit
+may name a file by another checksum than sha256 (`RemoteFile.checksum`), its fields
+completed once the file is fetched (`RemoteUnit.complete`).
 """
 
 from __future__ import annotations
@@ -83,20 +85,28 @@ class ContentType:
 
 
 @dataclass(frozen=True)
+class Checksum:
+    """A digest a remote announces for a file: a hashlib algorithm name and its hex value
+    (yum's "sha" is taken as sha1)."""
+
+    algorithm: str
+    value: str
+
+
+@dataclass(frozen=True)
 class RemoteFile:
-    """One file of a unit on a remote: where to fetch it and what its bytes must be."""
+    """One file of a unit on a remote: where to fetch it and what its bytes must be.
+
+    `sha256` is the digest Pallet stores the file by. A remote that announces another one
+    only (an old yum repository's sha1 or md5) gives `sha256=""` and that digest as
+    `checksum` (sha1, md5, sha224, sha384 or sha512); its unit then needs a
+    `RemoteUnit.complete`. Only the immediate policy can sync such a file: the sync fetches
+    it, verifies it by `checksum` and stores it by the sha256 of its bytes."""
 
     url: str
     sha256: str
     size: int | None = None
-
-
-@dataclass(frozen=True)
-class Checksum:
-    """A digest a remote announces for a file: a hashlib algorithm name and its hex value."""
-
-    algorithm: str
-    value: str
+    checksum: Checksum | None = None
 
 
 class RemoteReader(Protocol):
@@ -135,11 +145,18 @@ class RemoteReader(Protocol):
 class RemoteUnit:
     """A unit a remote's index announces: its fields and its files by relative path. The
     fields may be given as the type's model, already validated (the sync then does not
-    validate them again: a quarter of a package's cost)."""
+    validate them again: a quarter of a package's cost).
+
+    `complete(sha256s)`, for a unit some of whose files are announced without a sha256
+    (`RemoteFile.sha256 == ""`): its fields once those files are fetched and verified, given
+    their sha256 by relative path (an RPM package's `pkgid` is its file's sha256). `fields`
+    are then only what is known before (the sync uses `complete`'s answer instead); Invalid
+    if the unit cannot be."""
 
     type: str
     fields: dict[str, Any] | UnitModel
     files: dict[str, RemoteFile]
+    complete: Callable[[Mapping[str, str]], dict[str, Any] | UnitModel] | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ Nothing unverified reaches the artifact store: bytes go through a verifying stor
 and are committed only under the digest the index announced.
 
 - `fetch_index(url)`: a remote's index, into a temporary file (the caller deletes it).
-- `download(file)`: one file into the store; returns (sha256, size).
+- `download(file)`: one file into the store; returns (sha256, size). A file announced by
+  another checksum only (`file.sha256` empty, `file.checksum` sha1, md5, ...) is verified by
+  it and stored by the sha256 of its bytes.
 - `stream(file, store=...)`: one file's bytes as they arrive, for the content app; the last
   chunk is held back until the whole body is verified.
 
@@ -42,19 +44,22 @@ import pallet
 from pallet.artifacts.storage import ArtifactStorage, DigestMismatch, Writer
 from pallet.paths import allowed_path
 from pallet.errors import Invalid, PalletError
-from pallet.plugin import RemoteFile
+from pallet.plugin import Checksum, RemoteFile
 from pallet.remotes.outgoing import aiohttp_session, cancels_this_task
 from pallet.remotes.small_files import SmallFiles
 from pallet.settings import Settings
 
-__all__ = ["DigestMismatch", "DownloadError", "Downloader", "RemoteConfig", "local_path",
-           "tls_context"]
+__all__ = ["ALGORITHMS", "DigestMismatch", "DownloadError", "Downloader", "RemoteConfig",
+           "announced_algorithm", "local_path", "tls_context"]
 
 MAX_REDIRECTS = 10
 RETRY_BASE_SECONDS = 0.2
 RETRY_CAP_SECONDS = 5.0
 CHUNK = 1 << 20
 SMALL_FILE = 1 << 20  # files up to this size are fetched into memory, then stored at once
+# Names remotes use for checksum types (yum's "sha" is sha1 in old repositories).
+ALGORITHMS = {"sha": "sha1", "sha1": "sha1", "sha224": "sha224", "sha256": "sha256",
+              "sha384": "sha384", "sha512": "sha512", "md5": "md5"}
 T = TypeVar("T")
 
 
@@ -260,10 +265,10 @@ class Downloader:
         return await self._retrying(url, attempt)
 
     async def download(self, file: RemoteFile) -> tuple[str, int]:
-        """Fetch one file into the store, verified against its sha256 (and size when known).
-        Returns (sha256, size). Call `storage.flush()` before recording it: small files are
-        made durable in batches."""
-        if file.size is not None and file.size <= SMALL_FILE:
+        """Fetch one file into the store, verified against its sha256 (or, when it has none,
+        its announced `checksum`) and size when known. Returns (sha256, size). Call
+        `storage.flush()` before recording it: small files are made durable in batches."""
+        if file.sha256 and file.size is not None and file.size <= SMALL_FILE:
             return await self._retrying(file.url, lambda: self._download_small(file))
 
         async def attempt() -> tuple[str, int]:
@@ -272,7 +277,7 @@ class Downloader:
                         contextlib.aclosing(self._verified(file, body, writer)) as verified:
                     async for _ in verified:
                         pass  # _verified writes and, once the bytes check out, commits
-                return file.sha256.lower(), writer.size
+                return writer.sha256.hexdigest(), writer.size
 
         return await self._retrying(file.url, attempt)
 
@@ -425,6 +430,8 @@ class Downloader:
         """Pass `body` on, one chunk behind; hash (and write) it; verify the size and digest
         before the last chunk goes out; commit the writer, if any, before that too."""
         digest = writer.sha256 if writer is not None else hashlib.sha256()
+        announced = hashlib.new(announced_algorithm(file.url, file.checksum)) \
+            if not file.sha256 else None
         size, pending = 0, None
         async for chunk in body:
             size += len(chunk)
@@ -434,15 +441,20 @@ class Downloader:
                 writer.write(chunk)
             else:
                 digest.update(chunk)
+            if announced is not None:
+                announced.update(chunk)
             if pending is not None:
                 yield pending
             pending = chunk
         if file.size is not None and size != file.size:
             raise _size_mismatch(file, f"{size} bytes, not the {file.size} announced")
-        _check_digest(file, digest.hexdigest())
+        if announced is not None:
+            _check_announced(file, announced)
+        else:
+            _check_digest(file, digest.hexdigest())
         if writer is not None:
             await asyncio.get_running_loop().run_in_executor(self._pool, writer.commit,
-                                                             file.sha256)
+                                                             file.sha256 or None)
         if pending is not None:
             yield pending
 
@@ -537,6 +549,27 @@ def _check_digest(file: RemoteFile, actual: str) -> None:
         raise DigestMismatch(f"{file.url} has sha256 {actual}, not the expected {file.sha256}",
                              details={"url": file.url, "expected": file.sha256,
                                       "actual": actual})
+
+
+def _check_announced(file: RemoteFile, announced) -> None:
+    """The bytes against the checksum a file without a sha256 is announced by."""
+    expected = file.checksum.value.lower()
+    if announced.hexdigest() != expected:
+        raise DigestMismatch(f"{file.url} has {announced.name} {announced.hexdigest()}, not the "
+                             f"expected {expected[:128]}",
+                             details={"url": file.url, "expected": expected[:128],
+                                      "actual": announced.hexdigest(),
+                                      "algorithm": announced.name})
+
+
+def announced_algorithm(url: str, checksum: Checksum | None) -> str:
+    """The hashlib name of an announced checksum's algorithm, or Invalid naming the URL."""
+    algorithm = ALGORITHMS.get((checksum.algorithm if checksum else "").lower())
+    if algorithm is None:
+        named = checksum.algorithm[:20] if checksum else "none"
+        raise Invalid(f"{url} is announced with an unknown checksum type {named!r}",
+                      details={"url": url})
+    return algorithm
 
 
 def _size_mismatch(file: RemoteFile, what: str) -> DigestMismatch:

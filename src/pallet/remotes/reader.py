@@ -26,12 +26,9 @@ import zstandard
 from pallet.artifacts.storage import DigestMismatch
 from pallet.errors import Invalid
 from pallet.plugin import Checksum, SyncOptions
-from pallet.remotes.downloader import Downloader
+from pallet.remotes.downloader import Downloader, announced_algorithm
 
 CHUNK = 1 << 20
-# Names yum metadata uses for its checksum types ("sha" is sha1 in old repositories).
-ALGORITHMS = {"sha": "sha1", "sha1": "sha1", "sha224": "sha224", "sha256": "sha256",
-              "sha384": "sha384", "sha512": "sha512", "md5": "md5"}
 _OPENERS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
     ".gz": lambda raw: gzip.GzipFile(fileobj=raw),
     ".bz2": lambda raw: bz2.BZ2File(raw),
@@ -75,7 +72,7 @@ class RemoteFiles:
             raise Invalid(f"{url[:200]!r} is not allowed from this remote (use "
                           f"{' or '.join(self._schemes)})", details={"url": url[:200]})
         self.last_url = url
-        algorithm = _algorithm(url, checksum) if checksum else None
+        algorithm = announced_algorithm(url, checksum) if checksum else None
         path = asyncio.run_coroutine_threadsafe(
             self._downloader.fetch_index(url, self._progress), self._loop).result()
         self._paths.append(path)
@@ -117,14 +114,6 @@ def _sha256(path: Path) -> str:
         while chunk := stream.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _algorithm(url: str, checksum: Checksum) -> str:
-    algorithm = ALGORITHMS.get(checksum.algorithm.lower())
-    if algorithm is None:
-        raise Invalid(f"{url} is announced with an unknown checksum type "
-                      f"{checksum.algorithm[:20]!r}", details={"url": url})
-    return algorithm
 
 
 def _verify(url: str, path: Path, algorithm: str | None, checksum: Checksum | None,

@@ -6,9 +6,14 @@ stays bounded whatever the repository's size; then its advisories (updateinfo), 
 (metadata.py), each of them if present.
 
 What cannot be mirrored faithfully is refused with a sentence rather than guessed at: a
-package whose location leaves the repository (`../`, another host, an `xml:base`), or one
-announced only by sha1 or md5 (its sha256, which Pallet stores it by, is not known before its
-bytes are fetched).
+package whose location leaves the repository (`../`, another host, an `xml:base`).
+
+A package announced by another checksum than sha256 only (sha1 or md5, in old repositories)
+has a sha256, which Pallet stores it by and which is its `pkgid`, that nobody knows before
+its bytes are fetched: its `RemoteFile` carries the announced checksum and no sha256, and its
+unit is completed with the sha256 once the core fetched and verified it (immediate policy
+only; the core refuses the others with a sentence). Its unit is then the one upstream would
+have announced by sha256, and a publication announces it by sha256.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pallet.plugins.rpm.package import TYPE, checked, fields_of
 from pallet.plugins.rpm.sync_options import package_filter
 
 REPOMD = "repodata/repomd.xml"
+UNKNOWN = "0" * 64  # the pkgid of a package announced by sha1 or md5, until it is fetched
 MAIN_METADATA = ("primary", "filelists", "other")
 
 
@@ -140,14 +146,19 @@ def _unit(remote: RemoteReader, base: str, package: cr.Package, where: str) -> R
     if not package.location_href or not _inside(base, url):
         raise Invalid(f"package {nevra} in {where} has a location outside the repository "
                       f"({(package.location_href or '')[:200]!r})")
-    if (package.checksum_type or "").lower() != "sha256":
-        raise Invalid(f"package {nevra} in {where} is announced by its "
-                      f"{package.checksum_type} only; Pallet mirrors packages announced by "
-                      "sha256 (createrepo_c's default)")
-    unit = checked(fields_of(package), where)
+    size = package.size_package or None
+    if (package.checksum_type or "").lower() == "sha256":
+        unit = checked(fields_of(package), where)
+        return RemoteUnit(type=TYPE, fields=unit,
+                          files={unit.location: RemoteFile(url, unit.pkgid, size)})
+    # Announced by sha1, md5...: the pkgid is the sha256 of the file, once fetched.
+    announced = Checksum(package.checksum_type or "", package.pkgId or "")
+    unit = checked({**fields_of(package), "pkgid": UNKNOWN}, where)
+    location = unit.location
     return RemoteUnit(type=TYPE, fields=unit,
-                      files={unit.location: RemoteFile(url, unit.pkgid,
-                                                       package.size_package or None)})
+                      files={location: RemoteFile(url, "", size, checksum=announced)},
+                      complete=lambda sha256s: unit.model_copy(
+                          update={"pkgid": sha256s[location]}))
 
 
 def _inside(base: str, url: str) -> bool:
