@@ -124,15 +124,9 @@ def stream_units(session: Session, content_ids) -> Iterator[PublishedUnit]:
                        .order_by(Content.id, ca.relative_path))
     for _, group in groupby(rows, key=itemgetter(0)):
         group = list(group)
-        yield PublishedUnit(type=group[0][1], fields=_decoded(group[0][2]),
+        yield PublishedUnit(type=group[0][1], fields=json.loads(group[0][2]),
                             files=tuple(PublishedFile(r[3], r[4], r[5]) for r in group
                                         if r[3] is not None))
-
-
-def _decoded(value: Any) -> Any:
-    """A JSON column's value as the driver gives it: text from SQLite, already decoded
-    by psycopg."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def iter_fields(session: Session, content_ids) -> Iterator[tuple[int, str, dict[str, Any]]]:
@@ -140,4 +134,4 @@ def iter_fields(session: Session, content_ids) -> Iterator[tuple[int, str, dict[
     members = content_ids.subquery()
     for unit, type_, data in driver_rows(session, select(Content.id, Content.type, Content.data)
                                          .join(members, members.c[0] == Content.id)):
-        yield unit, type_, _decoded(data)
+        yield unit, type_, json.loads(data)
