@@ -114,13 +114,15 @@ def stream_units(session: Session, content_ids) -> Iterator[PublishedUnit]:
     """The units whose ids a SELECT gives, with their files, streamed in content order
     (bounded memory at any size). Rows come straight from the driver: exports and
     publications read every unit of a version, and SQLAlchemy's rows cost more than the
-    query did."""
+    query did. The ids are a condition (`IN`), not a joined table: SQLite then walks the
+    units in id order from its index of the ids and needs no sort; joined, it sorted every
+    row with its fields in a temporary B-tree (50,000 rpm packages: 0.87 s against 0.23 s
+    to read the rows). PostgreSQL sorts either way."""
     ca = ContentArtifact
-    members = content_ids.subquery()
     rows = driver_rows(session, select(Content.id, Content.type, Content.data,
                                        ca.relative_path, ca.sha256, ca.size)
-                       .join(members, members.c[0] == Content.id)
                        .outerjoin(ca, ca.content_id == Content.id)  # a unit may have no files
+                       .where(Content.id.in_(content_ids))
                        .order_by(Content.id, ca.relative_path))
     for _, group in groupby(rows, key=itemgetter(0)):
         group = list(group)
