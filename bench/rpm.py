@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -337,10 +338,10 @@ def child_publish(args) -> dict:
                 service.delete_publication(session, publication)
         task, publish = TaskContext(0), lookup("publication.create")  # imports the task modules
         with profiled(args.child_profile):
-            before = reset_peak()
+            before, cpu = reset_peak(), time.process_time()
             _, seconds = timed(publish, runtime, task,
                                repository_id=repository_id, version=None, options=None)
-            peak = memory_mb("VmHWM")
+            peak, cpu = memory_mb("VmHWM"), time.process_time() - cpu
         with runtime.db.read() as session:
             files = {path: sha256 for path, sha256, _ in service.metadata_files(
                 session, [task.result["publication"]]).get(task.result["publication"], [])}
@@ -350,7 +351,8 @@ def child_publish(args) -> dict:
             with runtime.storage.open(files[primary]) as raw, gzip.open(raw) as stream:
                 head = stream.read(4096).decode()
             packages = int(head.split('packages="', 1)[1].split('"', 1)[0])
-        return {"seconds": seconds, "peak_mb": peak, "before_mb": before, "created": task.result["created"],
+        return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak, "before_mb": before,
+                "created": task.result["created"],
                 "files": len(files), "packages": packages}
     finally:
         runtime.close()
@@ -368,9 +370,10 @@ def child_write(args) -> dict:
     packages = list(cr.PackageIterator(paths["primary"], paths["filelists"], paths["other"]))
     out = Path(tempfile.mkdtemp(prefix="pallet-bench-createrepo-"))
     try:
-        before = reset_peak()
+        before, cpu = reset_peak(), time.process_time()
         _, seconds = timed(write_repodata, out, packages)
-        return {"seconds": seconds, "peak_mb": memory_mb("VmHWM"), "before_mb": before, "packages": len(packages)}
+        return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu,
+                "peak_mb": memory_mb("VmHWM"), "before_mb": before, "packages": len(packages)}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -614,7 +617,8 @@ def rounds_of(figures: list[dict]) -> dict:
     if any(f.get("timeout") for f in figures):
         return {"timeout": True}
     median = sorted(figures, key=lambda f: f["seconds"])[(len(figures) - 1) // 2]
-    return {**median, "rounds": [f["seconds"] for f in figures]}
+    return {**median, "rounds": [f["seconds"] for f in figures],
+            "cpu_rounds": [f.get("cpu_seconds") for f in figures]}
 
 
 def measure_copy(args, work: Path, url: str, results: dict) -> None:
@@ -785,6 +789,11 @@ def report_rounds(step: str, results: dict, runs: list[str]) -> bool:
         each = ", ".join(f"{mine:.2f}/{theirs:.2f}={mine / theirs:.2f}x"
                          for mine, theirs in zip(figures["rounds"], baseline))
         print(f"{'':<29}  each round, pallet {run} / baseline: {each}")
+        cpu = list(zip(figures["cpu_rounds"], results[(step, "baseline")]["cpu_rounds"]))
+        if cpu and None not in cpu[0]:
+            each = ", ".join(f"{mine:.2f}/{theirs:.2f}={mine / theirs:.2f}x"
+                             for mine, theirs in cpu)
+            print(f"{'':<29}  CPU of each round (this process only): {each}")
     return True
 
 
