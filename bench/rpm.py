@@ -9,7 +9,9 @@ nginx serves them on 127.0.0.1. Then, each step in a fresh child process:
   on-demand sync   -- dnf makecache (fresh installroot) / a fresh Pallet's `remote.sync` task
   re-sync          -- nothing changed, then 1% changed: dnf makecache again / `remote.sync`
   publish          -- createrepo_c's writers over packages already in memory / the
-                      `publication.create` task
+                      `publication.create` task (in rounds, the median counts)
+  copy             -- 200 names with their dependencies from a repository whose
+                      dependencies resolve: dnf -C install --assumeno / `repository.copy`
   immediate sync   -- 200 small real RPMs (built once with rpmbuild, cached): aiohttp
                       download with the same concurrency / `remote.sync`, immediate policy
 Not a test: it prints figures. Exits 1 if a step fails or a version is wrong.
@@ -28,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +46,7 @@ TARGETS = {  # step: (at most this many times the baseline, absolute seconds, pe
     "resync-same": (None, 0.5, None),
     "resync-changed": (None, 2.0, None),
     "publish": (1.5, None, None),
+    "copy": (None, None, None),
     "immediate": (None, None, None),
 }
 DEFAULT_RPM_CACHE = Path(tempfile.gettempdir()) / "pallet-bench-rpm-cache"
@@ -167,6 +171,52 @@ def make_metadata(root: Path, count: int) -> dict:
             for kind in ("primary", "filelists", "other")}
 
 
+# -- a repository whose dependencies resolve, for the copy ------------------------------------
+
+# Base library packages, first in the repository: between them they provide every one of LIBS.
+BASE = (("glibc", LIBS[0:2] + LIBS[3:4] + LIBS[9:10]), ("zlib", LIBS[2:3]),
+        ("openssl-libs", LIBS[4:6]), ("glib2", LIBS[6:7]), ("libstdc++", LIBS[7:8]),
+        ("libgcc", LIBS[8:9]), ("bash", LIBS[10:11]), ("python3", LIBS[11:13]))
+
+
+def dependent_packages(count: int):
+    """`count` createrepo_c Packages whose every requirement is provided within them: the
+    BASE packages, then packages as `make_package` makes them, each requiring 4 of LIBS
+    (provided by BASE), two earlier packages by name at least at their version, a third
+    by its soname, and /bin/sh (pre)."""
+    versions: list[str] = []
+    for i in range(count):
+        if i < len(BASE):
+            p = make_package(i)
+            name, provided = BASE[i]
+            p.name, p.arch = name, "x86_64"
+            p.pkgId = hashlib.sha256(f"base {name}".encode()).hexdigest()
+            p.location_href = f"Packages/{name[0]}/{name}-{p.version}-{p.release}.x86_64.rpm"
+            p.rpm_sourcerpm = f"{name}-{p.version}-{p.release}.src.rpm"
+            p.provides = [(name, "EQ", "0", p.version, p.release, False),
+                          *((dep, None, None, None, None, False) for dep in provided)]
+            p.requires = []
+        else:
+            p = make_package(i)
+            rng = random.Random(i * 7919 + 1)
+            earlier = [rng.randrange(len(BASE), i) for _ in range(3)] if i > len(BASE) else []
+            requires = [(lib, None, None, None, None, False) for lib in rng.sample(LIBS, 4)]
+            requires += [(package_name(j), "GE", "0", versions[j], None, False)
+                         for j in earlier[:2]]
+            requires += [(f"lib{package_name(j)}.so.0()(64bit)", None, None, None, None, False)
+                         for j in earlier[2:]]
+            requires.append(("/bin/sh", None, None, None, None, True))
+            p.requires = requires
+        versions.append(p.version)
+        yield p
+
+
+def copied_names(count: int, names: int) -> list[str]:
+    """The names the copy asks for: `names` of the non-base packages, spread at random."""
+    chosen = random.Random(0).sample(range(len(BASE), count), min(names, count - len(BASE)))
+    return [package_name(i) for i in sorted(chosen)]
+
+
 # -- real RPMs for the immediate sync ---------------------------------------------------------
 
 def small_rpms(cache: Path, count: int, size: int) -> list[Path]:
@@ -245,14 +295,15 @@ def child_sync(args) -> dict:
         if args.child_policy:
             upgrade(runtime.db)
             with runtime.db.write() as session:
-                remote = Remote(name="bench", type="rpm", url=args.child_url,
+                remote = Remote(name=args.child_name, type="rpm", url=args.child_url,
                                 policy=args.child_policy,
                                 download_concurrency=args.concurrency, headers={})
                 session.add(remote)
-                create_repository(session, runtime.plugins, name="bench", type="rpm")
+                create_repository(session, runtime.plugins, name=args.child_name, type="rpm")
         with runtime.db.read() as session:
-            remote_id = session.query(Remote.id).filter_by(name="bench").scalar()
-            repository_id = session.query(Repository.id).filter_by(name="bench").scalar()
+            remote_id = session.query(Remote.id).filter_by(name=args.child_name).scalar()
+            repository_id = (session.query(Repository.id).filter_by(name=args.child_name)
+                             .scalar())
         task, sync = TaskContext(0), lookup("remote.sync")  # imports the task modules
         with profiled(args.child_profile):
             before = reset_peak()
@@ -268,22 +319,29 @@ def child_sync(args) -> dict:
 
 
 def child_publish(args) -> dict:
-    """The `publication.create` task of the repository's newest version."""
+    """The `publication.create` task of the repository's newest version (an earlier
+    round's publication deleted first)."""
+    from sqlalchemy import select
+
     from pallet.publications import service
+    from pallet.publications.models import Publication
     from pallet.repositories.models import Repository
     from pallet.tasks.registry import lookup
     from pallet.tasks.worker import TaskContext
 
     runtime = _runtime(args)
     try:
-        with runtime.db.read() as session:
+        with runtime.db.write() as session:  # an earlier round's publication (not timed)
             repository_id = session.query(Repository.id).filter_by(name="bench").scalar()
+            for publication in session.scalars(select(Publication).where(
+                    Publication.repository_id == repository_id)):
+                service.delete_publication(session, publication)
         task, publish = TaskContext(0), lookup("publication.create")  # imports the task modules
         with profiled(args.child_profile):
-            before = reset_peak()
+            before, cpu = reset_peak(), time.process_time()
             _, seconds = timed(publish, runtime, task,
                                repository_id=repository_id, version=None, options=None)
-            peak = memory_mb("VmHWM")
+            peak, cpu = memory_mb("VmHWM"), time.process_time() - cpu
         with runtime.db.read() as session:
             files = {path: sha256 for path, sha256, _ in service.metadata_files(
                 session, [task.result["publication"]]).get(task.result["publication"], [])}
@@ -293,7 +351,8 @@ def child_publish(args) -> dict:
             with runtime.storage.open(files[primary]) as raw, gzip.open(raw) as stream:
                 head = stream.read(4096).decode()
             packages = int(head.split('packages="', 1)[1].split('"', 1)[0])
-        return {"seconds": seconds, "peak_mb": peak, "before_mb": before, "created": task.result["created"],
+        return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak, "before_mb": before,
+                "created": task.result["created"],
                 "files": len(files), "packages": packages}
     finally:
         runtime.close()
@@ -311,11 +370,53 @@ def child_write(args) -> dict:
     packages = list(cr.PackageIterator(paths["primary"], paths["filelists"], paths["other"]))
     out = Path(tempfile.mkdtemp(prefix="pallet-bench-createrepo-"))
     try:
-        before = reset_peak()
+        before, cpu = reset_peak(), time.process_time()
         _, seconds = timed(write_repodata, out, packages)
-        return {"seconds": seconds, "peak_mb": memory_mb("VmHWM"), "before_mb": before, "packages": len(packages)}
+        return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu,
+                "peak_mb": memory_mb("VmHWM"), "before_mb": before, "packages": len(packages)}
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def child_copy(args) -> dict:
+    """The `repository.copy` task, dependencies solved, of the names in the file
+    --child-names from repository `deps` into a new empty rpm repository (created first,
+    not timed). Returns the names of the packages the new version holds."""
+    from pallet.content.service import iter_fields
+    from pallet.repositories.models import Repository
+    from pallet.repositories.service import create_repository
+    from pallet.repositories.versions import content_ids_query
+    from pallet.tasks.registry import lookup
+    from pallet.tasks.worker import TaskContext
+
+    names = json.loads(Path(args.child_names).read_text())
+    runtime = _runtime(args)
+    try:
+        with runtime.db.write() as session:
+            source_id = session.query(Repository.id).filter_by(name="deps").scalar()
+            taken = session.query(Repository.name).filter(
+                Repository.name.like("deps-copy-%")).count()
+            target = create_repository(session, runtime.plugins, name=f"deps-copy-{taken}",
+                                       type="rpm")
+            session.flush()
+            target_id = target.id
+        task, copy = TaskContext(0), lookup("repository.copy")
+        match = [{"type": "rpm.package", "fields": {"name": name}} for name in names]
+        with profiled(args.child_profile):
+            before = reset_peak()
+            _, seconds = timed(copy, runtime, task, repository_id=target_id,
+                               source_id=source_id, match=match, dependencies=True)
+            peak = memory_mb("VmHWM")
+        with runtime.db.read() as session:
+            target = session.get(Repository, target_id)
+            copied = sorted(fields["name"] for _, _, fields in iter_fields(
+                session, content_ids_query(target, task.result["version"])))
+        result = task.result
+        return {"seconds": seconds, "peak_mb": peak, "before_mb": before, "names": copied,
+                "chosen": result["chosen"], "dependencies": result["dependencies"],
+                "unresolved": result["unresolved_count"]}
+    finally:
+        runtime.close()
 
 
 async def plain_download(repo_url: str, target: Path, concurrency: int) -> int:
@@ -367,15 +468,17 @@ def child_download(args) -> dict:
 
 
 CHILDREN = {"sync": child_sync, "publish": child_publish, "write": child_write,
-            "download": child_download}
+            "download": child_download, "copy": child_copy}
 
 
 def run_child(kind: str, args, url: str = "", db_url: str = "", data_dir: Path | str = "",
-              policy: str = "", profile: str = "") -> dict:
+              policy: str = "", profile: str = "", name: str = "bench",
+              names: Path | str = "") -> dict:
     command = [sys.executable, __file__, "--child", kind, "--child-url", url,
                "--concurrency", str(args.concurrency), "--child-db", db_url,
                "--child-dir", str(data_dir), "--child-policy", policy,
-               "--child-profile", profile]
+               "--child-profile", profile, "--child-name", name,
+               "--child-names", str(names)]
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True,
                               timeout=args.step_timeout or None)
@@ -425,6 +528,10 @@ def measure(args) -> dict:
                                                                args.packages)
             (served / "big").mkdir()
             shutil.copytree(work / "meta" / "base" / "repodata", served / "big" / "repodata")
+        if args.copy_packages:
+            print(f"writing yum metadata for {args.copy_packages:,} packages whose "
+                  "dependencies resolve ...", file=sys.stderr, flush=True)
+            write_repodata(served / "deps", list(dependent_packages(args.copy_packages)))
         if args.rpms:
             sys.path.insert(0, str(ROOT))
             from tests.rpm_tools import make_repository
@@ -436,6 +543,8 @@ def measure(args) -> dict:
         with nginx(served) as base_url:
             if args.packages:
                 measure_big(args, work, served / "big", f"{base_url}/big", results)
+            if args.copy_packages:
+                measure_copy(args, work, f"{base_url}/deps", results)
             if args.rpms:
                 measure_small(args, f"{base_url}/small", results)
     finally:
@@ -460,9 +569,6 @@ def measure_big(args, work: Path, repo: Path, url: str, results: dict) -> None:
     results[("sync", "baseline")] = dnf_makecache(root, url)
     say("dnf makecache again, nothing changed ...")
     results[("resync-same", "baseline")] = dnf_makecache(root, url)
-    say("createrepo_c's writers over packages in memory ...")
-    results[("publish", "baseline")] = run_child("write", args,
-                                                 data_dir=work / "meta" / "base")
     with ExitStack() as stack:
         pallets = {kind: stack.enter_context(database(kind, args.postgres_url, parent=work))
                    for kind in kinds}
@@ -471,11 +577,21 @@ def measure_big(args, work: Path, repo: Path, url: str, results: dict) -> None:
             results[("sync", kind)] = run_child("sync", args, url, db_url, data_dir,
                                                 policy="on_demand",
                                                 profile=_profile(args, f"sync-{kind}"))
-            if results[("sync", kind)].get("timeout"):
-                continue
-            say(f"pallet on {kind}: publish ...")
-            results[("publish", kind)] = run_child("publish", args, url, db_url, data_dir,
-                                                   profile=_profile(args, f"publish-{kind}"))
+        synced = {kind: pallet for kind, pallet in pallets.items()
+                  if not results[("sync", kind)].get("timeout")}
+        runs: dict = {}
+        for round in range(1, args.rounds + 1):  # baseline then each database, each round
+            say(f"publish, round {round}: createrepo_c's writers over packages in memory ...")
+            runs.setdefault("baseline", []).append(
+                run_child("write", args, data_dir=work / "meta" / "base"))
+            for kind, (db_url, data_dir) in synced.items():
+                say(f"publish, round {round}: pallet on {kind} ...")
+                runs.setdefault(kind, []).append(run_child(
+                    "publish", args, url, db_url, data_dir,
+                    profile=_profile(args, f"publish-{kind}-{round}")))
+        for run, figures in runs.items():
+            results[("publish", run)] = rounds_of(figures)
+        for kind, (db_url, data_dir) in synced.items():
             say(f"pallet on {kind}: re-sync, nothing changed ...")
             results[("resync-same", kind)] = run_child(
                 "sync", args, url, db_url, data_dir, profile=_profile(args, f"resync-same-{kind}"))
@@ -494,6 +610,75 @@ def measure_big(args, work: Path, repo: Path, url: str, results: dict) -> None:
             results[("resync-changed", kind)] = run_child(
                 "sync", args, url, db_url, data_dir,
                 profile=_profile(args, f"resync-changed-{kind}"))
+
+
+def rounds_of(figures: list[dict]) -> dict:
+    """One step's runs: the median run's figures, with every run's time under "rounds"."""
+    if any(f.get("timeout") for f in figures):
+        return {"timeout": True}
+    median = sorted(figures, key=lambda f: f["seconds"])[(len(figures) - 1) // 2]
+    return {**median, "rounds": [f["seconds"] for f in figures],
+            "cpu_rounds": [f.get("cpu_seconds") for f in figures]}
+
+
+def measure_copy(args, work: Path, url: str, results: dict) -> None:
+    """A copy of --copy-names names with their dependencies, by dnf (resolving the
+    transaction from its cache) and by each Pallet (the `repository.copy` task)."""
+    from contextlib import ExitStack
+
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    names = copied_names(args.copy_packages, args.copy_names)
+    names_file = work / "copy-names.json"
+    names_file.write_text(json.dumps(names))
+    root = work / "dnf-copy" / "root"
+    say("copy: dnf makecache of the repository to copy from (not timed) ...")
+    dnf_makecache(root, url)
+    with ExitStack() as stack:
+        pallets = {}
+        for kind in database_kinds(args):
+            db_url, data_dir = stack.enter_context(database(kind, args.postgres_url,
+                                                            parent=work))
+            say(f"copy: pallet on {kind}, on-demand sync of the source (not timed) ...")
+            synced = run_child("sync", args, url, db_url, data_dir, policy="on_demand",
+                               name="deps")
+            if synced.get("timeout") or synced["units"] != args.copy_packages:
+                raise SystemExit(f"the copy's source did not sync on {kind}: {synced}")
+            pallets[kind] = (db_url, data_dir)
+        runs: dict = {}
+        for round in range(1, args.rounds + 1):
+            say(f"copy, round {round}: dnf -C install --assumeno ...")
+            runs.setdefault("baseline", []).append(dnf_resolve(root, url, names))
+            for kind, (db_url, data_dir) in pallets.items():
+                say(f"copy, round {round}: pallet on {kind} ...")
+                runs.setdefault(kind, []).append(run_child(
+                    "copy", args, url, db_url, data_dir, names=names_file,
+                    profile=_profile(args, f"copy-{kind}-{round}")))
+        for run, figures in runs.items():
+            results[("copy", run)] = rounds_of(figures)
+
+
+def dnf_resolve(installroot: Path, url: str, names: list[str]) -> dict:
+    """`dnf -C install --assumeno NAMES` on the installroot dnf_makecache filled: dnf
+    resolves the transaction from its cache, prints it and stops. The names of the
+    packages it would install are read from its table (the tokens before the repo id)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.rpm_tools import Dnf, run
+
+    dnf = Dnf(installroot)
+    measured = installroot.with_name(installroot.name + "-time")
+    result = run(["/usr/bin/time", "-f", "%M", "-o", measured,
+                  "dnf", f"--installroot={dnf.installroot}",
+                  f"--config={dnf.config / 'dnf.conf'}",
+                  f"--setopt=reposdir={dnf.config / 'repos.d'}",
+                  f"--setopt=varsdir={dnf.config / 'vars'}",
+                  "--releasever=1", "--noplugins", "-C", "install", "--assumeno", *names],
+                 home_dir=dnf.config / "home", check=False)
+    tokens = result.stdout.split()
+    chosen = sorted({tokens[i - 3] for i, token in enumerate(tokens) if token == "bench"})
+    if not chosen:
+        raise SystemExit(f"dnf resolved nothing:\n{result.stdout[-2000:]}\n{result.stderr}")
+    return {"seconds": result.seconds, "names": chosen,
+            "peak_mb": int(measured.read_text().split()[-1]) / 1024}
 
 
 def measure_small(args, url: str, results: dict) -> None:
@@ -526,10 +711,11 @@ def report(results: dict, args) -> bool:
     n = f"{args.packages:,}"
     labels = {"sync": f"on-demand sync, {n} pkgs", "resync-same": "re-sync, nothing changed",
               "resync-changed": "re-sync, 1% changed", "publish": f"publish, {n} pkgs",
+              "copy": f"copy {args.copy_names} + deps",
               "immediate": f"immediate sync, {args.rpms} RPMs"}
     baselines = {"sync": "dnf makecache", "resync-same": "dnf makecache",
                  "resync-changed": "dnf makecache", "publish": "createrepo_c",
-                 "immediate": "aiohttp"}
+                 "copy": "dnf install -C", "immediate": "aiohttp"}
     if "sizes" in results:
         sizes = results["sizes"]
         print(f"\nSetup: yum metadata for {n} packages (and its 1% changed copy) written in "
@@ -576,13 +762,63 @@ def report(results: dict, args) -> bool:
             print(f"{label:<29}{name:<18}{seconds:>7.2f}s{ratio:>10.2f}x{target:>16}"
                   f"{before:>11}{figures['peak_mb']:>7.0f}MB  {rss:>16}{note}")
             label = ""
+        if "rounds" in baseline:
+            ok = report_rounds(step, results, runs) and ok
+    if ("copy", "baseline") in results:
+        ok = report_copy(results, args) and ok
     print("\nBaselines, same run: dnf makecache into a fresh installroot (then again on its "
           "cache,\nnothing changed; then after the change); createrepo_c's Python writers "
           "writing\nprimary/filelists/other.xml.gz and repomd records from Packages already in "
-          "memory;\naiohttp with the same concurrency reading repomd, primary and every RPM "
-          "(sha256 checked).\nPallet: the task from start to its committed version "
-          "(publication). Peak RSS: VmHWM of\neach child reset before the step; dnf's from "
-          "/usr/bin/time.")
+          "memory;\ndnf -C install --assumeno of the copied names, resolving the "
+          "transaction from its cache;\naiohttp with the same concurrency reading repomd, "
+          "primary and every RPM (sha256 checked).\nPallet: the task from start to its "
+          "committed version (publication). Publish and copy run\nin rounds (baseline, then "
+          "each database); their rows show the median run. Peak RSS:\nVmHWM of each child "
+          "reset before the step; dnf's from /usr/bin/time.")
+    return ok
+
+
+def report_rounds(step: str, results: dict, runs: list[str]) -> bool:
+    """Under a step run in rounds: each round's time of every run, and its ratio to the
+    baseline of the same round (their spread shows how noisy the machine was)."""
+    baseline = results[(step, "baseline")]["rounds"]
+    for run in runs[1:]:
+        figures = results[(step, run)]
+        if figures.get("timeout"):
+            continue
+        each = ", ".join(f"{mine:.2f}/{theirs:.2f}={mine / theirs:.2f}x"
+                         for mine, theirs in zip(figures["rounds"], baseline))
+        print(f"{'':<29}  each round, pallet {run} / baseline: {each}")
+        cpu = list(zip(figures["cpu_rounds"], results[(step, "baseline")]["cpu_rounds"]))
+        if cpu and None not in cpu[0]:
+            each = ", ".join(f"{mine:.2f}/{theirs:.2f}={mine / theirs:.2f}x"
+                             for mine, theirs in cpu)
+            print(f"{'':<29}  CPU of each round (this process only): {each}")
+    return True
+
+
+def report_copy(results: dict, args) -> bool:
+    """How many packages dnf's transaction and each Pallet's copy hold, and which differ."""
+    dnf = set(results[("copy", "baseline")]["names"])
+    print(f"\nCopy of {args.copy_names} names from {args.copy_packages:,} packages whose "
+          f"dependencies resolve: dnf's transaction installs {len(dnf)} packages")
+    ok = True
+    for key, figures in results.items():
+        if key[0] != "copy" or key[1] == "baseline" or figures.get("timeout"):
+            continue
+        run = key[1]
+        mine = set(figures["names"])
+        line = (f"  pallet {run}: {len(mine)} packages ({figures['chosen']} chosen, "
+                f"{figures['dependencies']} dependencies, {figures['unresolved']} "
+                f"unresolved)")
+        if mine == dnf:
+            line += ", the same packages as dnf"
+        else:
+            line += (f"; only Pallet: {len(mine - dnf)} {sorted(mine - dnf)[:5]}, only dnf: "
+                     f"{len(dnf - mine)} {sorted(dnf - mine)[:5]}")
+        if figures["unresolved"]:
+            ok = False
+        print(line)
     return ok
 
 
@@ -596,6 +832,13 @@ def parse_args(argv=None):
                         help="bytes of payload in each of those RPMs")
     parser.add_argument("--rpm-cache", type=Path, default=DEFAULT_RPM_CACHE,
                         help="where the built RPMs are kept between runs")
+    parser.add_argument("--copy-packages", type=int, default=20_000,
+                        help="packages in the repository the copy step copies from (0: skip)")
+    parser.add_argument("--copy-names", type=int, default=200,
+                        help="package names the copy step asks for")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of the publish and copy steps, each beside its baseline; "
+                             "the median counts")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
@@ -604,8 +847,9 @@ def parse_args(argv=None):
     parser.add_argument("--profile", metavar="DIR",
                         help="write a cProfile of each Pallet step to DIR (slows them)")
     for hidden in ("--child", "--child-url", "--child-db", "--child-dir", "--child-policy",
-                   "--child-profile"):
+                   "--child-profile", "--child-names"):
         parser.add_argument(hidden, default="", help=argparse.SUPPRESS)
+    parser.add_argument("--child-name", default="bench", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

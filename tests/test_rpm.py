@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from pallet.artifacts.models import Artifact
 from pallet.content.models import Content
-from pallet.plugins.rpm.package import location
+from pallet.plugins.rpm.package import checked, fields_of, location, to_createrepo
 from tests.conftest import make_settings, wait_for_task
 from tests.http_fixtures import file_server  # noqa: F401 - the fixture
 from tests.rpm_tools import (Dnf, build_rpm, build_srpm, make_repository, require,
@@ -395,6 +395,35 @@ def test_the_publication_is_yum_metadata_createrepo_c_reads_back(client, workers
     assert set(read) == {"a-0:1.0-1.noarch", "b-0:1.0-1.noarch"}
     assert read["a-0:1.0-1.noarch"].location_href == "Packages/a/a-1.0-1.noarch.rpm"
     assert read["a-0:1.0-1.noarch"].requires == package_requires(rpms["a"])
+
+
+def test_a_package_written_from_its_stored_fields_is_the_package_read():
+    """What a publication writes of a unit is what was read into it: every field of yum's
+    three files, after the fields' trip through JSON (lists for tuples, empty lists)."""
+    original = cr.Package()
+    original.name, original.epoch, original.version, original.release = "a", "2", "1.0", "3"
+    original.arch, original.pkgId, original.checksum_type = "x86_64", "ab" * 32, "sha256"
+    original.summary, original.description, original.url = "A", "An a.", "https://a.invalid"
+    original.rpm_license, original.rpm_vendor, original.rpm_group = "MIT", "V", "G"
+    original.rpm_buildhost, original.rpm_sourcerpm = "host", "a-1.0-3.src.rpm"
+    original.rpm_packager, original.time_file, original.time_build = "P <p@a.invalid>", 5, 6
+    original.size_package, original.size_installed, original.size_archive = 7, 8, 9
+    original.rpm_header_start, original.rpm_header_end = 10, 11
+    original.location_href = location("a", "1.0", "3", "x86_64")
+    original.requires = [("libb.so.1()(64bit)", None, None, None, None, False),
+                         ("b", "GE", "0", "1.0", None, False),
+                         ("/bin/sh", None, None, None, None, True)]
+    original.provides = [("a", "EQ", "2", "1.0", "3", False)]
+    original.obsoletes = [("old-a", "LT", "0", "1.0", "1", False)]
+    original.recommends = [("c", None, None, None, None, False)]
+    original.files = [(None, "/usr/bin/", "a"), ("dir", "/usr/share/", "a"),
+                      ("ghost", "/var/cache/a/", "state")]
+    original.changelogs = [("P <p@a.invalid> - 1.0-3", 1704067200, "- Update")]
+    fields = json.loads(json.dumps(checked(fields_of(original), "a test")
+                                   .model_dump(mode="json")))
+    written = to_createrepo(fields)
+    for dump in (cr.xml_dump_primary, cr.xml_dump_filelists, cr.xml_dump_other):
+        assert dump(written) == dump(original)
 
 
 def package_requires(path: Path) -> list:

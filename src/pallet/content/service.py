@@ -116,23 +116,31 @@ def stream_units(session: Session, content_ids) -> Iterator[PublishedUnit]:
     publications read every unit of a version, and SQLAlchemy's rows cost more than the
     query did."""
     ca = ContentArtifact
-    members = content_ids.subquery()
-    rows = driver_rows(session, select(Content.id, Content.type, Content.data,
-                                       ca.relative_path, ca.sha256, ca.size)
-                       .join(members, members.c[0] == Content.id)
-                       .outerjoin(ca, ca.content_id == Content.id)  # a unit may have no files
-                       .order_by(Content.id, ca.relative_path))
+    query = select(Content.id, Content.type, Content.data, ca.relative_path, ca.sha256,
+                   ca.size).outerjoin(ca, ca.content_id == Content.id)  # a unit may have no files
+    rows = driver_rows(session, _in_id_order(session, query, content_ids, ca.relative_path))
     for _, group in groupby(rows, key=itemgetter(0)):
         group = list(group)
-        yield PublishedUnit(type=group[0][1], fields=_decoded(group[0][2]),
+        yield PublishedUnit(type=group[0][1], fields=json.loads(group[0][2]),
                             files=tuple(PublishedFile(r[3], r[4], r[5]) for r in group
                                         if r[3] is not None))
 
 
-def _decoded(value: Any) -> Any:
-    """A JSON column's value as the driver gives it: text from SQLite, already decoded
-    by psycopg."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
+def _in_id_order(session: Session, query, content_ids, *then):
+    """`query` (of Content) limited to the units `content_ids` selects, in id order, then
+    by `then`, written so that neither database sorts the wide rows (measured with 50,000
+    rpm packages, 4 KB of fields each). SQLite: the ids as a condition (`IN`); it walks the
+    units in id order from its index of the ids (0.17 s to read the rows; joined to the ids,
+    it sorted every row in a temporary B-tree, 0.87 s). PostgreSQL: joined to the ids,
+    sorted first: the units follow in that order and only each unit's files are sorted
+    (0.54 s; with IN, before the tables are analyzed, it sorted all rows on disk, 0.90 s;
+    analyzed, both take 0.51 s)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return query.where(Content.id.in_(content_ids)).order_by(Content.id, *then)
+    ids = content_ids.selected_columns[0]
+    members = content_ids.distinct().order_by(ids).subquery()
+    return (query.join(members, members.c[0] == Content.id)
+            .order_by(members.c[0], *then))
 
 
 def iter_fields(session: Session, content_ids) -> Iterator[tuple[int, str, dict[str, Any]]]:
@@ -140,4 +148,4 @@ def iter_fields(session: Session, content_ids) -> Iterator[tuple[int, str, dict[
     members = content_ids.subquery()
     for unit, type_, data in driver_rows(session, select(Content.id, Content.type, Content.data)
                                          .join(members, members.c[0] == Content.id)):
-        yield unit, type_, _decoded(data)
+        yield unit, type_, json.loads(data)

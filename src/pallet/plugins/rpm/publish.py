@@ -81,15 +81,14 @@ def _write_metadata(folder: Path, units: PublishedUnits, options: RpmPublishOpti
     count = units.counts.get(TYPE, 0)
     for writer in writers.values():
         writer.set_num_of_pkgs(count)
+    adders = [one.add_pkg for one in (*writers.values(), *databases.values())]
     for unit in units:
         if unit.type != TYPE:
             others.setdefault(unit.type, []).append(unit.fields)
             continue
         package = to_createrepo(unit.fields)
-        for writer in writers.values():
-            writer.add_pkg(package)
-        for database in databases.values():
-            database.add_pkg(package)
+        for add in adders:
+            add(package)
     for writer in writers.values():
         writer.close()
     for database in databases.values():
