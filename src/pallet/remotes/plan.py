@@ -5,9 +5,8 @@ what exists already and what its files need.
 fields validated, files compared with the fields, URLs checked, identity computed); a unit
 some of whose files the remote announces by another checksum than sha256 only waits as a
 `Deferred` one until they are fetched, then its type's `complete` makes it whole
-(`completed`). `plan_batch` takes the next BATCH of them and finds,
-in one read session, the artifacts recorded already, the bytes stored without a row, and the
-files to download.
+(`completed`). `plan_batch` takes the next batch of them and finds, in one read session,
+the artifacts recorded already, the bytes stored without a row, and the files to download.
 
 A `SyncUnit` keeps its fields as JSON text, not as the dict it is stored from: a batch waits
 for its files and its turn to be written, and several are alive at once; the text is a third
@@ -35,10 +34,11 @@ from pallet.remotes.reader import RemoteFiles
 from pallet.runtime import Runtime
 
 BATCH = 2000  # units at most in a batch
-# ... and at most this much of their fields' JSON: 2,000 of a distribution's packages (4 KB
-# of JSON each, 15 KB as dicts) in each of the 3 batches alive at once made the on-demand
-# sync's peak RSS 260 MB; 1,000 take 190 MB. Small units (a file's 200 bytes) still come
-# 2,000 at a time: every batch costs a flush of the store and a transaction.
+# ... and at most this much of their fields' JSON. Batches of 2,000 packages held as dicts
+# (15 KB each; 4 KB as JSON) made the on-demand sync of 20,000 packages peak at 260 MB RSS;
+# as JSON text, 1,000 a batch (4 MB), it peaks at 180-190 MB (bench/rpm.py). Small units
+# (a file's 200 bytes) still come 2,000 at a time: every batch costs a flush of the store
+# and a transaction.
 BATCH_BYTES = 4 << 20
 
 
