@@ -11,11 +11,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.processes import free_port, stop
+from tests.conftest import wait_for_task
 from tests.test_cli import PASSWORD, _wait_until_ready
+
+API = "/api/v1"
 
 
 @dataclass
@@ -84,3 +89,24 @@ class Servers:
             stop(server.process)
         for drop in self._drops:
             drop()
+
+
+@pytest.fixture
+def servers(tmp_path):
+    """Real servers for one test, each stopped when it ends."""
+    running = Servers(tmp_path)
+    yield running
+    running.close()
+
+
+def api_of(server: Server) -> httpx.Client:
+    """An API client of `server`, as its first admin."""
+    return httpx.Client(base_url=f"{server.url}{API}", auth=("admin", PASSWORD), timeout=60)
+
+
+def completed(api: httpx.Client, response: httpx.Response) -> dict:
+    """The task `response` started, once it completed (else the test fails with its error)."""
+    assert response.status_code == 202, response.text
+    task = wait_for_task(api, response.json()["href"].removeprefix(API), timeout=120)
+    assert task["state"] == "completed", task["error"]
+    return task

@@ -19,6 +19,7 @@ from pallet.plugins.rpm.publish import config_repo
 from tests.conftest import wait_for_task
 from tests.factories import file_unit
 from tests.http_fixtures import file_server  # noqa: F401 - the fixture
+from tests.servers import api_of, completed, servers  # noqa: F401 - the fixture
 from tests.rpm_tools import Dnf, build_rpm, make_repository, require, run
 
 API = "/api/v1"
@@ -113,26 +114,6 @@ def test_a_content_file_at_a_generated_path_is_refused(client, runtime, workers)
 
 
 # -- over a real pallet serve -----------------------------------------------------------------
-
-@pytest.fixture
-def servers(tmp_path):
-    from tests.servers import Servers
-    servers = Servers(tmp_path)
-    yield servers
-    servers.close()
-
-
-def api_of(server) -> httpx.Client:
-    from tests.test_cli import PASSWORD
-    return httpx.Client(base_url=f"{server.url}{API}", auth=("admin", PASSWORD), timeout=60)
-
-
-def completed(api: httpx.Client, response: httpx.Response) -> dict:
-    assert response.status_code == 202, response.text
-    task = wait_for_task(api, response.json()["href"].removeprefix(API), timeout=120)
-    assert task["state"] == "completed", task["error"]
-    return task
-
 
 def created(api: httpx.Client, path: str, body: dict) -> dict:
     response = api.post(path, json=body)

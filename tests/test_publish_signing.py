@@ -26,6 +26,7 @@ from pallet.runtime import Runtime
 from pallet.settings import Settings
 from tests.conftest import wait_for_task
 from tests.http_fixtures import file_server  # noqa: F401 - the fixture
+from tests.servers import servers  # noqa: F401 - the fixture
 from tests.rpm_tools import Dnf, build_rpm, make_repository, require, run
 
 API = "/api/v1"
@@ -168,14 +169,6 @@ def test_a_real_gpg_signature_verifies_with_the_published_key(runtime, el, gpg_s
 
 
 # -- dnf with repo_gpgcheck=1 against a real pallet serve ------------------------------------
-
-@pytest.fixture
-def servers(tmp_path):
-    from tests.servers import Servers
-    servers = Servers(tmp_path)
-    yield servers
-    servers.close()
-
 
 def dnf_with_reposdir(dnf: Dnf, reposdir: Path, *args: str, check: bool = True):
     require("dnf")

@@ -22,6 +22,7 @@ from pallet.content.models import Content
 from pallet.plugins.rpm.package import checked, fields_of, location, to_createrepo
 from tests.conftest import make_settings, wait_for_task
 from tests.http_fixtures import file_server  # noqa: F401 - the fixture
+from tests.servers import api_of, completed as run, servers  # noqa: F401 - the fixture
 from tests.rpm_tools import (Dnf, build_rpm, build_srpm, make_repository, require,
                               updateinfo)
 
@@ -478,19 +479,6 @@ def test_a_commit_asks_for_a_unit_one_way_only(client, workers, rpms):
 
 # -- dnf against a real pallet serve, and across the air gap ----------------------------------
 
-@pytest.fixture
-def servers(tmp_path):
-    from tests.servers import Servers
-    servers = Servers(tmp_path)
-    yield servers
-    servers.close()
-
-
-def api_of(server) -> httpx.Client:
-    from tests.test_cli import PASSWORD
-    return httpx.Client(base_url=f"{server.url}{API}", auth=("admin", PASSWORD), timeout=60)
-
-
 def cli(server, *args) -> subprocess.CompletedProcess:
     from tests.test_cli import PASSWORD
     env = {k: v for k, v in os.environ.items() if not k.startswith("PALLET_")}
@@ -500,13 +488,6 @@ def cli(server, *args) -> subprocess.CompletedProcess:
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result
     return result
-
-
-def run(api: httpx.Client, response: httpx.Response) -> dict:
-    assert response.status_code == 202, response.text
-    task = wait_for_task(api, response.json()["href"].removeprefix(API), timeout=120)
-    assert task["state"] == "completed", task["error"]
-    return task
 
 
 @pytest.mark.slow

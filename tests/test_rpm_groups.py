@@ -18,6 +18,7 @@ from pallet.plugin import Reference
 from pallet.plugins.rpm import advisory, comps, modules
 from tests.conftest import make_settings, wait_for_task
 from tests.http_fixtures import file_server  # noqa: F401 - the fixture
+from tests.servers import api_of, completed as run, servers  # noqa: F401 - the fixture
 from tests.rpm_tools import Dnf, add_metadata, build_rpm, make_repository, require
 from tests.rpm_tools import comps as comps_xml
 from tests.rpm_tools import modules as modules_yaml
@@ -386,26 +387,6 @@ def test_a_kept_file_pallet_cannot_serve_under_repodata_is_refused(client, worke
 
 
 # -- dnf against a real pallet serve, and across the air gap ------------------------------
-
-@pytest.fixture
-def servers(tmp_path):
-    from tests.servers import Servers
-    servers = Servers(tmp_path)
-    yield servers
-    servers.close()
-
-
-def api_of(server) -> httpx.Client:
-    from tests.test_cli import PASSWORD
-    return httpx.Client(base_url=f"{server.url}{API}", auth=("admin", PASSWORD), timeout=60)
-
-
-def run(api: httpx.Client, response: httpx.Response) -> dict:
-    assert response.status_code == 202, response.text
-    task = wait_for_task(api, response.json()["href"].removeprefix(API), timeout=120)
-    assert task["state"] == "completed", task["error"]
-    return task
-
 
 def served_records(url: str, folder: Path) -> dict[str, cr.RepomdRecord]:
     """The repomd records dnf reads at `url`, checked against the files served there."""
