@@ -151,12 +151,19 @@ class RemoteUnit:
     (`RemoteFile.sha256 == ""`): its fields once those files are fetched and verified, given
     their sha256 by relative path (an RPM package's `pkgid` is its file's sha256). `fields`
     are then only what is known before (the sync uses `complete`'s answer instead); Invalid
-    if the unit cannot be."""
+    if the unit cannot be.
+
+    `key`, the unit's natural key as its stored JSON has it (`key_fields` only), lets the
+    type give `fields` as a function that builds them: the sync looks the key up first and
+    calls it only for a unit the server does not hold, so a re-sync pays for what changed
+    (building and validating a package's fields is most of its cost). A key that differs
+    from what the built fields give (not normalized as the model would) only costs that."""
 
     type: str
-    fields: dict[str, Any] | UnitModel
+    fields: dict[str, Any] | UnitModel | Callable[[], dict[str, Any] | UnitModel]
     files: dict[str, RemoteFile]
     complete: Callable[[Mapping[str, str]], dict[str, Any] | UnitModel] | None = None
+    key: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

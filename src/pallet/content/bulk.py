@@ -145,6 +145,8 @@ def record_units(session: Session, plugins: Registry, units: Iterable[NewUnit],
 def link_artifacts(session: Session, content_ids: list[int],
                    artifacts: dict[str, tuple[int, int]]) -> None:
     """Existing units' files whose bytes were missing (on-demand) and are stored now."""
+    if not artifacts:  # nothing stored now (an on-demand sync): nothing to look for
+        return
     links = []
     for chunk in chunks(content_ids):
         for ca_id, sha256 in session.execute(select(CA.id, CA.sha256).where(

@@ -5,7 +5,9 @@ what exists already and what its files need.
 fields validated, files compared with the fields, URLs checked, identity computed); a unit
 some of whose files the remote announces by another checksum than sha256 only waits as a
 `Deferred` one until they are fetched, then its type's `complete` makes it whole
-(`completed`). `plan_batch` takes the next batch of them and finds, in one read session,
+(`completed`). A unit announced with its key (`RemoteUnit.key`) is looked up first, LOOKUP at
+a time: one the server holds, with the same files, becomes a `SyncUnit` that names its
+content id and has no fields; only the others have their fields built and validated. `plan_batch` takes the next batch of them and finds, in one read session,
 the artifacts recorded already, the bytes stored without a row, and the files to download.
 
 A `SyncUnit` keeps its fields as JSON text, not as the dict it is stored from: a batch waits
@@ -20,16 +22,20 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from pallet.content.bulk import NewUnit, find_artifacts
+from sqlalchemy import select
+
+from pallet.content.bulk import NewUnit, among_text, find_artifacts, text_batches
+from pallet.content.models import Content, ContentArtifact as CA
 from pallet.content.identity import unit_identity
 from pallet.content.service import validate_unit
 from pallet.errors import Invalid
 from pallet.plugin import RemoteFile, RemoteUnit, RepositoryType, UnitModel
 from pallet.plugins import Registry
 from pallet.remotes.downloader import announced_algorithm
+from pallet.remotes.models import RemoteArtifact as RA
 from pallet.remotes.reader import RemoteFiles
 from pallet.runtime import Runtime
 
@@ -40,17 +46,21 @@ BATCH = 2000  # units at most in a batch
 # (a file's 200 bytes) still come 2,000 at a time: every batch costs a flush of the store
 # and a transaction.
 BATCH_BYTES = 4 << 20
+LOOKUP = 500  # units announced with their key, looked up together
 
 
 @dataclass(frozen=True)
 class SyncUnit:
     """A validated unit of the remote: its identity digest, its fields as stored (JSON text)
-    and its files by relative path."""
+    and its files by relative path; or, for a unit the server holds, its `content_id` and
+    no fields."""
 
     type: str
     digest: str
     data: str
     files: tuple[tuple[str, RemoteFile], ...]
+    content_id: int | None = None
+    recorded: bool = False  # held, and this remote's rows for its files are up to date
 
     def new_unit(self) -> NewUnit:
         return NewUnit(self.type, self.digest, json.loads(self.data),
@@ -72,6 +82,15 @@ class Deferred:
 
 class PolicyRefused(Invalid):
     """A unit the remote's policy cannot sync (not an error of the index)."""
+
+
+class IndexInvalid(Invalid):
+    """A unit of the index that is not valid, named by the index file it came from."""
+
+    @classmethod
+    def of(cls, error: Invalid, url: str) -> IndexInvalid:
+        return cls(f"the index {url} is not valid: {error.message}",
+                   details={**error.details, "url": url})
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,8 @@ class Validator:
              ) -> SyncUnit:
         """`remote_unit` validated (with `fields` instead of its own, once completed)."""
         fields = remote_unit.fields if fields is None else fields
+        if callable(fields):  # built only now: the server does not hold the unit
+            fields = fields()
         content_type = self._content_type(remote_unit)
         unit = fields
         if not isinstance(unit, content_type.model):  # a dict, or another type's model
@@ -124,6 +145,20 @@ class Validator:
         return SyncUnit(remote_unit.type, unit_identity(remote_unit.type,
                                                         content_type.key_fields, key),
                         unit.model_dump_json(), tuple(files))
+
+    def held(self, remote_unit: RemoteUnit, held: Held, digest: str) -> SyncUnit:
+        """A unit the server holds, by its key (`digest`), with these files."""
+        files = tuple((path, self._checked_url(path, remote_unit.files[path]))
+                      for path in sorted(remote_unit.files))
+        return SyncUnit(remote_unit.type, digest, "", files, held.content_id, held.recorded)
+
+    def key_digest(self, remote_unit: RemoteUnit) -> str | None:
+        """The identity its announced key gives, None if the key lacks a key field."""
+        content_type = self._content_type(remote_unit)
+        key = remote_unit.key or {}
+        if any(name not in key for name in content_type.key_fields):
+            return None
+        return unit_identity(remote_unit.type, content_type.key_fields, key)
 
     def deferred(self, remote_unit: RemoteUnit) -> Deferred:
         """A unit with files of unknown sha256: only the immediate policy can take it."""
@@ -157,22 +192,86 @@ class Validator:
 
 
 def read_units(validator: Validator, remote_units: Iterable[RemoteUnit],
-               remote: RemoteFiles) -> Iterator[SyncUnit | Deferred]:
-    """The remote's units, validated; an error in the index names the file being read."""
+               remote: RemoteFiles, held: Callable[[dict[str, RemoteUnit]], dict[str, Held]]
+               ) -> Iterator[SyncUnit | Deferred]:
+    """The remote's units, validated; an error in the index names the file being read.
+    `held(units by digest)` says which of them the server holds with the same files
+    (`held_units`)."""
+    keyed: dict[str, tuple[RemoteUnit, str]] = {}  # digest -> (unit, the file it came from)
     try:
         for remote_unit in remote_units:
             if any(not file.sha256 for file in remote_unit.files.values()):
                 yield validator.deferred(remote_unit)
+            elif remote_unit.key is not None and \
+                    (digest := validator.key_digest(remote_unit)) is not None:
+                keyed[digest] = (remote_unit, remote.last_url)
+                if len(keyed) == LOOKUP:
+                    yield from _looked_up(validator, keyed, held)
+                    keyed = {}
             else:
                 yield validator.unit(remote_unit)
-    except PolicyRefused:
+        yield from _looked_up(validator, keyed, held)
+    except (PolicyRefused, IndexInvalid):
         raise
     except Invalid as exc:
         if exc.code != "invalid":  # a digest or size the remote's own metadata refutes
             raise
-        url = remote.last_url
-        raise Invalid(f"the index {url} is not valid: {exc.message}",
-                      details={**exc.details, "url": url}) from None
+        raise IndexInvalid.of(exc, remote.last_url) from None
+
+
+def _looked_up(validator: Validator, keyed: dict[str, tuple[RemoteUnit, str]],
+               held: Callable[[dict[str, RemoteUnit]], dict[str, Held]]
+               ) -> Iterator[SyncUnit]:
+    """Units announced with their key: those held as they are, the others built."""
+    if not keyed:
+        return
+    found = held({digest: unit for digest, (unit, _) in keyed.items()})
+    for digest, (remote_unit, url) in keyed.items():
+        if digest in found:
+            yield validator.held(remote_unit, found[digest], digest)
+            continue
+        try:
+            yield validator.unit(remote_unit)
+        except Invalid as exc:  # named by the file it came from, which the reader has left
+            if exc.code != "invalid":
+                raise
+            raise IndexInvalid.of(exc, url) from None
+
+
+@dataclass(frozen=True)
+class Held:
+    """A unit the server holds: its content id, and whether this remote's rows for its
+    files already say where they are (the record stage then has nothing to write)."""
+
+    content_id: int
+    recorded: bool
+
+
+def held_units(runtime: Runtime, remote_id: int, units: dict[str, RemoteUnit]
+               ) -> dict[str, Held]:
+    """Those of `units` (by their key's digest) that the server holds with the files they
+    announce (relative path and sha256): a type whose key does not decide its files has the
+    others built and checked as new ones are. One statement for a whole look-up."""
+    found: dict[str, tuple[int, dict[str, tuple[str, str | None, int | None]]]] = {}
+    with runtime.db.read() as session:
+        for batch in text_batches(units):
+            for digest, content_id, path, sha256, url, size in session.execute(
+                    select(Content.digest, Content.id, CA.relative_path, CA.sha256,
+                           RA.url, RA.size)
+                    .join(CA, CA.content_id == Content.id)
+                    .outerjoin(RA, (RA.content_artifact_id == CA.id)
+                               & (RA.remote_id == remote_id))
+                    .where(among_text(session, Content.digest, batch))):
+                found.setdefault(digest, (content_id, {}))[1][path] = (sha256, url, size)
+    held = {}
+    for digest, (content_id, files) in found.items():
+        announced = units[digest].files
+        if {path: sha256 for path, (sha256, _, _) in files.items()} == \
+                {path: file.sha256.lower() for path, file in announced.items()}:
+            held[digest] = Held(content_id, all(
+                (url, size) == (announced[path].url, announced[path].size)
+                for path, (_, url, size) in files.items()))
+    return held
 
 
 def plan_batch(runtime: Runtime, units: Iterator[SyncUnit | Deferred], *,

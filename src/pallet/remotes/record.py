@@ -1,7 +1,8 @@
 """The record stage of a sync: one batch's rows, written in one short transaction once its
-files are in: artifacts for the bytes stored, new content with its content artifacts (links
-for existing units that lacked the bytes), and where each file can be fetched from this
-remote (remote artifacts). Runs in a worker thread; batches are written one at a time.
+files are in: artifacts for the bytes stored, new content with its content artifacts, links
+for existing units that lacked the bytes (those the plan found held, and those found here),
+and where each file can be fetched from this remote (remote artifacts). Runs in a worker
+thread; batches are written one at a time.
 
 Units are decoded from their JSON text RECORD_CHUNK at a time, so the dicts of a whole batch
 are never alive together.
@@ -16,7 +17,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pallet.content.bulk import record_artifacts, record_units
+from pallet.content.bulk import link_artifacts, record_artifacts, record_units
 from pallet.content.models import ContentArtifact
 from pallet.db.bulk import among, id_batches, insert_values
 from pallet.plugin import RemoteFile
@@ -33,6 +34,8 @@ def record_batch(runtime: Runtime, remote_id: int, units: list[SyncUnit],
                  artifacts: dict[str, tuple[int, int]], stored: dict[str, int]) -> array:
     """Write the rows of `units` (`artifacts` recorded already, `stored` bytes in the store
     without a row, sha256 -> size); returns their content ids."""
+    if not artifacts and not stored and all(unit.recorded for unit in units):
+        return array("q", (unit.content_id for unit in units))  # held as they are: no write
     runtime.storage.flush()  # the batch's small files are durable before recorded
     for attempt in range(WRITE_ATTEMPTS):
         try:
@@ -40,11 +43,15 @@ def record_batch(runtime: Runtime, remote_id: int, units: list[SyncUnit],
                 known = dict(artifacts)
                 known.update(record_artifacts(session, {sha: size for sha, size in
                                                         stored.items() if sha not in known}))
-                ids: dict[str, int] = {}
-                for chunk in _chunks(units):
+                # Units the server holds (plan.held_units): only the bytes they lacked.
+                ids = {unit.digest: unit.content_id for unit in units
+                       if unit.content_id is not None}
+                link_artifacts(session, list(ids.values()), known)
+                for chunk in _chunks([unit for unit in units if unit.content_id is None]):
                     ids.update(record_units(session, runtime.plugins,
                                             (unit.new_unit() for unit in chunk), known))
-                _record_remote_files(session, remote_id, units, ids)
+                _record_remote_files(session, remote_id,
+                                     [unit for unit in units if not unit.recorded], ids)
             break
         except IntegrityError:  # another sync added the same rows: look again
             if attempt == WRITE_ATTEMPTS - 1:

@@ -2,9 +2,10 @@
 
 1. **plan** (remotes/plan.py, in a worker thread): the repository type reads the remote
    through a `RemoteFiles` (remotes/reader.py), as many metadata files as its format needs;
-   its units are validated and taken in batches of BATCH (memory stays bounded: only the
-   content ids of all units are kept, as integers), and for each batch the artifacts
-   recorded and the bytes stored already are found, and the files to download listed;
+   its units are validated (those announced by their key and held already are not built
+   again) and taken in batches of BATCH (memory stays bounded: only the content ids of all
+   units are kept, as integers), and for each batch the artifacts recorded and the bytes
+   stored already are found, and the files to download listed;
 2. **download** (the immediate policy's files): N workers drain a bounded queue of the
    batches' files through the sync's one `Downloader`; a file is fetched once per sync;
 3. **record** (remotes/record.py, in a worker thread): once a batch's files are in, its rows
@@ -41,8 +42,8 @@ from pallet.plugins import Registry
 from pallet.publications.service import autopublish
 from pallet.remotes.downloader import Downloader, DownloadError, RemoteConfig, temporary_dir
 from pallet.remotes.models import IMMEDIATE, Remote, SyncFingerprint
-from pallet.remotes.plan import Batch, Deferred, SyncUnit, Validator, completed, plan_batch, \
-    read_units
+from pallet.remotes.plan import Batch, Deferred, SyncUnit, Validator, completed, held_units, \
+    plan_batch, read_units
 from pallet.remotes.reader import RemoteFiles, Unchanged
 from pallet.remotes.record import record_batch
 from pallet.remotes.service import check_url, fingerprint_options, get_remote, sync_options
@@ -272,7 +273,8 @@ async def fetch(runtime: Runtime, task, source: Source, progress: Progress) -> F
             progress=lambda done, total: task.progress("downloading index", done, total),
             unchanged=source.unchanged, options=source.options)
         try:
-            units = read_units(validator, source.repository_type.read_remote(remote), remote)
+            units = read_units(validator, source.repository_type.read_remote(remote), remote,
+                               held=lambda keyed: held_units(runtime, source.remote_id, keyed))
             content_ids = await _stages(runtime, task, source, validator, downloader, units,
                                         progress)
             return Fetched(content_ids, remote.fingerprint)
