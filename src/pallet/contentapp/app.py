@@ -5,6 +5,11 @@ touching the database. Look-ups run in a thread pool (synchronous SQLAlchemy) an
 until what is served changes: at once for changes committed in this process
 (`runtime.serving_epoch`), and within `content_cache_seconds` for changes made elsewhere (one
 tiny query on the ServingGeneration row).
+
+A fleet asks for many distinct paths, more than any path cache holds: once a distribution's
+source is known, its files are found in the source's path index (index.py) on the event
+loop, with no query and no thread; the query path answers the rest (folders, generated
+files, missing paths) and every path until the index is built.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from urllib.parse import quote
 from pallet.contentapp import http, listing
 from pallet.contentapp.cache import DISTRIBUTIONS, MISS, PATHS, TARGETS, BytesCache
 from pallet.contentapp.cache import ServingCache
+from pallet.contentapp.index import IndexCache, PathIndex, source_key
 from pallet.contentapp.lookup import DIRECTORY, Catalog, Dist, RemoteOnly, Source, StoredFile
 from pallet.contentapp.ondemand import RemoteFetcher, Unavailable
 from pallet.contentapp.responses import (MISSING, SMALL_FILE, Damaged, FileEntry,
@@ -35,6 +41,10 @@ log = logging.getLogger(__name__)
 PREFIX = "/pallet/content"
 MAX_LISTING = 10_000  # entries in one directory listing
 MAX_BASE_PATH = 1024
+# Up to this many distributions are kept whole in memory, so that finding a path's costs no
+# query (beyond it, the base paths a path could have are looked up and cached one by one).
+MAX_HELD_DISTRIBUTIONS = 100_000
+_EVERY = "*"  # the DISTRIBUTIONS cache's key for all of them
 _NO_DIST = object()
 _ALLOW = [(b"allow", b"GET, HEAD")]
 
@@ -54,6 +64,8 @@ class ContentApp:
         self._next_check = 0.0
         self._checking: asyncio.Future | None = None
         self._resolving: dict[str, asyncio.Future] = {}
+        self.indexes = IndexCache()
+        self._indexing: set[tuple] = set()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
@@ -156,6 +168,10 @@ class ContentApp:
         entry = self.cache.get(PATHS, relative)
         if entry is not MISS and (entry.valid_until is None or entry.valid_until > time.time()):
             return entry
+        entry = self._indexed(relative)
+        if entry is not None:
+            self.cache.put(PATHS, self.cache.era, relative, entry, entry.cost)
+            return entry
         waiting = self._resolving.get(relative)
         if waiting is not None:  # the same path asked for again while it is looked up
             return await asyncio.shield(waiting)
@@ -165,6 +181,7 @@ class ContentApp:
             era = self.cache.era
             entry = await self._in_db(self._resolve, relative, era)
             self.cache.put(PATHS, era, relative, entry, entry.cost)
+            self._indexed(relative)  # the source is known now: its index gets built
             future.set_result(entry)
             return entry
         except BaseException as exc:
@@ -173,6 +190,53 @@ class ContentApp:
             raise
         finally:
             del self._resolving[relative]
+
+    def _indexed(self, relative: str):
+        """(On the event loop.) The entry of a file the newest source of its distribution
+        serves, from that source's path index; None when only the query path can tell
+        (nothing cached yet, no index yet, or not a file of the index)."""
+        every = self.cache.get(DISTRIBUTIONS, _EVERY)
+        dist = _longest(every, relative) if every is not MISS and every is not None else None
+        if dist is None or len(relative) <= len(dist.base_path) + 1:
+            return None
+        sources = self.cache.get(TARGETS, dist.id)
+        if sources is MISS:
+            return None
+        now = time.time()
+        source = next((s for s in sources if s.valid_until is None or s.valid_until > now),
+                      None)
+        if source is None:
+            return None
+        index = self.indexes.get(source_key(source))
+        if index is None:
+            self._build_index(source)
+            return None
+        sub = relative[len(dist.base_path) + 1:]
+        found = index.find(sub) if not sub.endswith("/") else None
+        return None if found is None else self._found(None, relative, sub, source, found)
+
+    def _build_index(self, source) -> None:
+        """Build `source`'s path index in a database thread, once at a time."""
+        key = source_key(source)
+        if key in self._indexing:
+            return
+        self._indexing.add(key)
+
+        def built(future: asyncio.Future) -> None:
+            self._indexing.discard(key)
+            if future.cancelled():
+                return
+            if future.exception() is not None:
+                log.error("building the path index of %s failed: %s", key, future.exception())
+                return
+            self.indexes.put(key, future.result())
+
+        asyncio.get_running_loop().run_in_executor(
+            self.db_pool, partial(self._with_session, self._index_of, source)
+        ).add_done_callback(built)
+
+    def _index_of(self, session, source) -> PathIndex:
+        return PathIndex(self.catalog.files(session, source))
 
     def _resolve(self, session, relative: str, era: int):
         """(In a database thread.) The cache entry for `relative`."""
@@ -205,6 +269,12 @@ class ContentApp:
 
     def _distribution(self, session, relative: str, era: int) -> Dist | None:
         """The distribution whose base path is the longest segment prefix of `relative`."""
+        every = self.cache.get(DISTRIBUTIONS, _EVERY)
+        if every is MISS:
+            every = self.catalog.every_distribution(session, MAX_HELD_DISTRIBUTIONS)
+            self.cache.put(DISTRIBUTIONS, era, _EVERY, every)
+        if every is not None:
+            return _longest(every, relative)
         segments = relative.split("/")
         candidates = []
         for i in range(1, len(segments) + 1):
@@ -374,6 +444,18 @@ def _refuse(relative: str) -> tuple[int, str] | None:
         wrapped = "/" + relative + ("" if relative.endswith("/") else "/")
         if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
             return 404, "not found"
+    return None
+
+
+def _longest(every: dict, relative: str):
+    """The distribution of `every` (by base path) whose base path is the longest segment
+    prefix of `relative`, or None."""
+    end = len(relative)
+    while end > 0:
+        candidate = relative[:end]
+        if end <= MAX_BASE_PATH and candidate in every:
+            return every[candidate]
+        end = relative.rfind("/", 0, end)
     return None
 
 

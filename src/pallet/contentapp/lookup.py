@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from sqlalchemy import and_, null, or_, select, text
 from sqlalchemy.orm import Session
@@ -147,6 +147,15 @@ class Catalog:
             .where(Distribution.base_path.in_(list(base_paths))))
         return {row.base_path: Dist(*row) for row in rows}
 
+    @staticmethod
+    def every_distribution(session: Session, limit: int) -> dict[str, Dist] | None:
+        """Every distribution by base path, or None if there are more than `limit`."""
+        rows = session.execute(select(
+            Distribution.id, Distribution.base_path, Distribution.hidden,
+            Distribution.publication_id, Distribution.repository_version_id,
+            Distribution.repository_id, Distribution.name).limit(limit + 1)).all()
+        return {row.base_path: Dist(*row) for row in rows} if len(rows) <= limit else None
+
     def distribution_children(self, session: Session, prefix: str, cap: int
                               ) -> tuple[list[tuple[str, int | None]], bool]:
         """The next segments of visible base paths under `prefix`, as folders."""
@@ -236,6 +245,29 @@ class Catalog:
                     return RemoteOnly(row.id, row.sha256, row.size)
                 return StoredFile(row.sha256, row.size, metadata=False)
         return DIRECTORY if self._has_children(session, source, path + "/") else None
+
+    @staticmethod
+    def files(session: Session, source: Source) -> Iterator[tuple[str, str, int | None,
+                                                                    bool | None, int]]:
+        """Every file `source` serves as `find` finds it: (path, sha256, size, stored, content
+        artifact id), content first by ascending id, then metadata (`stored` None), so the
+        last of a path given twice is the one `find` returns. Streamed, for `index.py`."""
+        if _serves_content(source):
+            number = source.version_number
+            rows = session.execute(
+                select(CA.relative_path, CA.sha256, CA.size, CA.artifact_id.is_not(None), CA.id)
+                .join(RC, RC.content_id == CA.content_id)
+                .where(RC.repository_id == source.repository_id, RC.version_added <= number,
+                       or_(RC.version_removed.is_(None), RC.version_removed > number))
+                .order_by(CA.id), execution_options={"yield_per": 10_000})
+            yield from (tuple(row) for row in rows)
+        if source.publication_id is not None:
+            rows = session.execute(
+                select(PM.relative_path, Artifact.sha256, Artifact.size)
+                .join(Artifact, Artifact.id == PM.artifact_id)
+                .where(PM.publication_id == source.publication_id),
+                execution_options={"yield_per": 10_000})
+            yield from ((path, sha256, size, None, 0) for path, sha256, size in rows)
 
     def generated(self, session: Session, dist: Dist, source: Source, path: str
                   ) -> Generated | None:
