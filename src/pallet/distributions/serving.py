@@ -17,8 +17,8 @@ What counts, and why the rest does not (a sync writes many rows, and must not dr
 at each of its transactions):
 - distribution, publication, published_metadata: any insert, update or delete.
 - repository_version: insert and delete (a repository's distributions serve its newest;
-  membership rows of a version are written before its row, and deleted with it). Recounts
-  change no answer.
+  membership rows of a version are written before its row, and deleted with it). Not
+  version 0, made with its repository before anything can serve it, nor recounts.
 - repository: delete (its distributions serve nothing) and a new name or type (generated
   files name the repository). Its other settings, `next_version` among them, serve nothing.
 - content_artifact: a path, digest, size or unit changed, or stored bytes unlinked (reclaim
@@ -60,6 +60,8 @@ class Served:
     delete: bool = True
     columns: frozenset[str] | None = None  # updates of these (None: of any column)
     nulled: frozenset[str] = frozenset()  # updates setting these to NULL
+    # Of new rows flushed, those that count (None: all).
+    new_counts: Callable[[object], bool] | None = None
 
 
 def _all_but(model, *names: str) -> frozenset[str]:
@@ -71,7 +73,8 @@ SERVED: dict[str, Served] = {
     Publication.__tablename__: Served(),
     PublishedMetadata.__tablename__: Served(),
     RepositoryVersion.__tablename__: Served(
-        columns=frozenset({"repository_id", "number", "created_at"})),
+        columns=frozenset({"repository_id", "number", "created_at"}),
+        new_counts=lambda version: version.number != 0),
     Repository.__tablename__: Served(insert=False, columns=frozenset({"name", "type"})),
     ContentArtifact.__tablename__: Served(
         insert=False, delete=False,
@@ -109,7 +112,8 @@ def watch(db: Database, committed: Callable[[], None]) -> None:
 
 def _after_commit(committed: Callable[[], None]) -> Callable[[Session], None]:
     def after_commit(session: Session) -> None:
-        if session.info.pop(BUMPED_IN, None) is not None:
+        # Also called when a savepoint is released: only the outermost commit publishes.
+        if session.get_nested_transaction() is None and session.info.pop(BUMPED_IN, None):
             committed()
     return after_commit
 
@@ -170,7 +174,9 @@ def _rule_of(obj) -> Served | None:
 
 def _rule(obj, kind: str) -> bool:
     rule = _rule_of(obj)
-    return rule is not None and getattr(rule, kind)
+    if rule is None or not getattr(rule, kind):
+        return False
+    return kind != "insert" or rule.new_counts is None or rule.new_counts(obj)
 
 
 def _updates_served(obj) -> bool:
