@@ -113,7 +113,8 @@ def watch(db: Database, committed: Callable[[], None]) -> None:
 def _after_commit(committed: Callable[[], None]) -> Callable[[Session], None]:
     def after_commit(session: Session) -> None:
         # Also called when a savepoint is released: only the outermost commit publishes.
-        if session.get_nested_transaction() is None and session.info.pop(BUMPED_IN, None):
+        if (session.get_nested_transaction() is None
+                and session.info.pop(BUMPED_IN, None) is not None):
             committed()
     return after_commit
 
