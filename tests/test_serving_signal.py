@@ -31,7 +31,8 @@ from pallet.remotes.models import Remote, RemoteArtifact
 from pallet.repositories import service as repositories
 from pallet.repositories import versions
 from pallet.runtime import Runtime
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_for_task
+from tests.http_fixtures import write_repository
 from tests.processes import bulk_file_units
 
 C = "/pallet/content"
@@ -49,8 +50,9 @@ class FakeTask:
 def runtime(tmp_path, database_url):
     # The generation is read once, at the first request: only the in-process epoch can drop
     # the caches during a test.
-    runtime = Runtime.create(make_settings(tmp_path, database_url,
-                                           content_cache_seconds=3600))
+    (tmp_path / "allowed").mkdir()
+    runtime = Runtime.create(make_settings(tmp_path, database_url, content_cache_seconds=3600,
+                                           allowed_import_dirs=[tmp_path / "allowed"]))
     yield runtime
     runtime.close()
 
@@ -225,6 +227,22 @@ def test_reclaiming_stored_bytes(runtime, web, served):
             ids = [repositories.get_repository(session, name).id for name in ("q", "r")]
         orphans.reclaim(runtime, task, repository_ids=ids)
     assert task.result["content_reclaimed"] == 1
+
+
+def test_a_sync_is_one_change_when_its_version_lands_and_none_when_nothing_is_new(
+        runtime, client, workers, tmp_path):
+    tree = tmp_path / "allowed" / "tree"
+    write_repository(tree, {f"f{i}.txt": f"file {i}\n".encode() for i in range(30)})
+    for body, status in (({"name": "local", "url": tree.as_uri() + "/"}, 201),
+                         ({"name": "repo", "autopublish": True}, 201)):
+        kind = "remotes" if "url" in body else "repositories"
+        assert client.post(f"/api/v1/{kind}", json=body).status_code == status
+    for bumps, version in ((1, 1), (0, None)):
+        with changes(runtime, bumps=bumps):
+            response = client.post("/api/v1/repositories/repo/sync", json={"remote": "local"})
+            task = wait_for_task(client, response.json()["href"])
+        assert task["state"] == "completed", task["error"]
+        assert task["result"]["version"] == version
 
 
 # -- changes that serve nothing new: no bump --------------------------------------------------
