@@ -23,7 +23,7 @@ from sqlalchemy import select
 from pallet.api.app import create_server_app
 from pallet.artifacts.models import Artifact
 from pallet.content.models import ContentArtifact
-from pallet.distributions.models import Distribution, ServingGeneration
+from pallet.distributions.models import Distribution
 from pallet.remotes.models import RemoteArtifact
 from tests.http_fixtures import FileServer
 from tests.processes import free_port, pallet_env, stop, wait_until

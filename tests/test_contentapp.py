@@ -23,7 +23,7 @@ from pallet.contentapp import app as content_module
 from pallet.contentapp import http
 from pallet.contentapp.app import ContentApp
 from pallet.contentapp.lookup import timestamp
-from pallet.distributions.models import Distribution, ServingGeneration
+from pallet.distributions.models import Distribution
 from pallet.publications.service import publish
 from pallet.remotes.models import Remote, RemoteArtifact
 from pallet.repositories import service as repositories
