@@ -23,8 +23,7 @@ from sqlalchemy import select
 from pallet.api.app import create_server_app
 from pallet.artifacts.models import Artifact
 from pallet.content.models import ContentArtifact
-from pallet.distributions.models import Distribution, ServingGeneration
-from pallet.distributions.service import serving_changed
+from pallet.distributions.models import Distribution
 from pallet.remotes.models import RemoteArtifact
 from tests.http_fixtures import FileServer
 from tests.processes import free_port, pallet_env, stop, wait_until
@@ -217,7 +216,6 @@ def test_pallet_content_app_serves_alone_and_follows_changes(runtime, tmp_path):
         with runtime.db.write() as session:
             session.scalar(select(Distribution).where(Distribution.base_path == "files")
                            ).base_path = "renamed"
-            serving_changed(session)
         # Cached answers for the old path go within content_cache_seconds.
         wait_until(lambda: httpx.get(f"{base}{C}/files/a.txt").status_code == 404, 5,
                    "the content app did not see the change")

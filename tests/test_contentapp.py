@@ -23,8 +23,7 @@ from pallet.contentapp import app as content_module
 from pallet.contentapp import http
 from pallet.contentapp.app import ContentApp
 from pallet.contentapp.lookup import timestamp
-from pallet.distributions.models import Distribution, ServingGeneration
-from pallet.distributions.service import serving_changed
+from pallet.distributions.models import Distribution
 from pallet.publications.service import publish
 from pallet.remotes.models import Remote, RemoteArtifact
 from pallet.repositories import service as repositories
@@ -66,7 +65,6 @@ def new_version(runtime, name: str = "r", *, add=(), remove=()) -> int:
         repository = repositories.get_repository(session, name)
         version = versions.create_version(session, runtime.plugins, repository, add=add,
                                           remove=remove)
-        serving_changed(session)
         return version.id
 
 
@@ -85,7 +83,6 @@ def distribute(runtime, base_path: str, *, hidden: bool = False, **target) -> No
                 session, target.pop("repository")).id
         session.add(Distribution(name=base_path.replace("/", "-"), base_path=base_path,
                                  hidden=hidden, **target))
-        serving_changed(session)
 
 
 def published(runtime, files=FILES, base_path: str = "d") -> int:
@@ -455,7 +452,6 @@ def test_changes_from_other_processes_show_within_the_cache_time(make_runtime):
         with other.db.write() as session:
             session.scalar(select(Distribution).where(Distribution.base_path == "d")
                            ).base_path = "moved"
-            serving_changed(session)
         time.sleep(0.4)
         assert web.get(f"{C}/d/a.txt").status_code == 404
         assert web.get(f"{C}/moved/a.txt").status_code == 200

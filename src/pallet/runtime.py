@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pallet.artifacts.storage import LocalStorage
 import pallet.db.models  # noqa: F401  every table, so foreign keys resolve in any process
 from pallet.db import Database
-from pallet.distributions.service import SERVING_CHANGED
+from pallet.distributions import serving
 from pallet.plugins import Registry, load_plugins
 from pallet.settings import Settings
 
@@ -22,15 +22,15 @@ class Runtime:
     # Set when a task is queued, so in-process workers start it without waiting for a poll.
     wakeup: threading.Event = field(default_factory=threading.Event)
     # Grows after each commit in this process that changed what the content app serves, so
-    # its caches here drop stale entries at once (other processes poll the database).
+    # its caches here drop stale entries at once (other processes poll the database); the
+    # writes themselves say so (distributions/serving.py).
     serving_epoch: int = 0
 
     def __post_init__(self) -> None:
-        self.db.after_write_commit(self._note_serving_change)
+        serving.watch(self.db, self._serving_committed)
 
-    def _note_serving_change(self, session) -> None:
-        if session.info.pop(SERVING_CHANGED, False):
-            self.serving_epoch += 1
+    def _serving_committed(self) -> None:
+        self.serving_epoch += 1
 
     @classmethod
     def create(cls, settings: Settings) -> "Runtime":

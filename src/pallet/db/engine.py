@@ -9,7 +9,7 @@ PostgreSQL needs none of this; both session kinds behave alike there.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
@@ -62,9 +62,9 @@ class Database:
             with session.begin():
                 yield session
 
-    def after_write_commit(self, callback: Callable[[Session], None]) -> None:
-        """Call `callback(session)` after each write transaction commits."""
-        event.listen(self._writer, "after_commit", callback)
+    def sessionmakers(self) -> tuple[sessionmaker, sessionmaker]:
+        """The makers of read and write sessions, for session events that must see both."""
+        return self._reader, self._writer
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -11,24 +11,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, true, update
+from sqlalchemy import func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pallet.distributions.models import Distribution, ServingGeneration
+from pallet.distributions.models import Distribution
+from pallet.distributions.serving import serving_changed
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.paths import validate_relative_path
 
-SERVING_CHANGED = "serving_changed"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-
-
-def serving_changed(session: Session) -> None:
-    """Record, in this transaction, that what the content app serves may change: other
-    processes see the generation grow, this process is told once the transaction commits."""
-    session.execute(update(ServingGeneration).where(ServingGeneration.id == 1)
-                    .values(generation=ServingGeneration.generation + 1))
-    session.info[SERVING_CHANGED] = True
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,9 @@ def create_distribution(session: Session, *, name: str, base_path: str,
                         target: Target = NOTHING, hidden: bool = False) -> Distribution:
     _validate_name(name)
     base_path = validate_base_path(base_path)
-    serving_changed(session)  # first: on PostgreSQL its row lock serializes the checks below
+    # First, before the flush would: on PostgreSQL the generation row's lock serializes the
+    # checks below with every other change of what is served.
+    serving_changed(session)
     _check_name_free(session, name)
     check_no_overlap(session, base_path)
     distribution = Distribution(name=name, base_path=base_path, hidden=hidden)
@@ -97,7 +91,7 @@ def update_distribution(session: Session, distribution: Distribution, *,
                         target: Target | None = None, hidden: bool | None = None
                         ) -> Distribution:
     """Change what is given (None: unchanged); `target` replaces the whole target."""
-    serving_changed(session)
+    serving_changed(session)  # first, as in create_distribution: the checks hold to the commit
     if name is not None and name != distribution.name:
         _validate_name(name)
         _check_name_free(session, name)
@@ -118,7 +112,6 @@ def update_distribution(session: Session, distribution: Distribution, *,
 def delete_distribution(session: Session, distribution: Distribution) -> None:
     session.delete(distribution)
     session.flush()
-    serving_changed(session)
 
 
 def segment_prefixes(base_path: str) -> list[str]:

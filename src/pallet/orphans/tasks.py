@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from pallet.db.base import utcnow
 from pallet.db.bulk import batch_size
-from pallet.distributions.service import serving_changed
 from pallet.errors import NotFound
 from pallet.orphans import service
 from pallet.orphans.service import Doomed
@@ -68,11 +67,8 @@ def reclaim(runtime: Runtime, task, *, repository_ids: list[int], keep_latest: b
     def handle(session: Session, ids: list[int]) -> tuple[int, list[Doomed]]:
         # Served versions are read again inside the write transaction: they may have moved.
         served = service.served_versions(session, now=utcnow(), grace=grace)
-        units, doomed = service.reclaim_content(session, ids, repository_ids=repository_ids,
-                                                keep_latest=keep_latest, served=served)
-        if units:  # the content app may have cached these files as stored
-            serving_changed(session)
-        return units, doomed
+        return service.reclaim_content(session, ids, repository_ids=repository_ids,
+                                       keep_latest=keep_latest, served=served)
 
     units, artifacts, freed = _drain(runtime, task, "reclaiming space", None, find, handle)
     task.result = {"content_reclaimed": units, "artifacts_deleted": artifacts,

@@ -20,7 +20,6 @@ from pallet.artifacts.service import record_artifact
 from pallet.artifacts.storage import ArtifactStorage, Writer
 from pallet.content.service import stream_units
 from pallet.distributions.models import Distribution
-from pallet.distributions.service import serving_changed
 from pallet.errors import Conflict, Invalid, NotFound, validation_problems
 from pallet.paths import validate_relative_path
 from pallet.plugin import PublishedUnit, PublishOptions, RepositoryType, Signer
@@ -129,7 +128,6 @@ def record_publication(session: Session, plugins: Registry, repository: Reposito
         if existing is None:
             raise
         return existing, False
-    serving_changed(session)
     return publication, True
 
 
@@ -293,7 +291,6 @@ def delete_publication(session: Session, publication: Publication) -> None:
                        details={"distributions": names})
     session.delete(publication)
     session.flush()
-    serving_changed(session)
 
 
 @dataclass

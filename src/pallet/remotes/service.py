@@ -20,7 +20,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pallet.distributions.service import serving_changed
 from pallet.errors import Conflict, Invalid, NotFound, validation_problems
 from pallet.plugin import RepositoryType, SyncOptions
 from pallet.plugins import Registry
@@ -117,7 +116,6 @@ def update_remote(session: Session, plugins: Registry, settings: Settings, remot
     for field, value in changes.items():
         setattr(remote, field, values[field])
     session.flush()
-    serving_changed(session)  # on-demand files are fetched with the remote's settings
     return remote
 
 
@@ -126,7 +124,6 @@ def delete_remote(session: Session, remote: Remote) -> None:
     that only it offered on demand can no longer be fetched."""
     session.delete(remote)
     session.flush()
-    serving_changed(session)
 
 
 # -- validation -----------------------------------------------------------------------------

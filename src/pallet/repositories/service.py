@@ -9,7 +9,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pallet.distributions.service import serving_changed
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.plugins import Registry
 from pallet.publications.service import validate_options
@@ -119,7 +118,6 @@ def delete_repository(session: Session, repository: Repository) -> None:
     """Delete a repository and its versions; its content stays until orphan cleanup."""
     session.delete(repository)
     session.flush()
-    serving_changed(session)  # its distributions now serve nothing
 
 
 def _remote_id(session: Session, name: str | None, repository_type: str) -> int | None:

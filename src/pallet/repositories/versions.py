@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, aliased
 from pallet.content.bulk import among_text, text_batches
 from pallet.content.identity import repository_key_digest
 from pallet.content.models import Content
-from pallet.distributions.service import serving_changed
 from pallet.db.bulk import among, batched, id_batches, insert_values
 from pallet.errors import Conflict, Invalid, NotFound
 from pallet.plugins import Registry
@@ -382,7 +381,6 @@ def _record_version(session: Session, repository: Repository, number: int, lthas
     session.add(version)
     repository.next_version = number + 1
     session.flush()
-    serving_changed(session)  # distributions of the repository may serve the new version
     apply_retention(session, repository)
     return version
 
@@ -467,7 +465,6 @@ def delete_version(session: Session, repository: Repository, number: int) -> Non
         _fold_into(session, repository, number, following)
     session.delete(version)
     session.flush()
-    serving_changed(session)
     if following is not None:
         _recount(session, repository, following)
 
