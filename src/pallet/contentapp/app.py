@@ -169,8 +169,7 @@ class ContentApp:
         if entry is not MISS and (entry.valid_until is None or entry.valid_until > time.time()):
             return entry
         entry = self._indexed(relative)
-        if entry is not None:
-            self.cache.put(PATHS, self.cache.era, relative, entry, entry.cost)
+        if entry is not None:  # not kept in the path cache: the index is its cache
             return entry
         waiting = self._resolving.get(relative)
         if waiting is not None:  # the same path asked for again while it is looked up

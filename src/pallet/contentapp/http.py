@@ -4,6 +4,7 @@ own."""
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 from email.utils import formatdate, parsedate_to_datetime
@@ -46,13 +47,24 @@ def request_origin(scheme: str, host: bytes | None, configured: str) -> str | No
 
 
 def content_type(name: str) -> bytes:
-    kind, encoding = mimetypes.guess_type(name, strict=False)
+    # The type depends on the last two suffixes only (a type, then perhaps an encoding):
+    # remembered by them, as a fleet asks for many names of few kinds.
+    last = name.rfind(".")
+    before = name.rfind(".", 0, last) if last > 0 else -1
+    return _content_type(name[before:] if before >= 0 else name[last:] if last >= 0 else "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _content_type(suffixes: str) -> bytes:
+    kind, encoding = mimetypes.guess_type("file" + suffixes, strict=False)
     if encoding is not None:
         kind = _ENCODED_TYPES.get(encoding, "application/octet-stream")
     return (kind or "application/octet-stream").encode("ascii")
 
 
+@functools.lru_cache(maxsize=1024)
 def http_date(timestamp: float) -> bytes:
+    # One source's files share their date: remembered, as formatting it costs a request.
     return formatdate(timestamp, usegmt=True).encode("ascii")
 
 
