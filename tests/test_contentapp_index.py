@@ -111,3 +111,29 @@ def test_an_index_costs_about_65_bytes_a_file():
     assert held / count <= BYTES_PER_FILE + 10, f"{held / count:.0f} bytes a file"
     assert index.find("Packages/\x05/package-5-1.0-1.x86_64.rpm") == \
         StoredFile(f"{5:064x}", 4096, metadata=False)
+
+
+def test_indexes_are_built_one_at_a_time(make_runtime):
+    runtime = make_runtime(content_cache_seconds=600)
+    make_repository(runtime)
+    new_version(runtime, add=add_files(runtime, {"one.txt": b"one\n"}).values())
+    distribute(runtime, "first", publication_id=publish_latest(runtime))
+    new_version(runtime, add=add_files(runtime, {"two.txt": b"two\n"}).values())
+    distribute(runtime, "second", publication_id=publish_latest(runtime))
+    with serving(runtime) as web:
+        app = web.app_instance
+        building = []
+        real = app._index_of
+
+        def watched(session, source):
+            building.append(len(app._indexing))
+            return real(session, source)
+
+        app._index_of = watched
+        deadline = time.monotonic() + 10
+        while len(app.indexes) < 2 and time.monotonic() < deadline:
+            for path in ("first/one.txt", "second/two.txt", "first/x", "second/y"):
+                web.head(f"{C}/{path}")
+            time.sleep(0.02)
+        assert len(app.indexes) == 2 and building == [1, 1]
+        assert web.get(f"{C}/second/two.txt").content == b"two\n"

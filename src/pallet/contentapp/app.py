@@ -215,9 +215,11 @@ class ContentApp:
         return None if found is None else self._found(None, relative, sub, source, found)
 
     def _build_index(self, source) -> None:
-        """Build `source`'s path index in a database thread, once at a time."""
+        """Build `source`'s path index in a database thread; one build at a time, so that
+        many distributions asked for at once cannot hold the transient memory of many
+        builds together (the next is started by a later request)."""
         key = source_key(source)
-        if key in self._indexing:
+        if self._indexing:
             return
         self._indexing.add(key)
 
