@@ -6,10 +6,10 @@ A source never changes once made: a publication's files and a version's content 
 index never goes stale and needs no invalidation; it is built once, in a database thread,
 the first time its source is asked for, while requests meanwhile take the query path.
 
-Each file costs about 65 bytes: a 128-bit digest of its path in two sorted arrays (found by
-bisection; a wrong file for a path would need two paths' digests to collide), its sha256 as
-32 bytes, its size, whether it is generated metadata or content, and the content artifact a
-file whose bytes are not stored yet is fetched by. A file of the index is exactly what the
+Each file costs about 65 bytes, in numpy arrays: a 128-bit digest of its path in two sorted
+arrays (found by bisection; a wrong file for a path would need two paths' digests to
+collide), its sha256 as 32 bytes, its size, whether it is generated metadata or content, and
+the content artifact a file whose bytes are not stored yet is fetched by. A file of the index is exactly what the
 query path finds at that path; anything else (folders, generated files, missing paths) is
 left to the query path, whose answers the path cache keeps.
 """
@@ -23,6 +23,8 @@ import threading
 from array import array
 from collections import OrderedDict
 from typing import Iterable
+
+import numpy
 
 from pallet.contentapp.lookup import RemoteOnly, Source, StoredFile
 
@@ -57,14 +59,19 @@ class PathIndex:
             sizes.append(-1 if size is None else size)
             kinds.append(METADATA if stored is None else STORED if stored else REMOTE)
             content_artifacts.append(content_artifact)
-        # Stable, by the first half only (a list of ints: the transient cost of the build).
-        order = sorted(range(len(high)), key=high.__getitem__)
-        self.high = array("Q", (high[i] for i in order))
-        self.low = array("Q", (low[i] for i in order))
-        self.digests = b"".join(digests[32 * i:32 * i + 32] for i in order)
-        self.sizes = array("q", (sizes[i] for i in order))
-        self.kinds = bytes(kinds[i] for i in order)
-        self.content_artifacts = array("q", (content_artifacts[i] for i in order))
+        # Sorted by the first half, stably (equal paths keep their order): numpy's argsort
+        # keeps the build's transient memory at about twice the index's own.
+        # numpy sorts; the results go back to plain arrays and bytes, which bisect and index
+        # several times faster than numpy's scalars (1.7 us a bisection against 4.8).
+        order = numpy.argsort(numpy.frombuffer(high, dtype=numpy.uint64), kind="stable")
+        self.high = _sorted(high, numpy.uint64, order)
+        del high
+        self.low = _sorted(low, numpy.uint64, order)
+        self.sizes = _sorted(sizes, numpy.int64, order)
+        self.content_artifacts = _sorted(content_artifacts, numpy.int64, order)
+        self.kinds = numpy.frombuffer(kinds, dtype=numpy.uint8)[order].tobytes()
+        self.digests = numpy.frombuffer(digests, dtype=numpy.uint8).reshape(-1, 32
+                                                                            )[order].tobytes()
 
     def __len__(self) -> int:
         return len(self.high)
@@ -75,9 +82,10 @@ class PathIndex:
 
     def find(self, path: str) -> StoredFile | RemoteOnly | None:
         first, second = path_key(path)
-        at = bisect.bisect_left(self.high, first)
+        high = self.high
+        at = bisect.bisect_left(high, first)
         found = None
-        while at < len(self.high) and self.high[at] == first:
+        while at < len(high) and high[at] == first:
             if self.low[at] == second:
                 found = at  # the last of equal paths wins, as it was given
             at += 1
@@ -89,6 +97,13 @@ class PathIndex:
         if kind == REMOTE:
             return RemoteOnly(self.content_artifacts[found], sha256, size)
         return StoredFile(sha256, size, metadata=kind == METADATA)
+
+
+def _sorted(values: array, dtype, order) -> array:
+    """`values` in `order`, as an array of the same kind."""
+    result = array(values.typecode)
+    result.frombytes(numpy.frombuffer(values, dtype=dtype)[order].tobytes())
+    return result
 
 
 def source_key(source: Source) -> tuple:
