@@ -96,7 +96,7 @@ def test_a_file_not_stored_is_fetched_through_the_index_too(make_runtime):
         assert response.headers["content-length"] == "12"
 
 
-def test_an_index_costs_about_65_bytes_a_file():
+def test_an_index_costs_about_67_bytes_a_file():
     count = 100_000
     files = ((f"Packages/{i % 26:c}/package-{i}-1.0-1.x86_64.rpm", f"{i:064x}", 4096, True, i)
              for i in range(count))
@@ -137,3 +137,20 @@ def test_indexes_are_built_one_at_a_time(make_runtime):
             time.sleep(0.02)
         assert len(app.indexes) == 2 and building == [1, 1]
         assert web.get(f"{C}/second/two.txt").content == b"two\n"
+
+
+def test_a_source_larger_than_the_index_memory_is_built_once_then_served_by_queries(
+        make_runtime):
+    runtime = make_runtime(content_cache_seconds=600, content_index_bytes=100)
+    make_repository(runtime)
+    new_version(runtime, add=add_files(runtime, MANY).values())
+    distribute(runtime, "d", publication_id=publish_latest(runtime))
+    with serving(runtime) as web:
+        app = web.app_instance
+        builds = []
+        real = app._index_of
+        app._index_of = lambda session, source: builds.append(source) or real(session, source)
+        for path, data in list(MANY.items())[:50]:
+            assert web.get(f"{C}/d/{path}").content == data
+            time.sleep(0.01)
+        assert len(builds) == 1 and len(app.indexes) == 0

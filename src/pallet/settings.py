@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     import_reserve_bytes: int = Field(256 * 2**20, ge=0, description="Free space an import leaves on the artifact store's file system: it stops with a clear error, changing nothing, rather than fill the disk.")
     content_origin: str = Field("", description="The content app's origin as clients reach it (`https://pallet.example` or `http://host:port`, no path), used in the files it generates, such as a yum distribution's config.repo; empty: taken from each request's scheme and Host header (refused unless a plain host[:port]).")
     content_cache_seconds: float = Field(2.0, ge=0, description="How long a content-app process trusts its cached look-ups before one query checks whether anything it serves changed (changes made in the same process show at once).")
+    content_index_bytes: int = Field(256 * 2**20, ge=0, description="Memory a content-app process gives the path indexes of what it serves (about 67 bytes a file; the least used dropped first). A source larger than this is served by queries; 0: no indexes.")
     publication_grace_seconds: float = Field(300.0, ge=0, description="How long a superseded publication of a repository keeps serving paths the newest one lacks, so downloads in flight finish.")
     remote_cooldown_seconds: float = Field(600.0, ge=0, description="After a remote file's bytes failed verification, how long it is not fetched again.")
     orphan_protection_seconds: float = Field(86400.0, ge=0, description="Default age below which orphan cleanup keeps unreferenced content and artifacts.")

@@ -64,7 +64,7 @@ class ContentApp:
         self._next_check = 0.0
         self._checking: asyncio.Future | None = None
         self._resolving: dict[str, asyncio.Future] = {}
-        self.indexes = IndexCache()
+        self.indexes = IndexCache(runtime.settings.content_index_bytes)
         self._indexing: set[tuple] = set()
 
     async def __call__(self, scope, receive, send) -> None:
@@ -219,7 +219,7 @@ class ContentApp:
         many distributions asked for at once cannot hold the transient memory of many
         builds together (the next is started by a later request)."""
         key = source_key(source)
-        if self._indexing:
+        if self._indexing or not self.indexes.wanted(key):
             return
         self._indexing.add(key)
 

@@ -6,7 +6,7 @@ A source never changes once made: a publication's files and a version's content 
 index never goes stale and needs no invalidation; it is built once, in a database thread,
 the first time its source is asked for, while requests meanwhile take the query path.
 
-Each file costs about 65 bytes, in numpy arrays: a 128-bit digest of its path in two sorted
+Each file costs about 67 bytes, in numpy arrays: a 128-bit digest of its path in two sorted
 arrays (found by bisection; a wrong file for a path would need two paths' digests to
 collide), its sha256 as 32 bytes, its size, whether it is generated metadata or content, and
 the content artifact a file whose bytes are not stored yet is fetched by. A file of the index is exactly what the
@@ -31,8 +31,7 @@ from pallet.contentapp.lookup import RemoteOnly, Source, StoredFile
 log = logging.getLogger(__name__)
 
 METADATA, STORED, REMOTE = 0, 1, 2
-BYTES_PER_FILE = 65
-MAX_INDEX_BYTES = 256 << 20  # all indexes of a process together, the least used dropped
+BYTES_PER_FILE = 67
 
 
 def path_key(path: str) -> tuple[int, int]:
@@ -117,11 +116,18 @@ class IndexCache:
     """The indexes of one process, bounded in bytes, least recently used dropped first.
     Shared by the event loop (look-ups) and the database threads (builds)."""
 
-    def __init__(self, max_bytes: int = MAX_INDEX_BYTES) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._indexes: OrderedDict[tuple, PathIndex] = OrderedDict()
+        self._too_large: set[tuple] = set()  # sources never change: never built again
         self._bytes = 0
         self._lock = threading.Lock()
+
+    def wanted(self, key: tuple) -> bool:
+        """Whether an index of this source is worth building."""
+        with self._lock:
+            return self.max_bytes > 0 and key not in self._too_large and \
+                key not in self._indexes
 
     def get(self, key: tuple) -> PathIndex | None:
         with self._lock:
@@ -131,9 +137,10 @@ class IndexCache:
             return index
 
     def put(self, key: tuple, index: PathIndex) -> None:
-        if index.cost > self.max_bytes:
-            return
         with self._lock:
+            if index.cost > self.max_bytes:
+                self._too_large.add(key)
+                return
             old = self._indexes.pop(key, None)
             if old is not None:
                 self._bytes -= old.cost
