@@ -80,7 +80,7 @@ def child_setup(args) -> None:
         made.append(NewUnit("file", identity_digest("file", fields), fields,
                             ((relative, sha, size),)))
     with runtime.db.write() as session:
-        ids = record_units(session, made, record_artifacts(session, stored))
+        ids = record_units(session, runtime.plugins, made, record_artifacts(session, stored))
         if args.change:
             repository = session.scalar(select(Repository).where(Repository.name == "bench"))
             held = list(session.scalars(select(Content.id).where(

@@ -191,3 +191,20 @@ def test_staged_bytes_stay_out_of_the_store_until_placed_a_batch_at_a_time(tmp_p
     assert staging.groups() == [] and list(staging.dir.iterdir()) == []
     staging.discard()
     assert list(storage.tmp.iterdir()) == []
+
+
+def test_a_staged_writer_joins_the_group_it_ends_in(tmp_path):
+    # An import's artifact above SMALL is streamed through a writer; its group is the chunk
+    # its last byte came from, known only when it is committed.
+    storage = LocalStorage(tmp_path)
+    staging = storage.staging()
+    data = os.urandom(3 << 20)
+    group = [0]
+    with staging.writer(lambda: group[0]) as writer:
+        writer.write(data)
+        group[0] = 2
+        writer.commit(hashlib.sha256(data).hexdigest())
+    assert staging.groups() == [2]
+    [[(sha, size, _)]] = list(staging.staged(2, batch=10))
+    assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    staging.discard()

@@ -400,10 +400,12 @@ class Staging:
             os.close(fd)
         return len(data)
 
-    def writer(self, group: int) -> Writer:
+    def writer(self, group: Callable[[], int]) -> Writer:
+        """A writer whose verified file joins group `group()`, asked when it is committed
+        (an import's: the chunk its last byte came from)."""
         return _LocalWriter(self.storage,
                             place=lambda path, sha256: os.replace(path,
-                                                                  self._path(group, sha256)))
+                                                                  self._path(group(), sha256)))
 
     def groups(self) -> list[int]:
         return sorted(self._groups)
