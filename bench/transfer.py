@@ -114,11 +114,11 @@ def child_setup(args) -> dict:
     with runtime.db.write() as session:
         repository = create_repository(session, runtime.plugins, name="bench", type="file")
         stored, made = units(paths, files)
-        ids = record_units(session, made, record_artifacts(session, stored))
+        ids = record_units(session, runtime.plugins, made, record_artifacts(session, stored))
         first = [ids[u.digest] for u in made]
         create_version(session, runtime.plugins, repository, add=first)
         stored, added = units(extra, Path(args.extra))
-        more = record_units(session, added, record_artifacts(session, stored))
+        more = record_units(session, runtime.plugins, added, record_artifacts(session, stored))
         change = max(1, len(first) // 100)
         create_version(session, runtime.plugins, repository,
                        add=[more[u.digest] for u in added], remove=first[:change])
