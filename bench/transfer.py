@@ -41,7 +41,9 @@ from harness import (database, database_kinds, memory_mb, reset_peak, timed,
                      workload_options, workloads)
 
 MiB = 1 << 20
-TARGETS = {"export": 1.3, "import": 1.5}
+# Issue 15: each against its floor measured in the same run (`tar -cf` + fsync for export;
+# raw-SQL rows + bare-loop durable files for import).
+TARGETS = {"export": 2, "import": 2}
 
 
 class DiskSampler:
@@ -114,11 +116,11 @@ def child_setup(args) -> dict:
     with runtime.db.write() as session:
         repository = create_repository(session, runtime.plugins, name="bench", type="file")
         stored, made = units(paths, files)
-        ids = record_units(session, made, record_artifacts(session, stored))
+        ids = record_units(session, runtime.plugins, made, record_artifacts(session, stored))
         first = [ids[u.digest] for u in made]
         create_version(session, runtime.plugins, repository, add=first)
         stored, added = units(extra, Path(args.extra))
-        more = record_units(session, added, record_artifacts(session, stored))
+        more = record_units(session, runtime.plugins, added, record_artifacts(session, stored))
         change = max(1, len(first) // 100)
         create_version(session, runtime.plugins, repository,
                        add=[more[u.digest] for u in added], remove=first[:change])
@@ -174,7 +176,90 @@ def child_import(args) -> dict:
             "digest": plan["repositories"][0]["target_digest"]}
 
 
-CHILDREN = {"setup": child_setup, "export": child_export, "import": child_import}
+def child_floor(args) -> dict:
+    """The floor under an import of `args.files`, in a fresh migrated database and folder:
+    the rows an import writes (artifact, content, content_artifact, repository_content, the
+    version's row) inserted by the driver's executemany from tuples made beforehand, in one
+    transaction; then the same files created by a bare loop in the store's layout
+    (`<sha[:2]>/<sha>`), made durable by one syncfs as the store's `flush` does. What is
+    timed is only the writing: the tuples and the files' bytes are ready before."""
+    import hashlib
+    from pallet.content.identity import identity_digest
+    from pallet.db.base import utcnow
+    from pallet.repositories.service import create_repository
+
+    runtime = _runtime(args)
+    files = Path(args.files)
+    blobs = []
+    for path in sorted(p for p in files.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        blobs.append((str(path.relative_to(files)), hashlib.sha256(data).hexdigest(), data))
+    with runtime.db.write() as session:  # the repository exists before, as in an import
+        repository_id = create_repository(session, runtime.plugins, name="floor",
+                                          type="file").id
+    now = utcnow().isoformat(" ") if runtime.db.is_sqlite else utcnow()
+    artifacts, content, links, members = [], [], [], []
+    for number, (relative, sha, data) in enumerate(blobs, start=1):
+        fields = {"relative_path": relative, "sha256": sha}
+        artifacts.append((number, sha, len(data), now))
+        content.append((number, "file", identity_digest("file", fields), json.dumps(fields),
+                        now))
+        links.append((number, relative, sha, len(data), number))
+        members.append((repository_id, number, 1, identity_digest("file", {"relative_path":
+                                                                           relative})))
+    mark = "?" if runtime.db.is_sqlite else "%s"
+    statements = [
+        ("artifact (id, sha256, size, created_at)", artifacts),
+        ("content (id, type, digest, data, created_at)", content),
+        ("content_artifact (content_id, relative_path, sha256, size, artifact_id)", links),
+        ("repository_content (repository_id, content_id, version_added, repository_key)",
+         members),
+        ("repository_version (repository_id, number, counts, lthash, digest, created_at)",
+         [(repository_id, 1, json.dumps({"file": {"added": len(blobs), "removed": 0,
+                                                  "present": len(blobs)}}),
+           bytes(2048), "0" * 64, now)])]
+    connection = runtime.db.engine.raw_connection()
+    try:
+        start = time.perf_counter()
+        cursor = connection.cursor()
+        if runtime.db.is_sqlite:  # Pallet's connections leave BEGIN to the caller
+            cursor.execute("BEGIN IMMEDIATE")
+        for target, rows in statements:
+            columns = target[target.index("(") + 1:-1].count(",") + 1
+            cursor.executemany(f"INSERT INTO {target} VALUES "
+                               f"({', '.join([mark] * columns)})", rows)
+        connection.commit()
+        rows_seconds = time.perf_counter() - start
+    finally:
+        connection.close()
+    runtime.close()
+    store = Path(args.child_dir) / "floor-store"
+    folders = sorted({sha[:2] for _, sha, _ in blobs})
+    start = time.perf_counter()
+    for folder in folders:
+        os.makedirs(f"{store}/{folder}")
+    for _, sha, data in blobs:
+        fd = os.open(f"{store}/{sha[:2]}/{sha}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+    fd = os.open(store, os.O_RDONLY)
+    try:
+        syncfs(fd)
+    finally:
+        os.close(fd)
+    return {"rows": rows_seconds, "files": time.perf_counter() - start}
+
+
+def syncfs(fd: int) -> None:
+    """syncfs(2) of the file system holding `fd`, as the artifact store flushes."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+        os.sync()
+
+
+CHILDREN = {"setup": child_setup, "export": child_export, "import": child_import,
+            "floor": child_floor}
 
 
 def run_child(kind: str, args, **options) -> dict:
@@ -314,6 +399,11 @@ def run_round(args, files: Path, work: Path, attempt: int, baseline_runs: dict,
         side.run("import", run_child("import", args, child_db=destination[0],
                                      child_dir=destination[1],
                                      toc=side.runs["export"][0]["toc"], **common))
+        floor = stack.enter_context(database(side.kind, args.postgres_url, work))
+        settle()
+        figures = run_child("floor", args, child_db=floor[0], child_dir=floor[1],
+                            files=files, **common)
+        side.run("floor", figures | {"seconds": figures["rows"] + figures["files"]})
 
 
 def run_incremental(args, side: Side, work: Path) -> None:
@@ -335,6 +425,8 @@ def summary(side: Side) -> dict:
     runs = side.runs
     full, delta = runs["export"][0], best(runs["delta_export"])
     return {"export": best(runs["export"]), "import": best(runs["import"]),
+            "floor": {part: min(run[part] for run in runs["floor"])
+                      for part in ("rows", "files")},
             "delta_export": delta, "delta_import": best(runs["delta_import"]),
             "digests_ok": all(run["digest"] == full["digest"] for run in runs["import"])
             and all(run["digest"] == delta["digest"] for run in runs["delta_import"])}
@@ -370,15 +462,20 @@ def report(results: dict, args) -> bool:
             for baseline in ("tar -cf", "tar -cf + fsync"):
                 ratio = exp["seconds"] / base[baseline]
                 line(f"{kind}: export (vs {baseline[4:]})", exp["seconds"], f"{ratio:.2f}x",
-                     f"<= {TARGETS['export']:g}" if baseline == "tar -cf" else "",
+                     f"<= {TARGETS['export']:g}" if baseline == "tar -cf + fsync" else "",
                      f"{exp['bytes'] / MiB:.1f}MB", f"{exp['peak_mb']:.0f}MB",
                      f"{max(0, exp['extra']) / MiB:.1f}MB")
+            floor = figures["floor"]
+            line(f"{kind}: floor: rows by raw SQL", floor["rows"])
+            line(f"{kind}: floor: files + syncfs", floor["files"])
+            floor_seconds = floor["rows"] + floor["files"]
+            line(f"{kind}: import floor", floor_seconds)
+            line(f"{kind}: import (vs floor)", imp["seconds"],
+                 f"{imp['seconds'] / floor_seconds:.2f}x", f"<= {TARGETS['import']:g}",
+                 rss=f"{imp['peak_mb']:.0f}MB", extra=f"{max(0, imp['extra']) / MiB:.1f}MB")
             for baseline in ("sha256sum", "openssl", "openssl + sync"):
                 ratio = imp["seconds"] / base[f"tar -xf + {baseline}"]
-                line(f"{kind}: import (vs {baseline})", imp["seconds"], f"{ratio:.2f}x",
-                     f"<= {TARGETS['import']:g}" if baseline == "sha256sum" else "",
-                     rss=f"{imp['peak_mb']:.0f}MB",
-                     extra=f"{max(0, imp['extra']) / MiB:.1f}MB")
+                line(f"{kind}: import (vs {baseline})", imp["seconds"], f"{ratio:.2f}x")
             line(f"{kind}: incremental export (1%)", dexp["seconds"],
                  size=f"{dexp['bytes'] / MiB:.2f}MB", rss=f"{dexp['peak_mb']:.0f}MB",
                  extra=f"{max(0, dexp['extra']) / MiB:.1f}MB")
@@ -388,6 +485,11 @@ def report(results: dict, args) -> bool:
                 print(f"*** {kind}: an imported version's digest differs from the exported "
                       "one ***")
                 ok = False
+    print("\nfloors, measured in the same rounds: export's is tar -cf + fsync of the same "
+          "files; import's\nis its rows inserted by the driver's executemany from ready "
+          "tuples in a fresh database\n(artifact, content, content_artifact, "
+          "repository_content, the version) plus the same files\ncreated by a bare loop in "
+          "the store's layout and one syncfs.")
     print("\nexport: the transfer.export task, one file; import: the transfer.import task "
           "into a fresh\nPallet, every artifact re-hashed, chunk checksums verified. extra "
           "disk: the largest drop in\nfree space beyond the archive (export) or the stored "

@@ -106,6 +106,16 @@ def record_artifacts(session: Session, stored: dict[str, int]) -> dict[str, tupl
     return artifacts
 
 
+def insert_artifacts(session: Session, stored: dict[str, int]) -> None:
+    """Rows for verified bytes in the store ({sha256: size}), where missing, for a caller
+    that needs no ids back (an import placing a batch): one statement, where
+    `record_artifacts` looks the batch up before and after."""
+    now = utcnow()
+    insert_values(session, Artifact.__table__, ("sha256", "size", "created_at"),
+                  [(sha, size, now) for sha, size in sorted(stored.items())],
+                  skip_existing=True)
+
+
 def find_content(session: Session, digests: Iterable[str]) -> dict[str, int]:
     """identity digest -> content id for those of `digests` that exist."""
     ids: dict[str, int] = {}

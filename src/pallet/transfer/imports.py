@@ -17,7 +17,9 @@ task holds the shared orphans lock, so cleanup never removes them while the impo
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import hashlib
 import logging
 import os
@@ -203,6 +205,21 @@ def under_prefix(header: layout.Header, prefix: str) -> layout.Header:
     return header.model_copy(update={"repositories": entries})
 
 
+@contextlib.contextmanager
+def frozen_heap():
+    """The objects alive before the block out of the cycle collector's way while it runs.
+    An import keeps tens of thousands of new objects alive (units, rows), so full
+    collections come often, and each one walked every module, class and function the
+    process had loaded: 0.5 of 0.75 s spent collecting in an import of 10,000 units, 0.14
+    s with this. What the block frees is freed as ever; what was alive before is only
+    collected after it (`gc.unfreeze`)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 class ArchiveImport:
     """One walk over an archive: a check (`dry_run`) or the import itself. `importer`: an
     Importer, or ImportRules; `base_path_prefix`: distributions serve under it;
@@ -223,6 +240,10 @@ class ArchiveImport:
         self.staged: StagedImport | None = None
 
     def run(self) -> dict[str, Any]:
+        with frozen_heap():
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         if self.dry_run:
             return self._walk()
         recover(self.runtime.db, self.storage)  # what a killed import left unrecorded

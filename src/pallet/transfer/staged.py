@@ -24,7 +24,7 @@ import logging
 from typing import Callable, Iterator
 
 from pallet.artifacts.storage import LocalStorage
-from pallet.content.bulk import NewUnit, record_artifacts
+from pallet.content.bulk import NewUnit, insert_artifacts, record_artifacts
 from pallet.db import Database
 
 STORE_BATCH = 2000  # artifacts placed and recorded per short write transaction
@@ -67,12 +67,13 @@ class StagedImport:
         if not batch:
             return
         journal = self.storage.journal(list(batch))
+        folder = f"{self.staging.dir}/{group}"  # text, not a Path per file (a fifth of this)
         try:
             for sha256 in batch:
-                self.storage.place(self.staging.dir / str(group) / sha256, sha256)
+                self.storage.place(f"{folder}/{sha256}", sha256)
             self.storage.flush()  # durable before recorded
             with self.db.write() as session:
-                record_artifacts(session, batch)
+                insert_artifacts(session, batch)  # the ids are looked up with the units
         except BaseException:
             self.storage.abandon(journal)  # the next import records what was placed
             raise

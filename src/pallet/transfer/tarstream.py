@@ -76,13 +76,16 @@ class Member:
     size: int
 
 
+OCTAL = b"01234567"
+
+
 def _parse_size(field: bytes) -> int:
     if field[0] & 0x80:
         if field[0] != 0x80:
             raise BadArchive("a tar header has a negative or oversized size")
         return int.from_bytes(field[1:], "big")
     text = field.split(b"\0", 1)[0].strip()
-    if not text or any(c not in b"01234567" for c in text):
+    if not text or text.strip(OCTAL):  # only octal digits: strip leaves nothing
         raise BadArchive("a tar header has a size that is not a number")
     return int(text, 8)
 
@@ -91,7 +94,7 @@ def checksum_matches(block: bytes) -> bool:
     """Whether a 512-byte block is a tar header: its checksum field holds its byte sum."""
     stored = block[148:156].split(b"\0", 1)[0].strip()
     actual = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    return bool(stored) and all(c in b"01234567" for c in stored) and int(stored, 8) == actual
+    return bool(stored) and not stored.strip(OCTAL) and int(stored, 8) == actual
 
 
 def parse_header(block: bytes) -> Member | None:
