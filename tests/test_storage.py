@@ -205,6 +205,10 @@ def test_a_staged_writer_joins_the_group_it_ends_in(tmp_path):
         group[0] = 2
         writer.commit(hashlib.sha256(data).hexdigest())
     assert staging.groups() == [2]
-    [[(sha, size, _)]] = list(staging.staged(2, batch=10))
+    batches = staging.staged(2, batch=10)
+    [(sha, size, _)] = next(batches)
     assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    # Not moved away: asking for the next batch is refused, not the same batch forever.
+    with pytest.raises(RuntimeError, match="moved away"):
+        next(batches)
     staging.discard()

@@ -418,12 +418,18 @@ class Staging:
             return
         self._groups.discard(group)
         folder = self.dir / str(group)
+        given: set[str] = set()
         while True:
             with os.scandir(folder) as entries:
                 files = [(entry.name, entry.stat().st_size, Path(entry.path))
                          for entry, _ in zip(entries, range(batch))]
             if not files:
                 break
+            # A file given before and still here: the caller did not move it away, and the
+            # listing would give it again forever.
+            if given.intersection(name for name, _, _ in files):
+                raise RuntimeError("staged files must be moved away before the next batch")
+            given = {name for name, _, _ in files}
             yield files
         os.rmdir(folder)
 
