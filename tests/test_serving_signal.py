@@ -17,7 +17,6 @@ from starlette.testclient import TestClient
 from pallet.artifacts.models import Artifact
 from pallet.artifacts.service import record_artifact
 from pallet.content.models import Content, ContentArtifact
-from pallet.content.service import create_content
 from pallet.contentapp.app import ContentApp
 from pallet.db.base import utcnow
 from pallet.distributions import service as distributions
@@ -34,6 +33,7 @@ from pallet.runtime import Runtime
 from tests.conftest import make_settings, wait_for_task
 from tests.http_fixtures import write_repository
 from tests.processes import bulk_file_units
+from tests.test_contentapp import add_files
 
 C = "/pallet/content"
 SRC = Path(__file__).resolve().parents[1] / "src" / "pallet"
@@ -71,15 +71,7 @@ def generation(runtime) -> int:
 
 
 def stored_unit(runtime, path: str, data: bytes) -> int:
-    with runtime.db.write() as session:
-        with runtime.storage.writer() as writer:
-            writer.write(data)
-            sha256 = writer.commit()
-        record_artifact(session, sha256=sha256, size=len(data))
-        content, _ = create_content(session, runtime.plugins, type="file",
-                                    fields={"relative_path": path, "sha256": sha256})
-        session.flush()
-        return content.id
+    return add_files(runtime, {path: data})[path]
 
 
 def new_version(runtime, name: str = "r", **change) -> int:
